@@ -1,0 +1,475 @@
+//! What the registry holds, in two shapes: the `New*` and `*Patch` inputs that admins send
+//! (with write-only secrets), and the public views that any admin response may show (no
+//! secret ever; credentials are write-only).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::names::{
+    DataZone, DeploymentName, Endpoint, IndexName, ModelAlias, Region, ResourceName, TenantSlug,
+};
+
+/// Fields of an index template that are the gateway's own: a template may not define them.
+pub const RESERVED_FIELD_PREFIX: &str = "bulkhead";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    /// Set by DELETE; the tenant is refused everywhere while its data is removed.
+    Offboarding,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Offboarding => "offboarding",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            "offboarding" => Some(Self::Offboarding),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyScope {
+    Read,
+    #[default]
+    ReadWrite,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::ReadWrite => "read-write",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "read" => Some(Self::Read),
+            "read-write" => Some(Self::ReadWrite),
+            _ => None,
+        }
+    }
+
+    /// Whether a credential of this scope may call a route that needs `needed`.
+    pub fn allows(self, needed: KeyScope) -> bool {
+        self == Self::ReadWrite || needed == Self::Read
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentKind {
+    #[default]
+    Standard,
+    /// Provisioned throughput (PTU): tried before pay-as-you-go members.
+    Provisioned,
+}
+
+impl DeploymentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Provisioned => "provisioned",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "standard" => Some(Self::Standard),
+            "provisioned" => Some(Self::Provisioned),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub monthly_tokens: Option<u64>,
+}
+
+/// A change to some of a tenant's limits: a field absent keeps its value, `null` removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPatch {
+    #[serde(default, deserialize_with = "present")]
+    pub tokens_per_minute: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub requests_per_minute: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub monthly_tokens: Option<Option<u64>>,
+}
+
+impl LimitsPatch {
+    pub fn apply(self, limits: &mut Limits) {
+        if let Some(v) = self.tokens_per_minute {
+            limits.tokens_per_minute = v;
+        }
+        if let Some(v) = self.requests_per_minute {
+            limits.requests_per_minute = v;
+        }
+        if let Some(v) = self.monthly_tokens {
+            limits.monthly_tokens = v;
+        }
+    }
+}
+
+/// Distinguishes a field that is present with `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `resource/deployment`: how admins name a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeploymentRef {
+    pub resource: ResourceName,
+    pub deployment: DeploymentName,
+}
+
+impl TryFrom<String> for DeploymentRef {
+    type Error = crate::names::InvalidName;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let Some((resource, deployment)) = value.split_once('/') else {
+            return Err(crate::names::InvalidName(
+                "deployment must be written as resource/deployment".into(),
+            ));
+        };
+        Ok(Self {
+            resource: ResourceName::parse(resource)?,
+            deployment: DeploymentName::parse(deployment)?,
+        })
+    }
+}
+
+impl From<DeploymentRef> for String {
+    fn from(value: DeploymentRef) -> String {
+        format!("{}/{}", value.resource, value.deployment)
+    }
+}
+
+impl std::fmt::Display for DeploymentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.resource, self.deployment)
+    }
+}
+
+/// One member of a pool: lower `priority` is tried first; `weight` shares load inside a priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub deployment: DeploymentRef,
+    #[serde(default)]
+    pub priority: u32,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Where a tenant's Azure OpenAI calls go, as an admin writes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "isolation", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpenAiPlacementSpec {
+    /// The shared pools, by alias.
+    Shared,
+    /// Deployments owned by the tenant (usually in shared resources), by alias.
+    DedicatedDeployment {
+        models: BTreeMap<ModelAlias, Vec<Member>>,
+    },
+    /// Resources owned by the tenant; an alias is a deployment name on each of them.
+    DedicatedResource { resources: Vec<ResourceName> },
+    /// The tenant's own Azure OpenAI resource and key.
+    TenantProvided {
+        endpoint: Endpoint,
+        api_key: SecretString,
+        region: Region,
+    },
+}
+
+/// The public view of an OpenAI placement (a tenant-provided key is never shown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "isolation", rename_all = "snake_case")]
+pub enum OpenAiPlacement {
+    Shared,
+    DedicatedDeployment {
+        models: BTreeMap<ModelAlias, Vec<Member>>,
+    },
+    DedicatedResource {
+        resources: Vec<ResourceName>,
+    },
+    TenantProvided {
+        endpoint: Endpoint,
+        region: Region,
+    },
+}
+
+impl OpenAiPlacement {
+    pub fn isolation(&self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::DedicatedDeployment { .. } => "dedicated_deployment",
+            Self::DedicatedResource { .. } => "dedicated_resource",
+            Self::TenantProvided { .. } => "tenant_provided",
+        }
+    }
+}
+
+/// Where a tenant's Azure AI Search calls go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "isolation", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SearchPlacement {
+    /// Shared indexes on a shared service, filtered by a tenant field.
+    SharedIndex { service: ResourceName },
+    /// An index of the tenant's own on a shared service.
+    DedicatedIndex { service: ResourceName },
+    /// A service owned by the tenant.
+    DedicatedService { service: ResourceName },
+}
+
+impl SearchPlacement {
+    pub fn isolation(&self) -> &'static str {
+        match self {
+            Self::SharedIndex { .. } => "shared_index",
+            Self::DedicatedIndex { .. } => "dedicated_index",
+            Self::DedicatedService { .. } => "dedicated_service",
+        }
+    }
+
+    pub fn service(&self) -> &ResourceName {
+        match self {
+            Self::SharedIndex { service }
+            | Self::DedicatedIndex { service }
+            | Self::DedicatedService { service } => service,
+        }
+    }
+
+    /// Whether the placement needs a service owned by the tenant (else a shared one).
+    pub fn needs_owned_service(&self) -> bool {
+        matches!(self, Self::DedicatedService { .. })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub slug: TenantSlug,
+    pub display_name: String,
+    #[serde(default)]
+    pub data_zone: Option<DataZone>,
+    #[serde(default)]
+    pub openai: Option<OpenAiPlacementSpec>,
+    #[serde(default)]
+    pub search: Option<SearchPlacement>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A change to a tenant: absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub status: Option<TenantStatus>,
+    #[serde(default, deserialize_with = "present")]
+    pub data_zone: Option<Option<DataZone>>,
+    #[serde(default, deserialize_with = "present")]
+    pub openai: Option<Option<OpenAiPlacementSpec>>,
+    #[serde(default, deserialize_with = "present")]
+    pub search: Option<Option<SearchPlacement>>,
+    #[serde(default)]
+    pub limits: Option<LimitsPatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: TenantSlug,
+    pub display_name: String,
+    pub status: TenantStatus,
+    pub data_zone: Option<DataZone>,
+    pub openai: Option<OpenAiPlacement>,
+    pub search: Option<SearchPlacement>,
+    pub limits: Limits,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOpenAiResource {
+    pub name: ResourceName,
+    pub endpoint: Endpoint,
+    pub region: Region,
+    #[serde(default)]
+    pub data_zone: Option<DataZone>,
+    pub api_key: SecretString,
+    /// The tenant this resource is reserved for; `None` makes it shared.
+    #[serde(default)]
+    pub owner_tenant: Option<TenantSlug>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenAiResource {
+    pub id: Uuid,
+    pub name: ResourceName,
+    pub endpoint: Endpoint,
+    pub region: Region,
+    pub data_zone: Option<DataZone>,
+    pub owner_tenant: Option<TenantSlug>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeployment {
+    pub resource: ResourceName,
+    pub name: DeploymentName,
+    pub model: String,
+    #[serde(default)]
+    pub kind: DeploymentKind,
+    pub capacity_tpm: u64,
+    /// A deployment of a tenant's own in a shared resource. In an owned resource it must be
+    /// the resource's owner (or absent, which means the same).
+    #[serde(default)]
+    pub owner_tenant: Option<TenantSlug>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub resource: ResourceName,
+    pub name: DeploymentName,
+    pub model: String,
+    pub kind: DeploymentKind,
+    pub capacity_tpm: u64,
+    pub owner_tenant: Option<TenantSlug>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPool {
+    pub alias: ModelAlias,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pool {
+    pub id: Uuid,
+    pub alias: ModelAlias,
+    pub members: Vec<Member>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSearchService {
+    pub name: ResourceName,
+    pub endpoint: Endpoint,
+    pub region: Region,
+    #[serde(default)]
+    pub data_zone: Option<DataZone>,
+    pub api_key: SecretString,
+    #[serde(default)]
+    pub owner_tenant: Option<TenantSlug>,
+    /// How many indexes the service's tier allows (Basic 15, S1 50, S2/S3 200).
+    #[serde(default = "default_index_capacity")]
+    pub index_capacity: u32,
+}
+
+fn default_index_capacity() -> u32 {
+    50
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SearchService {
+    pub id: Uuid,
+    pub name: ResourceName,
+    pub endpoint: Endpoint,
+    pub region: Region,
+    pub data_zone: Option<DataZone>,
+    pub owner_tenant: Option<TenantSlug>,
+    pub index_capacity: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An index definition in Azure's shape, named by its logical name; `fields` is required,
+/// the rest (`suggesters`, `vectorSearch`, `scoringProfiles`, ...) is kept as given.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewIndexTemplate {
+    pub name: IndexName,
+    #[serde(flatten)]
+    pub definition: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexTemplate {
+    pub id: Uuid,
+    pub name: IndexName,
+    #[serde(flatten)]
+    pub definition: serde_json::Map<String, serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    pub name: String,
+    #[serde(default)]
+    pub scope: KeyScope,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as admins see it: never the secret, only its last four characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub tenant: TenantSlug,
+    pub name: String,
+    pub scope: KeyScope,
+    pub hint: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of a listing and the cursor of the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next: Option<String>,
+}

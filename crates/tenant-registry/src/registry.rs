@@ -1,0 +1,939 @@
+//! [`Registry`]: the rules of the registry (validation, placement, ownership) over a
+//! [`Store`], and the in-memory [`Snapshot`] the hot path reads, reloaded after every write
+//! here and, on Postgres, whenever another replica writes (LISTEN/NOTIFY).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::catalog::Catalog;
+use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
+use crate::model::{
+    ApiKey, Deployment, IndexTemplate, KeyScope, Member, NewApiKey,
+    NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant,
+    OpenAiPlacementSpec, OpenAiResource, Page, Pool, SearchPlacement, SearchService, Tenant,
+    TenantPatch, TenantStatus, RESERVED_FIELD_PREFIX,
+};
+use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
+use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
+use crate::store::{
+    DeploymentRow, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, ServiceRow, Store,
+    TemplateRow, TenantRecord, TenantRow,
+};
+use crate::RegistryError;
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+const MAX_MEMBERS: usize = 64;
+const MAX_PRIORITY: u32 = 1000;
+const MAX_WEIGHT: u32 = 1000;
+const MAX_PAGE: u32 = 200;
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    snapshot: ArcSwap<Snapshot>,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// False while the last attempt to reach the store failed; the data plane keeps serving
+    /// from the last good snapshot meanwhile.
+    store_healthy: AtomicBool,
+}
+
+impl Registry {
+    /// Applies migrations, reads the registry once and returns it ready to serve.
+    pub async fn open(store: Arc<dyn Store>, master: MasterKey) -> Result<Arc<Self>> {
+        store.migrate().await?;
+        let registry = Arc::new(Self {
+            store,
+            master,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            store_healthy: AtomicBool::new(true),
+        });
+        registry.reload().await?;
+        Ok(registry)
+    }
+
+    /// The current view. Cheap: an atomic load of an `Arc`.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Whether the store answers with every migration applied.
+    pub async fn ready(&self) -> Result<()> {
+        let result = self.store.ready().await;
+        self.store_healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    pub fn store_healthy(&self) -> bool {
+        self.store_healthy.load(Ordering::Relaxed)
+    }
+
+    /// Reads the whole registry and swaps the new view in.
+    pub async fn reload(&self) -> Result<()> {
+        let _guard = self.reload_lock.lock().await;
+        let rows = match self.store.load().await {
+            Ok(rows) => rows,
+            Err(error) => {
+                self.store_healthy.store(false, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
+        self.store_healthy.store(true, Ordering::Relaxed);
+        let (snapshot, problems) = Snapshot::build(rows, &self.master)?;
+        for problem in problems {
+            tracing::error!(problem, "registry row left out of the in-memory view");
+        }
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Keeps the view current: on Postgres, reloads on every change notification (and after
+    /// a reconnect, since notifications may have been missed); everywhere, every `interval`.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let registry = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let listener = match registry.store.listener().await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::warn!(%error, "registry change listener unavailable; retrying");
+                        registry.store_healthy.store(false, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                registry.reload_logged().await;
+                let Some(mut listener) = listener else {
+                    loop {
+                        tokio::time::sleep(interval).await;
+                        registry.reload_logged().await;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        received = listener.try_recv() => match received {
+                            Ok(Some(_)) => {
+                                // Coalesce a burst of notifications into one reload.
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                while listener.next_buffered().is_some() {}
+                                registry.reload_logged().await;
+                            }
+                            Ok(None) => registry.reload_logged().await,
+                            Err(error) => {
+                                tracing::warn!(%error, "registry change listener lost; reconnecting");
+                                registry.store_healthy.store(false, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                break;
+                            }
+                        },
+                        () = tokio::time::sleep(interval) => registry.reload_logged().await,
+                    }
+                }
+            }
+        })
+    }
+
+    async fn reload_logged(&self) {
+        if let Err(error) = self.reload().await {
+            tracing::warn!(%error, "registry reload failed; serving the last good view");
+        }
+    }
+
+    async fn catalog(&self) -> Result<Catalog> {
+        Catalog::from_rows(self.store.catalog().await?)
+    }
+
+    /// Reloads after a write; the write itself succeeded, so a failed reload is only logged
+    /// (the watcher will catch up).
+    async fn written(&self) {
+        self.reload_logged().await;
+    }
+
+    // ---- Azure OpenAI resources -------------------------------------------------------
+
+    pub async fn create_resource(&self, new: NewOpenAiResource) -> Result<OpenAiResource> {
+        check_secret("api_key", &new.api_key)?;
+        let row = ResourceRow {
+            id: Uuid::now_v7(),
+            name: new.name.to_string(),
+            endpoint: new.endpoint.to_string(),
+            region: new.region.to_string(),
+            data_zone: new.data_zone.as_ref().map(ToString::to_string),
+            credential: self.master.seal(&resource_context(&new.name), &new.api_key)?,
+            owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
+            created_at: Utc::now(),
+        };
+        self.store.insert_resource(&row).await?;
+        self.written().await;
+        Ok(OpenAiResource {
+            id: row.id,
+            name: new.name,
+            endpoint: new.endpoint,
+            region: new.region,
+            data_zone: new.data_zone,
+            owner_tenant: new.owner_tenant,
+            created_at: row.created_at,
+        })
+    }
+
+    pub async fn resources(&self) -> Result<Vec<OpenAiResource>> {
+        Ok(self
+            .catalog()
+            .await?
+            .resources
+            .into_values()
+            .map(|e| e.view)
+            .collect())
+    }
+
+    pub async fn delete_resource(&self, name: &str) -> Result<()> {
+        if !self.store.delete_resource(name).await? {
+            return Err(RegistryError::not_found("resource", name));
+        }
+        self.written().await;
+        Ok(())
+    }
+
+    pub async fn create_deployment(&self, new: NewDeployment) -> Result<Deployment> {
+        let catalog = self.catalog().await?;
+        let resource = catalog.resources.get(&new.resource).ok_or_else(|| {
+            RegistryError::invalid("resource", format!("no resource named '{}'", new.resource))
+        })?;
+        if let (Some(resource_owner), Some(owner)) = (&resource.view.owner_tenant, &new.owner_tenant) {
+            if resource_owner != owner {
+                return Err(RegistryError::invalid(
+                    "owner_tenant",
+                    "a deployment in a tenant's resource belongs to that tenant",
+                ));
+            }
+        }
+        let model = new.model.trim();
+        if model.is_empty() || model.len() > 100 {
+            return Err(RegistryError::invalid("model", "must be 1 to 100 characters"));
+        }
+        let row = DeploymentRow {
+            id: Uuid::now_v7(),
+            resource_id: resource.view.id,
+            name: new.name.to_string(),
+            model: model.to_owned(),
+            kind: new.kind.as_str().to_owned(),
+            capacity_tpm: to_i64("capacity_tpm", new.capacity_tpm)?,
+            owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
+            created_at: Utc::now(),
+        };
+        self.store.insert_deployment(&row).await?;
+        self.written().await;
+        Ok(Deployment {
+            id: row.id,
+            resource: new.resource,
+            name: new.name,
+            model: row.model,
+            kind: new.kind,
+            capacity_tpm: new.capacity_tpm,
+            owner_tenant: new.owner_tenant,
+            created_at: row.created_at,
+        })
+    }
+
+    pub async fn deployments(&self) -> Result<Vec<Deployment>> {
+        Ok(self
+            .catalog()
+            .await?
+            .deployments
+            .into_values()
+            .map(|e| e.view)
+            .collect())
+    }
+
+    pub async fn delete_deployment(&self, resource: &str, name: &str) -> Result<()> {
+        let catalog = self.catalog().await?;
+        let not_found = || RegistryError::not_found("deployment", format!("{resource}/{name}"));
+        let resource = ResourceName::parse(resource).map_err(|_| not_found())?;
+        let entry = catalog.resources.get(&resource).ok_or_else(not_found)?;
+        DeploymentName::parse(name).map_err(|_| not_found())?;
+        if !self.store.delete_deployment(entry.view.id, name).await? {
+            return Err(not_found());
+        }
+        self.written().await;
+        Ok(())
+    }
+
+    // ---- shared pools -----------------------------------------------------------------
+
+    pub async fn create_pool(&self, new: NewPool) -> Result<Pool> {
+        let catalog = self.catalog().await?;
+        let members = resolve_members(&catalog, "members", &new.members, |deployment| {
+            match &deployment.owner {
+                None => Ok(()),
+                Some(_) => Err("belongs to a tenant and cannot be in a shared pool".into()),
+            }
+        })?;
+        let row = PoolRow {
+            id: Uuid::now_v7(),
+            alias: new.alias.to_string(),
+            created_at: Utc::now(),
+        };
+        let rows: Vec<MemberRow> = members
+            .iter()
+            .map(|(id, m)| member_row(row.id, &new.alias, *id, m))
+            .collect();
+        self.store.insert_pool(&row, &rows).await?;
+        self.written().await;
+        Ok(Pool {
+            id: row.id,
+            alias: new.alias,
+            members: new.members,
+            created_at: row.created_at,
+        })
+    }
+
+    pub async fn pools(&self) -> Result<Vec<Pool>> {
+        Ok(self.catalog().await?.pools.into_values().collect())
+    }
+
+    pub async fn delete_pool(&self, alias: &str) -> Result<()> {
+        if !self.store.delete_pool(alias).await? {
+            return Err(RegistryError::not_found("pool", alias));
+        }
+        self.written().await;
+        Ok(())
+    }
+
+    // ---- search services and index templates -------------------------------------------
+
+    pub async fn create_service(&self, new: NewSearchService) -> Result<SearchService> {
+        check_secret("api_key", &new.api_key)?;
+        if new.index_capacity == 0 || new.index_capacity > 10_000 {
+            return Err(RegistryError::invalid("index_capacity", "must be 1 to 10000"));
+        }
+        let row = ServiceRow {
+            id: Uuid::now_v7(),
+            name: new.name.to_string(),
+            endpoint: new.endpoint.to_string(),
+            region: new.region.to_string(),
+            data_zone: new.data_zone.as_ref().map(ToString::to_string),
+            credential: self.master.seal(&service_context(&new.name), &new.api_key)?,
+            owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
+            index_capacity: i32::try_from(new.index_capacity).unwrap_or(i32::MAX),
+            created_at: Utc::now(),
+        };
+        self.store.insert_service(&row).await?;
+        self.written().await;
+        Ok(SearchService {
+            id: row.id,
+            name: new.name,
+            endpoint: new.endpoint,
+            region: new.region,
+            data_zone: new.data_zone,
+            owner_tenant: new.owner_tenant,
+            index_capacity: new.index_capacity,
+            created_at: row.created_at,
+        })
+    }
+
+    pub async fn services(&self) -> Result<Vec<SearchService>> {
+        Ok(self
+            .catalog()
+            .await?
+            .services
+            .into_values()
+            .map(|e| e.view)
+            .collect())
+    }
+
+    pub async fn delete_service(&self, name: &str) -> Result<()> {
+        if !self.store.delete_service(name).await? {
+            return Err(RegistryError::not_found("search service", name));
+        }
+        self.written().await;
+        Ok(())
+    }
+
+    pub async fn create_template(&self, new: NewIndexTemplate) -> Result<IndexTemplate> {
+        check_index_definition(&new.definition)?;
+        let row = TemplateRow {
+            id: Uuid::now_v7(),
+            name: new.name.to_string(),
+            definition: sqlx::types::Json(new.definition.clone()),
+            created_at: Utc::now(),
+        };
+        self.store.insert_template(&row).await?;
+        self.written().await;
+        Ok(IndexTemplate {
+            id: row.id,
+            name: new.name,
+            definition: new.definition,
+            created_at: row.created_at,
+        })
+    }
+
+    pub async fn templates(&self) -> Result<Vec<IndexTemplate>> {
+        Ok(self.catalog().await?.templates.into_values().collect())
+    }
+
+    pub async fn delete_template(&self, name: &str) -> Result<()> {
+        if !self.store.delete_template(name).await? {
+            return Err(RegistryError::not_found("index template", name));
+        }
+        self.written().await;
+        Ok(())
+    }
+
+    // ---- tenants ------------------------------------------------------------------------
+
+    /// Onboards a tenant: validates the whole body and every placement rule, then writes it
+    /// in one transaction (nothing is written on any error).
+    pub async fn onboard(&self, new: NewTenant) -> Result<Tenant> {
+        check_display_name(&new.display_name)?;
+        let catalog = self.catalog().await?;
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        let row = TenantRow {
+            id,
+            slug: new.slug.to_string(),
+            display_name: new.display_name.trim().to_owned(),
+            status: TenantStatus::Active.as_str().to_owned(),
+            data_zone: new.data_zone.as_ref().map(ToString::to_string),
+            openai_isolation: None,
+            openai_endpoint: None,
+            openai_region: None,
+            openai_credential: None,
+            search_isolation: None,
+            search_service_id: None,
+            tokens_per_minute: opt_i64("limits.tokens_per_minute", new.limits.tokens_per_minute)?,
+            requests_per_minute: opt_i64(
+                "limits.requests_per_minute",
+                new.limits.requests_per_minute,
+            )?,
+            monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut record = TenantRecord {
+            row,
+            members: Vec::new(),
+            resources: Vec::new(),
+        };
+        if let Some(spec) = &new.openai {
+            self.place_openai(&catalog, &new.slug, new.data_zone.as_ref(), spec, &mut record)?;
+        }
+        if let Some(search) = &new.search {
+            place_search(&catalog, &new.slug, new.data_zone.as_ref(), search, &mut record)?;
+        }
+        self.store.insert_tenant(&record).await?;
+        self.written().await;
+        catalog.tenant(&record)
+    }
+
+    pub async fn tenant(&self, slug: &str) -> Result<Tenant> {
+        let record = self.record(slug).await?;
+        self.catalog().await?.tenant(&record)
+    }
+
+    async fn record(&self, slug: &str) -> Result<TenantRecord> {
+        self.store
+            .tenant(slug)
+            .await?
+            .ok_or_else(|| RegistryError::not_found("tenant", slug))
+    }
+
+    /// Tenants in slug order, `limit` at a time, after the cursor `after`.
+    pub async fn tenants(&self, after: Option<&str>, limit: Option<u32>) -> Result<Page<Tenant>> {
+        let limit = limit.unwrap_or(50);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(RegistryError::invalid("limit", format!("must be 1 to {MAX_PAGE}")));
+        }
+        let records = self.store.tenants_after(after.unwrap_or(""), limit).await?;
+        let catalog = self.catalog().await?;
+        let data = records
+            .iter()
+            .map(|r| catalog.tenant(r))
+            .collect::<Result<Vec<_>>>()?;
+        let next = (data.len() == limit as usize)
+            .then(|| data.last().map(|t| t.slug.to_string()))
+            .flatten();
+        Ok(Page { data, next })
+    }
+
+    /// Changes a tenant. Every rule is checked against the tenant as it would be after the
+    /// change (a new data zone must hold for the placement it keeps).
+    pub async fn update_tenant(&self, slug: &str, patch: TenantPatch) -> Result<Tenant> {
+        let mut record = self.record(slug).await?;
+        let catalog = self.catalog().await?;
+        let current = catalog.tenant(&record)?;
+        if current.status == TenantStatus::Offboarding {
+            return Err(RegistryError::Conflict("the tenant is being offboarded".into()));
+        }
+        if let Some(name) = &patch.display_name {
+            check_display_name(name)?;
+            record.row.display_name = name.trim().to_owned();
+        }
+        match patch.status {
+            Some(TenantStatus::Offboarding) => {
+                return Err(RegistryError::invalid(
+                    "status",
+                    "offboarding is started with DELETE",
+                ))
+            }
+            Some(status) => record.row.status = status.as_str().to_owned(),
+            None => {}
+        }
+        let zone = match &patch.data_zone {
+            Some(zone) => zone.clone(),
+            None => current.data_zone.clone(),
+        };
+        record.row.data_zone = zone.as_ref().map(ToString::to_string);
+        if let Some(limits) = patch.limits {
+            let mut merged = current.limits;
+            limits.apply(&mut merged);
+            record.row.tokens_per_minute =
+                opt_i64("limits.tokens_per_minute", merged.tokens_per_minute)?;
+            record.row.requests_per_minute =
+                opt_i64("limits.requests_per_minute", merged.requests_per_minute)?;
+            record.row.monthly_tokens = opt_i64("limits.monthly_tokens", merged.monthly_tokens)?;
+        }
+        match &patch.openai {
+            Some(spec) => {
+                clear_openai(&mut record);
+                if let Some(spec) = spec {
+                    self.place_openai(&catalog, &current.slug, zone.as_ref(), spec, &mut record)?;
+                }
+            }
+            None => check_openai_zone(&catalog, zone.as_ref(), &record)?,
+        }
+        let search = match &patch.search {
+            Some(search) => search.clone(),
+            None => current.search.clone(),
+        };
+        record.row.search_isolation = None;
+        record.row.search_service_id = None;
+        if let Some(search) = &search {
+            place_search(&catalog, &current.slug, zone.as_ref(), search, &mut record)?;
+        }
+        record.row.updated_at = Utc::now();
+        self.store.update_tenant(&record).await?;
+        self.written().await;
+        catalog.tenant(&record)
+    }
+
+    /// Offboards a tenant: it is refused everywhere at once (status `offboarding`), then its
+    /// keys, placements and the resources reserved for it are deleted. A failure leaves it
+    /// `offboarding`, and DELETE may be repeated.
+    pub async fn offboard(&self, slug: &str) -> Result<()> {
+        let mut record = self.record(slug).await?;
+        if record.row.status != TenantStatus::Offboarding.as_str() {
+            record.row.status = TenantStatus::Offboarding.as_str().to_owned();
+            record.row.updated_at = Utc::now();
+            self.store.update_tenant(&record).await?;
+            self.written().await;
+        }
+        let result = self
+            .store
+            .delete_tenant(Owned {
+                tenant_id: record.row.id,
+                slug,
+            })
+            .await;
+        self.written().await;
+        result
+    }
+
+    fn place_openai(
+        &self,
+        catalog: &Catalog,
+        slug: &TenantSlug,
+        zone: Option<&DataZone>,
+        spec: &OpenAiPlacementSpec,
+        record: &mut TenantRecord,
+    ) -> Result<()> {
+        let owned_by_tenant = |owner: &Option<TenantSlug>| -> std::result::Result<(), String> {
+            match owner {
+                Some(owner) if owner == slug => Ok(()),
+                Some(_) => Err("belongs to another tenant".into()),
+                None => Err("is shared; a dedicated placement needs one reserved for this tenant".into()),
+            }
+        };
+        match spec {
+            OpenAiPlacementSpec::Shared => {
+                record.row.openai_isolation = Some("shared".into());
+            }
+            OpenAiPlacementSpec::DedicatedDeployment { models } => {
+                if models.is_empty() {
+                    return Err(RegistryError::invalid("openai.models", "must name at least one model"));
+                }
+                for (alias, members) in models {
+                    let field = format!("openai.models.{alias}");
+                    let resolved = resolve_members(catalog, &field, members, |deployment| {
+                        owned_by_tenant(&deployment.owner)?;
+                        check_zone(catalog, zone, deployment.resource_id)
+                    })?;
+                    record.members.extend(
+                        resolved
+                            .iter()
+                            .map(|(id, m)| member_row(record.row.id, alias, *id, m)),
+                    );
+                }
+                record.row.openai_isolation = Some("dedicated_deployment".into());
+            }
+            OpenAiPlacementSpec::DedicatedResource { resources } => {
+                if resources.is_empty() || resources.len() > MAX_MEMBERS {
+                    return Err(RegistryError::invalid(
+                        "openai.resources",
+                        format!("must name 1 to {MAX_MEMBERS} resources"),
+                    ));
+                }
+                let mut seen = HashSet::new();
+                for (i, name) in resources.iter().enumerate() {
+                    let field = format!("openai.resources[{i}]");
+                    if !seen.insert(name) {
+                        return Err(RegistryError::invalid(field, "is listed twice"));
+                    }
+                    let entry = catalog.resources.get(name).ok_or_else(|| {
+                        RegistryError::invalid(&field, format!("no resource named '{name}'"))
+                    })?;
+                    owned_by_tenant(&entry.view.owner_tenant)
+                        .and_then(|()| check_zone(catalog, zone, entry.view.id))
+                        .map_err(|m| RegistryError::invalid(&field, format!("resource '{name}' {m}")))?;
+                    record.resources.push(entry.view.id);
+                }
+                record.row.openai_isolation = Some("dedicated_resource".into());
+            }
+            OpenAiPlacementSpec::TenantProvided {
+                endpoint,
+                api_key,
+                region,
+            } => {
+                check_secret("openai.api_key", api_key)?;
+                record.row.openai_isolation = Some("tenant_provided".into());
+                record.row.openai_endpoint = Some(endpoint.to_string());
+                record.row.openai_region = Some(region.to_string());
+                record.row.openai_credential =
+                    Some(self.master.seal(&tenant_context(record.row.id), api_key)?);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- API keys -----------------------------------------------------------------------
+
+    /// Issues a key; the secret is returned here and never again.
+    pub async fn create_key(&self, slug: &str, new: NewApiKey) -> Result<(ApiKey, SecretString)> {
+        let record = self.record(slug).await?;
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(RegistryError::invalid("name", "must be 1 to 100 printable characters"));
+        }
+        let now = Utc::now();
+        if new.expires_at.is_some_and(|at| at <= now) {
+            return Err(RegistryError::invalid("expires_at", "must be in the future"));
+        }
+        let secret = generate_api_key();
+        let exposed = secret.expose_secret();
+        let hint = exposed[exposed.len().saturating_sub(4)..].to_owned();
+        let row = KeyRow {
+            id: Uuid::now_v7(),
+            tenant_id: record.row.id,
+            name: name.to_owned(),
+            scope: new.scope.as_str().to_owned(),
+            hash: hash_api_key(exposed).to_vec(),
+            hint,
+            expires_at: new.expires_at,
+            revoked_at: None,
+            created_at: now,
+        };
+        self.store.insert_key(&row).await?;
+        self.written().await;
+        Ok((key_view(&row, slug)?, secret))
+    }
+
+    pub async fn keys(&self, slug: &str) -> Result<Vec<ApiKey>> {
+        let record = self.record(slug).await?;
+        self.store
+            .keys(record.row.id)
+            .await?
+            .iter()
+            .map(|row| key_view(row, slug))
+            .collect()
+    }
+
+    pub async fn revoke_key(&self, slug: &str, id: &str) -> Result<()> {
+        let record = self.record(slug).await?;
+        let not_found = || RegistryError::not_found("key", id);
+        let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+        if !self.store.revoke_key(record.row.id, id, Utc::now()).await? {
+            return Err(not_found());
+        }
+        self.written().await;
+        Ok(())
+    }
+}
+
+fn key_view(row: &KeyRow, slug: &str) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.id,
+        tenant: crate::catalog::parse("slug", slug, TenantSlug::parse)?,
+        name: row.name.clone(),
+        scope: KeyScope::from_db(&row.scope)
+            .ok_or_else(|| RegistryError::Corrupt(format!("scope {}", row.scope)))?,
+        hint: row.hint.clone(),
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+        created_at: row.created_at,
+    })
+}
+
+fn clear_openai(record: &mut TenantRecord) {
+    record.row.openai_isolation = None;
+    record.row.openai_endpoint = None;
+    record.row.openai_region = None;
+    record.row.openai_credential = None;
+    record.members.clear();
+    record.resources.clear();
+}
+
+/// Validates a list of members: each deployment exists, appears once, has sane priority and
+/// weight, and passes `allowed`. Returns each member with its deployment id.
+fn resolve_members<'m>(
+    catalog: &Catalog,
+    field: &str,
+    members: &'m [Member],
+    allowed: impl Fn(&crate::catalog::DeploymentEntry) -> std::result::Result<(), String>,
+) -> Result<Vec<(Uuid, &'m Member)>> {
+    if members.is_empty() || members.len() > MAX_MEMBERS {
+        return Err(RegistryError::invalid(
+            field,
+            format!("must list 1 to {MAX_MEMBERS} members"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut resolved = Vec::with_capacity(members.len());
+    for (i, member) in members.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        if !seen.insert(&member.deployment) {
+            return Err(RegistryError::invalid(format!("{field}.deployment"), "is listed twice"));
+        }
+        if member.priority > MAX_PRIORITY {
+            return Err(RegistryError::invalid(
+                format!("{field}.priority"),
+                format!("must be 0 to {MAX_PRIORITY}"),
+            ));
+        }
+        if member.weight == 0 || member.weight > MAX_WEIGHT {
+            return Err(RegistryError::invalid(
+                format!("{field}.weight"),
+                format!("must be 1 to {MAX_WEIGHT}"),
+            ));
+        }
+        let entry = catalog.deployments.get(&member.deployment).ok_or_else(|| {
+            RegistryError::invalid(
+                format!("{field}.deployment"),
+                format!("no deployment '{}'", member.deployment),
+            )
+        })?;
+        allowed(entry).map_err(|m| {
+            RegistryError::invalid(
+                format!("{field}.deployment"),
+                format!("deployment '{}' {m}", member.deployment),
+            )
+        })?;
+        resolved.push((entry.view.id, member));
+    }
+    Ok(resolved)
+}
+
+fn member_row(owner: Uuid, alias: &ModelAlias, deployment_id: Uuid, member: &Member) -> MemberRow {
+    MemberRow {
+        owner,
+        alias: alias.to_string(),
+        deployment_id,
+        // Bounded by MAX_PRIORITY and MAX_WEIGHT above.
+        priority: i32::try_from(member.priority).unwrap_or(i32::MAX),
+        weight: i32::try_from(member.weight).unwrap_or(i32::MAX),
+    }
+}
+
+/// A tenant with a data zone may only be placed on resources in that zone.
+fn check_zone(
+    catalog: &Catalog,
+    zone: Option<&DataZone>,
+    resource_id: Uuid,
+) -> std::result::Result<(), String> {
+    let Some(zone) = zone else { return Ok(()) };
+    let resource_zone = catalog
+        .resources
+        .values()
+        .find(|r| r.view.id == resource_id)
+        .and_then(|r| r.view.data_zone.as_ref());
+    match resource_zone {
+        Some(z) if z == zone => Ok(()),
+        Some(z) => Err(format!("is in data zone '{z}', not '{zone}'")),
+        None => Err(format!("has no data zone; the tenant requires '{zone}'")),
+    }
+}
+
+fn check_openai_zone(catalog: &Catalog, zone: Option<&DataZone>, record: &TenantRecord) -> Result<()> {
+    let deployments = record.members.iter().filter_map(|m| {
+        catalog
+            .deployments
+            .values()
+            .find(|d| d.view.id == m.deployment_id)
+            .map(|d| d.resource_id)
+    });
+    for resource_id in deployments.chain(record.resources.iter().copied()) {
+        check_zone(catalog, zone, resource_id)
+            .map_err(|m| RegistryError::invalid("data_zone", format!("a placed resource {m}")))?;
+    }
+    Ok(())
+}
+
+fn place_search(
+    catalog: &Catalog,
+    slug: &TenantSlug,
+    zone: Option<&DataZone>,
+    placement: &SearchPlacement,
+    record: &mut TenantRecord,
+) -> Result<()> {
+    let name = placement.service();
+    let field = "search.service";
+    let entry = catalog
+        .services
+        .get(name)
+        .ok_or_else(|| RegistryError::invalid(field, format!("no search service named '{name}'")))?;
+    match (&entry.view.owner_tenant, placement.needs_owned_service()) {
+        (Some(owner), true) if owner == slug => {}
+        (None, false) => {}
+        (Some(owner), _) if owner != slug => {
+            return Err(RegistryError::invalid(field, format!("service '{name}' belongs to another tenant")))
+        }
+        (_, true) => {
+            return Err(RegistryError::invalid(
+                field,
+                format!("dedicated_service needs a service reserved for this tenant; '{name}' is shared"),
+            ))
+        }
+        (_, false) => {
+            return Err(RegistryError::invalid(
+                field,
+                format!("{} needs a shared service; '{name}' is reserved for this tenant", placement.isolation()),
+            ))
+        }
+    }
+    if let Some(zone) = zone {
+        if entry.view.data_zone.as_ref() != Some(zone) {
+            return Err(RegistryError::invalid(
+                field,
+                format!("service '{name}' is not in the tenant's data zone '{zone}'"),
+            ));
+        }
+    }
+    record.row.search_isolation = Some(placement.isolation().to_owned());
+    record.row.search_service_id = Some(entry.view.id);
+    Ok(())
+}
+
+fn check_display_name(name: &str) -> Result<()> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            "display_name",
+            "must be 1 to 200 printable characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_secret(field: &str, secret: &SecretString) -> Result<()> {
+    let secret = secret.expose_secret();
+    if secret.is_empty() || secret.len() > 4096 || secret.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(RegistryError::invalid(field, "must be a non-empty key without spaces"));
+    }
+    Ok(())
+}
+
+fn to_i64(field: &str, value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| RegistryError::invalid(field, "is too large"))
+}
+
+fn opt_i64(field: &str, value: Option<u64>) -> Result<Option<i64>> {
+    value.map(|v| to_i64(field, v)).transpose()
+}
+
+const FIELD_TYPES: &[&str] = &[
+    "Edm.String",
+    "Edm.Int32",
+    "Edm.Int64",
+    "Edm.Double",
+    "Edm.Boolean",
+    "Edm.DateTimeOffset",
+    "Edm.GeographyPoint",
+    "Edm.Single",
+    "Collection(Edm.String)",
+    "Collection(Edm.Int32)",
+    "Collection(Edm.Int64)",
+    "Collection(Edm.Double)",
+    "Collection(Edm.Boolean)",
+    "Collection(Edm.DateTimeOffset)",
+    "Collection(Edm.GeographyPoint)",
+    "Collection(Edm.Single)",
+];
+
+/// An index template must define its fields like Azure does: unique names starting with a
+/// letter, known types, exactly one `Edm.String` key, none of the gateway's reserved fields.
+fn check_index_definition(definition: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let Some(fields) = definition.get("fields").and_then(|f| f.as_array()) else {
+        return Err(RegistryError::invalid("fields", "must be a non-empty array"));
+    };
+    if fields.is_empty() || fields.len() > 1000 {
+        return Err(RegistryError::invalid("fields", "must hold 1 to 1000 fields"));
+    }
+    let mut names = HashSet::new();
+    let mut keys = 0;
+    for (i, field) in fields.iter().enumerate() {
+        let at = format!("fields[{i}]");
+        let name = field.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let valid_name = name.len() <= 128
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(RegistryError::invalid(
+                format!("{at}.name"),
+                "must start with a letter and hold only letters, digits and underscores",
+            ));
+        }
+        if name.to_ascii_lowercase().starts_with(RESERVED_FIELD_PREFIX) {
+            return Err(RegistryError::invalid(
+                format!("{at}.name"),
+                format!("names starting with '{RESERVED_FIELD_PREFIX}' are reserved for the gateway"),
+            ));
+        }
+        if !names.insert(name.to_owned()) {
+            return Err(RegistryError::invalid(format!("{at}.name"), "is defined twice"));
+        }
+        let kind = field.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        if !FIELD_TYPES.contains(&kind) {
+            return Err(RegistryError::invalid(format!("{at}.type"), format!("unknown type '{kind}'")));
+        }
+        if field.get("key").and_then(|k| k.as_bool()) == Some(true) {
+            if kind != "Edm.String" {
+                return Err(RegistryError::invalid(format!("{at}.type"), "the key field must be Edm.String"));
+            }
+            keys += 1;
+        }
+    }
+    if keys != 1 {
+        return Err(RegistryError::invalid("fields", "exactly one field must be the key"));
+    }
+    Ok(())
+}

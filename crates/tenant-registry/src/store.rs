@@ -1,0 +1,904 @@
+//! Persistence. [`Store`] is the one trait; [`SqlStore`] implements it on Postgres (production,
+//! several replicas) and on SQLite (the embedded default), with one body of SQL that runs on
+//! both, each backend with its own migrations in `migrations/`.
+//!
+//! The store deals in rows with resolved ids; the rules (placement, ownership, validation)
+//! live in [`crate::Registry`], which calls it.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::error::on_constraint;
+use crate::RegistryError;
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// The Postgres channel every registry change is announced on (by triggers).
+pub const CHANGE_CHANNEL: &str = "bulkhead_registry";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ResourceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub endpoint: String,
+    pub region: String,
+    pub data_zone: Option<String>,
+    pub credential: Vec<u8>,
+    pub owner_tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ServiceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub endpoint: String,
+    pub region: String,
+    pub data_zone: Option<String>,
+    pub credential: Vec<u8>,
+    pub owner_tenant: Option<String>,
+    pub index_capacity: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DeploymentRow {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub name: String,
+    pub model: String,
+    pub kind: String,
+    pub capacity_tpm: i64,
+    pub owner_tenant: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PoolRow {
+    pub id: Uuid,
+    pub alias: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A member of a shared pool (`owner` is the pool id) or of a tenant's alias (`owner` is the
+/// tenant id).
+#[derive(Debug, Clone, FromRow)]
+pub struct MemberRow {
+    pub owner: Uuid,
+    pub alias: String,
+    pub deployment_id: Uuid,
+    pub priority: i32,
+    pub weight: i32,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TemplateRow {
+    pub id: Uuid,
+    pub name: String,
+    pub definition: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TenantRow {
+    pub id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub status: String,
+    pub data_zone: Option<String>,
+    pub openai_isolation: Option<String>,
+    pub openai_endpoint: Option<String>,
+    pub openai_region: Option<String>,
+    pub openai_credential: Option<Vec<u8>>,
+    pub search_isolation: Option<String>,
+    pub search_service_id: Option<Uuid>,
+    pub tokens_per_minute: Option<i64>,
+    pub requests_per_minute: Option<i64>,
+    pub monthly_tokens: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A tenant's row with its OpenAI members and resources (in order).
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub row: TenantRow,
+    pub members: Vec<MemberRow>,
+    pub resources: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct KeyRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub scope: String,
+    pub hash: Vec<u8>,
+    pub hint: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, FromRow)]
+struct ResourceLinkRow {
+    tenant_id: Uuid,
+    resource_id: Uuid,
+}
+
+/// The upstream side of the registry: resources, deployments, pools, services, templates.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogRows {
+    pub resources: Vec<ResourceRow>,
+    pub deployments: Vec<DeploymentRow>,
+    pub pools: Vec<PoolRow>,
+    pub pool_members: Vec<MemberRow>,
+    pub services: Vec<ServiceRow>,
+    pub templates: Vec<TemplateRow>,
+}
+
+/// Everything the registry holds, read in one consistent pass (one transaction).
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub catalog: CatalogRows,
+    pub tenants: Vec<TenantRecord>,
+    pub keys: Vec<KeyRow>,
+}
+
+/// What a tenant can be deleted with: its id, and the owner slug its reserved resources carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Owned<'a> {
+    pub tenant_id: Uuid,
+    pub slug: &'a str,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> Result<()>;
+    /// Succeeds when the store answers and every migration this build knows is applied.
+    async fn ready(&self) -> Result<()>;
+    /// A stream of change notifications from other processes, when the backend has one.
+    async fn listener(&self) -> Result<Option<PgListener>>;
+
+    async fn load(&self) -> Result<Rows>;
+    async fn catalog(&self) -> Result<CatalogRows>;
+
+    async fn insert_resource(&self, row: &ResourceRow) -> Result<()>;
+    async fn delete_resource(&self, name: &str) -> Result<bool>;
+    async fn insert_deployment(&self, row: &DeploymentRow) -> Result<()>;
+    async fn delete_deployment(&self, resource_id: Uuid, name: &str) -> Result<bool>;
+    async fn insert_pool(&self, row: &PoolRow, members: &[MemberRow]) -> Result<()>;
+    async fn delete_pool(&self, alias: &str) -> Result<bool>;
+    async fn insert_service(&self, row: &ServiceRow) -> Result<()>;
+    async fn delete_service(&self, name: &str) -> Result<bool>;
+    async fn insert_template(&self, row: &TemplateRow) -> Result<()>;
+    async fn delete_template(&self, name: &str) -> Result<bool>;
+
+    async fn insert_tenant(&self, record: &TenantRecord) -> Result<()>;
+    /// Replaces the tenant's row, members and resources.
+    async fn update_tenant(&self, record: &TenantRecord) -> Result<()>;
+    async fn tenant(&self, slug: &str) -> Result<Option<TenantRecord>>;
+    async fn tenants_after(&self, after: &str, limit: u32) -> Result<Vec<TenantRecord>>;
+    /// Deletes the tenant, its keys and placements, and the resources reserved for it.
+    async fn delete_tenant(&self, owned: Owned<'_>) -> Result<()>;
+
+    async fn insert_key(&self, row: &KeyRow) -> Result<()>;
+    async fn keys(&self, tenant_id: Uuid) -> Result<Vec<KeyRow>>;
+    async fn revoke_key(&self, tenant_id: Uuid, id: Uuid, at: DateTime<Utc>) -> Result<bool>;
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The SQL store. Each method body is written once and compiled for both backends by
+/// [`on_pool!`], so the two can never drift apart.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    backend: Backend,
+}
+
+/// Runs `$body` with `$pool` bound to the backend's own pool type.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Postgres($pool) => $body,
+            Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Reads the catalog tables with `$executor` (a transaction, for one consistent view).
+macro_rules! catalog_in {
+    ($executor:expr) => {
+        CatalogRows {
+            resources: sqlx::query_as("SELECT * FROM openai_resources ORDER BY name")
+                .fetch_all($executor)
+                .await?,
+            deployments: sqlx::query_as("SELECT * FROM openai_deployments ORDER BY name")
+                .fetch_all($executor)
+                .await?,
+            pools: sqlx::query_as("SELECT * FROM openai_pools ORDER BY alias")
+                .fetch_all($executor)
+                .await?,
+            pool_members: sqlx::query_as(
+                "SELECT m.pool_id AS owner, p.alias, m.deployment_id, m.priority, m.weight \
+                 FROM openai_pool_members m JOIN openai_pools p ON p.id = m.pool_id \
+                 ORDER BY p.alias, m.priority, m.deployment_id",
+            )
+            .fetch_all($executor)
+            .await?,
+            services: sqlx::query_as("SELECT * FROM search_services ORDER BY name")
+                .fetch_all($executor)
+                .await?,
+            templates: sqlx::query_as("SELECT * FROM index_templates ORDER BY name")
+                .fetch_all($executor)
+                .await?,
+        }
+    };
+}
+
+const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_isolation, \
+    openai_endpoint, openai_region, openai_credential, search_isolation, search_service_id, \
+    tokens_per_minute, requests_per_minute, monthly_tokens, created_at, updated_at";
+
+const TENANT_MEMBERS: &str =
+    "SELECT tenant_id AS owner, alias, deployment_id, priority, weight FROM tenant_openai_members";
+
+const TENANT_RESOURCES: &str =
+    "SELECT tenant_id, resource_id FROM tenant_openai_resources";
+
+impl SqlStore {
+    /// Connects to Postgres.
+    pub async fn postgres(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self::from_postgres(pool))
+    }
+
+    pub fn from_postgres(pool: PgPool) -> Self {
+        Self {
+            backend: Backend::Postgres(pool),
+        }
+    }
+
+    /// Opens (creating it if needed) `registry.db` in `dir`, or an SQLite URL.
+    pub async fn sqlite(location: SqliteLocation<'_>) -> Result<Self> {
+        let options = match location {
+            SqliteLocation::Dir(dir) => {
+                SqliteConnectOptions::new().filename(dir.join("registry.db"))
+            }
+            SqliteLocation::Url(url) => SqliteConnectOptions::from_str(url)?,
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self::from_sqlite(pool))
+    }
+
+    pub fn from_sqlite(pool: SqlitePool) -> Self {
+        Self {
+            backend: Backend::Sqlite(pool),
+        }
+    }
+
+    fn chunk_tenants(
+        tenants: Vec<TenantRow>,
+        members: Vec<MemberRow>,
+        links: Vec<ResourceLinkRow>,
+    ) -> Vec<TenantRecord> {
+        let mut records: Vec<TenantRecord> = tenants
+            .into_iter()
+            .map(|row| TenantRecord {
+                row,
+                members: Vec::new(),
+                resources: Vec::new(),
+            })
+            .collect();
+        let index: std::collections::HashMap<Uuid, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.row.id, i))
+            .collect();
+        for member in members {
+            if let Some(&i) = index.get(&member.owner) {
+                records[i].members.push(member);
+            }
+        }
+        for link in links {
+            if let Some(&i) = index.get(&link.tenant_id) {
+                records[i].resources.push(link.resource_id);
+            }
+        }
+        records
+    }
+}
+
+/// Where the SQLite database lives.
+#[derive(Debug, Clone, Copy)]
+pub enum SqliteLocation<'a> {
+    Dir(&'a Path),
+    Url(&'a str),
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let (applied, known): (i64, usize) = match &self.backend {
+            Backend::Postgres(pool) => (
+                sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(pool)
+                    .await?,
+                POSTGRES_MIGRATIONS.iter().count(),
+            ),
+            Backend::Sqlite(pool) => (
+                sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(pool)
+                    .await?,
+                SQLITE_MIGRATIONS.iter().count(),
+            ),
+        };
+        if usize::try_from(applied).unwrap_or(0) < known {
+            return Err(RegistryError::Corrupt(format!(
+                "{applied} of {known} migrations applied"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn listener(&self) -> Result<Option<PgListener>> {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut listener = PgListener::connect_with(pool).await?;
+                listener.listen(CHANGE_CHANNEL).await?;
+                Ok(Some(listener))
+            }
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
+    async fn load(&self) -> Result<Rows> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let catalog = catalog_in!(&mut *tx);
+            let tenants = sqlx::query_as(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY slug"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            let members = sqlx::query_as(&format!(
+                "{TENANT_MEMBERS} ORDER BY alias, priority, deployment_id"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            let links = sqlx::query_as(&format!("{TENANT_RESOURCES} ORDER BY position"))
+                .fetch_all(&mut *tx)
+                .await?;
+            let keys = sqlx::query_as("SELECT * FROM api_keys WHERE revoked_at IS NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Rows {
+                catalog,
+                tenants: Self::chunk_tenants(tenants, members, links),
+                keys,
+            })
+        })
+    }
+
+    async fn catalog(&self) -> Result<CatalogRows> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let catalog = catalog_in!(&mut *tx);
+            tx.commit().await?;
+            Ok(catalog)
+        })
+    }
+
+    async fn insert_resource(&self, row: &ResourceRow) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO openai_resources \
+                 (id, name, endpoint, region, data_zone, credential, owner_tenant, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(row.id)
+            .bind(&row.name)
+            .bind(&row.endpoint)
+            .bind(&row.region)
+            .bind(&row.data_zone)
+            .bind(&row.credential)
+            .bind(&row.owner_tenant)
+            .bind(row.created_at)
+            .execute(pool)
+            .await
+            .map_err(on_constraint(|| {
+                format!("an OpenAI resource named '{}' exists", row.name)
+            }))?;
+            Ok(())
+        })
+    }
+
+    async fn delete_resource(&self, name: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM openai_resources WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(on_constraint(|| {
+                    format!("resource '{name}' or one of its deployments is still in use by a pool or a tenant")
+                }))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_deployment(&self, row: &DeploymentRow) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO openai_deployments \
+                 (id, resource_id, name, model, kind, capacity_tpm, owner_tenant, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(row.id)
+            .bind(row.resource_id)
+            .bind(&row.name)
+            .bind(&row.model)
+            .bind(&row.kind)
+            .bind(row.capacity_tpm)
+            .bind(&row.owner_tenant)
+            .bind(row.created_at)
+            .execute(pool)
+            .await
+            .map_err(on_constraint(|| {
+                format!("the resource already has a deployment named '{}'", row.name)
+            }))?;
+            Ok(())
+        })
+    }
+
+    async fn delete_deployment(&self, resource_id: Uuid, name: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done =
+                sqlx::query("DELETE FROM openai_deployments WHERE resource_id = $1 AND name = $2")
+                    .bind(resource_id)
+                    .bind(name)
+                    .execute(pool)
+                    .await
+                    .map_err(on_constraint(|| {
+                        format!("deployment '{name}' is still in use by a pool or a tenant")
+                    }))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_pool(&self, row: &PoolRow, members: &[MemberRow]) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let conflict = || format!("a pool with alias '{}' exists", row.alias);
+            sqlx::query("INSERT INTO openai_pools (id, alias, created_at) VALUES ($1, $2, $3)")
+                .bind(row.id)
+                .bind(&row.alias)
+                .bind(row.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(conflict))?;
+            for member in members {
+                sqlx::query(
+                    "INSERT INTO openai_pool_members (pool_id, deployment_id, priority, weight) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(row.id)
+                .bind(member.deployment_id)
+                .bind(member.priority)
+                .bind(member.weight)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(|| {
+                    "a member deployment was deleted meanwhile or is listed twice".to_owned()
+                }))?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn delete_pool(&self, alias: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM openai_pools WHERE alias = $1")
+                .bind(alias)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_service(&self, row: &ServiceRow) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO search_services (id, name, endpoint, region, data_zone, credential, \
+                 owner_tenant, index_capacity, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(row.id)
+            .bind(&row.name)
+            .bind(&row.endpoint)
+            .bind(&row.region)
+            .bind(&row.data_zone)
+            .bind(&row.credential)
+            .bind(&row.owner_tenant)
+            .bind(row.index_capacity)
+            .bind(row.created_at)
+            .execute(pool)
+            .await
+            .map_err(on_constraint(|| {
+                format!("a search service named '{}' exists", row.name)
+            }))?;
+            Ok(())
+        })
+    }
+
+    async fn delete_service(&self, name: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM search_services WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await
+                .map_err(on_constraint(|| {
+                    format!("search service '{name}' is still in use by a tenant")
+                }))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_template(&self, row: &TemplateRow) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO index_templates (id, name, definition, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(row.id)
+            .bind(&row.name)
+            .bind(&row.definition)
+            .bind(row.created_at)
+            .execute(pool)
+            .await
+            .map_err(on_constraint(|| {
+                format!("an index template named '{}' exists", row.name)
+            }))?;
+            Ok(())
+        })
+    }
+
+    async fn delete_template(&self, name: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM index_templates WHERE name = $1")
+                .bind(name)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_tenant(&self, record: &TenantRecord) -> Result<()> {
+        let row = &record.row;
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&format!(
+                "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ))
+            .bind(row.id)
+            .bind(&row.slug)
+            .bind(&row.display_name)
+            .bind(&row.status)
+            .bind(&row.data_zone)
+            .bind(&row.openai_isolation)
+            .bind(&row.openai_endpoint)
+            .bind(&row.openai_region)
+            .bind(&row.openai_credential)
+            .bind(&row.search_isolation)
+            .bind(row.search_service_id)
+            .bind(row.tokens_per_minute)
+            .bind(row.requests_per_minute)
+            .bind(row.monthly_tokens)
+            .bind(row.created_at)
+            .bind(row.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(on_constraint(|| {
+                format!("a tenant with slug '{}' exists", row.slug)
+            }))?;
+            for member in &record.members {
+                sqlx::query(
+                    "INSERT INTO tenant_openai_members \
+                     (tenant_id, alias, deployment_id, priority, weight) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(row.id)
+                .bind(&member.alias)
+                .bind(member.deployment_id)
+                .bind(member.priority)
+                .bind(member.weight)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(|| {
+                    "a deployment was deleted meanwhile or is listed twice for one model".to_owned()
+                }))?;
+            }
+            for (position, resource) in record.resources.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO tenant_openai_resources (tenant_id, resource_id, position) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(row.id)
+                .bind(resource)
+                .bind(i32::try_from(position).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(|| {
+                    "a resource was deleted meanwhile or is listed twice".to_owned()
+                }))?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn update_tenant(&self, record: &TenantRecord) -> Result<()> {
+        let row = &record.row;
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE tenants SET display_name = $2, status = $3, data_zone = $4, \
+                 openai_isolation = $5, openai_endpoint = $6, openai_region = $7, \
+                 openai_credential = $8, search_isolation = $9, search_service_id = $10, \
+                 tokens_per_minute = $11, requests_per_minute = $12, monthly_tokens = $13, \
+                 updated_at = $14 WHERE id = $1",
+            )
+            .bind(row.id)
+            .bind(&row.display_name)
+            .bind(&row.status)
+            .bind(&row.data_zone)
+            .bind(&row.openai_isolation)
+            .bind(&row.openai_endpoint)
+            .bind(&row.openai_region)
+            .bind(&row.openai_credential)
+            .bind(&row.search_isolation)
+            .bind(row.search_service_id)
+            .bind(row.tokens_per_minute)
+            .bind(row.requests_per_minute)
+            .bind(row.monthly_tokens)
+            .bind(row.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(on_constraint(|| {
+                "the search service was deleted meanwhile".to_owned()
+            }))?;
+            if done.rows_affected() == 0 {
+                return Err(RegistryError::not_found("tenant", &row.slug));
+            }
+            sqlx::query("DELETE FROM tenant_openai_members WHERE tenant_id = $1")
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM tenant_openai_resources WHERE tenant_id = $1")
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+            for member in &record.members {
+                sqlx::query(
+                    "INSERT INTO tenant_openai_members \
+                     (tenant_id, alias, deployment_id, priority, weight) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(row.id)
+                .bind(&member.alias)
+                .bind(member.deployment_id)
+                .bind(member.priority)
+                .bind(member.weight)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(|| {
+                    "a deployment was deleted meanwhile or is listed twice for one model".to_owned()
+                }))?;
+            }
+            for (position, resource) in record.resources.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO tenant_openai_resources (tenant_id, resource_id, position) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(row.id)
+                .bind(resource)
+                .bind(i32::try_from(position).unwrap_or(i32::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(|| {
+                    "a resource was deleted meanwhile or is listed twice".to_owned()
+                }))?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn tenant(&self, slug: &str) -> Result<Option<TenantRecord>> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let Some(row): Option<TenantRow> = sqlx::query_as(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"
+            ))
+            .bind(slug)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let members = sqlx::query_as(&format!(
+                "{TENANT_MEMBERS} WHERE tenant_id = $1 ORDER BY alias, priority, deployment_id"
+            ))
+            .bind(row.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let links = sqlx::query_as(&format!(
+                "{TENANT_RESOURCES} WHERE tenant_id = $1 ORDER BY position"
+            ))
+            .bind(row.id)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Self::chunk_tenants(vec![row], members, links).pop())
+        })
+    }
+
+    async fn tenants_after(&self, after: &str, limit: u32) -> Result<Vec<TenantRecord>> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug > $1 ORDER BY slug LIMIT $2"
+            ))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.last().map(|r| r.slug.clone()) else {
+                return Ok(Vec::new());
+            };
+            let in_page = "tenant_id IN (SELECT id FROM tenants WHERE slug > $1 AND slug <= $2)";
+            let members = sqlx::query_as(&format!(
+                "{TENANT_MEMBERS} WHERE {in_page} ORDER BY alias, priority, deployment_id"
+            ))
+            .bind(after)
+            .bind(&last)
+            .fetch_all(&mut *tx)
+            .await?;
+            let links = sqlx::query_as(&format!(
+                "{TENANT_RESOURCES} WHERE {in_page} ORDER BY position"
+            ))
+            .bind(after)
+            .bind(&last)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Self::chunk_tenants(rows, members, links))
+        })
+    }
+
+    async fn delete_tenant(&self, owned: Owned<'_>) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let in_use = || {
+                "a resource reserved for this tenant is still in a shared pool or another placement"
+                    .to_owned()
+            };
+            // The tenant row first: its members and links go with it, which frees the
+            // resources reserved for it.
+            sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(owned.tenant_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM openai_deployments WHERE owner_tenant = $1")
+                .bind(owned.slug)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(in_use))?;
+            sqlx::query("DELETE FROM openai_resources WHERE owner_tenant = $1")
+                .bind(owned.slug)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(in_use))?;
+            sqlx::query("DELETE FROM search_services WHERE owner_tenant = $1")
+                .bind(owned.slug)
+                .execute(&mut *tx)
+                .await
+                .map_err(on_constraint(in_use))?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn insert_key(&self, row: &KeyRow) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO api_keys \
+                 (id, tenant_id, name, scope, hash, hint, expires_at, revoked_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(row.id)
+            .bind(row.tenant_id)
+            .bind(&row.name)
+            .bind(&row.scope)
+            .bind(&row.hash)
+            .bind(&row.hint)
+            .bind(row.expires_at)
+            .bind(row.revoked_at)
+            .bind(row.created_at)
+            .execute(pool)
+            .await
+            .map_err(on_constraint(|| "the tenant was removed meanwhile".to_owned()))?;
+            Ok(())
+        })
+    }
+
+    async fn keys(&self, tenant_id: Uuid) -> Result<Vec<KeyRow>> {
+        on_pool!(self, |pool| {
+            Ok(
+                sqlx::query_as("SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id")
+                    .bind(tenant_id)
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
+    }
+
+    async fn revoke_key(&self, tenant_id: Uuid, id: Uuid, at: DateTime<Utc>) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+}
