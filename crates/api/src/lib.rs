@@ -1,1 +1,18 @@
-//! placeholder
+//! The Bulkhead gateway: authentication, the admin API, and the composition of the tenant
+//! registry with the Azure OpenAI and Azure AI Search routers. This is the only crate that
+//! knows both tenants and upstreams.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod jwt;
+pub mod me;
+pub mod request_id;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,299 @@
+//! The admin API under `/admin/v1`: upstream resources, shared pools, search services, index
+//! templates, tenants, their keys and tokens. Handlers are thin: extract, call the registry,
+//! map the result. Secrets go in (upstream keys) and come out once (a new tenant key, an
+//! issued token); no response ever repeats one.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tenant_registry::model::{
+    KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
+    NewSearchService, NewTenant, TenantPatch, TenantStatus,
+};
+
+use crate::error::AdminError;
+use crate::jwt::MAX_TTL;
+use crate::state::AppState;
+
+/// The OpenAPI document of this API, served at `/admin/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A JSON body whose errors answer in the admin envelope, naming the field.
+#[derive(FromRequest)]
+#[from_request(via(Json), rejection(AdminError))]
+pub struct Body<T>(T);
+
+type Result<T> = std::result::Result<T, AdminError>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/openapi.json", get(openapi))
+        .route("/admin/v1/openai/resources", post(create_resource).get(resources))
+        .route("/admin/v1/openai/resources/{name}", delete(delete_resource))
+        .route(
+            "/admin/v1/openai/deployments",
+            post(create_deployment).get(deployments),
+        )
+        .route(
+            "/admin/v1/openai/deployments/{resource}/{name}",
+            delete(delete_deployment),
+        )
+        .route("/admin/v1/openai/pools", post(create_pool).get(pools))
+        .route("/admin/v1/openai/pools/{alias}", delete(delete_pool))
+        .route("/admin/v1/search/services", post(create_service).get(services))
+        .route("/admin/v1/search/services/{name}", delete(delete_service))
+        .route(
+            "/admin/v1/search/index-templates",
+            post(create_template).get(templates),
+        )
+        .route(
+            "/admin/v1/search/index-templates/{name}",
+            delete(delete_template),
+        )
+        .route("/admin/v1/tenants", post(onboard).get(tenants))
+        .route(
+            "/admin/v1/tenants/{slug}",
+            get(tenant).patch(update_tenant).delete(offboard),
+        )
+        .route("/admin/v1/tenants/{slug}/keys", post(create_key).get(keys))
+        .route("/admin/v1/tenants/{slug}/keys/{id}", delete(revoke_key))
+        .route("/admin/v1/tenants/{slug}/tokens", post(issue_token))
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+fn created<T: Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+fn list<T: Serialize>(data: Vec<T>) -> Response {
+    Json(json!({ "data": data })).into_response()
+}
+
+async fn create_resource(
+    State(state): State<AppState>,
+    Body(new): Body<NewOpenAiResource>,
+) -> Result<Response> {
+    Ok(created(state.registry.create_resource(new).await?))
+}
+
+async fn resources(State(state): State<AppState>) -> Result<Response> {
+    Ok(list(state.registry.resources().await?))
+}
+
+async fn delete_resource(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
+    state.registry.delete_resource(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_deployment(
+    State(state): State<AppState>,
+    Body(new): Body<NewDeployment>,
+) -> Result<Response> {
+    Ok(created(state.registry.create_deployment(new).await?))
+}
+
+async fn deployments(State(state): State<AppState>) -> Result<Response> {
+    Ok(list(state.registry.deployments().await?))
+}
+
+async fn delete_deployment(
+    State(state): State<AppState>,
+    Path((resource, name)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    state.registry.delete_deployment(&resource, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_pool(State(state): State<AppState>, Body(new): Body<NewPool>) -> Result<Response> {
+    Ok(created(state.registry.create_pool(new).await?))
+}
+
+async fn pools(State(state): State<AppState>) -> Result<Response> {
+    Ok(list(state.registry.pools().await?))
+}
+
+async fn delete_pool(State(state): State<AppState>, Path(alias): Path<String>) -> Result<StatusCode> {
+    state.registry.delete_pool(&alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_service(
+    State(state): State<AppState>,
+    Body(new): Body<NewSearchService>,
+) -> Result<Response> {
+    Ok(created(state.registry.create_service(new).await?))
+}
+
+async fn services(State(state): State<AppState>) -> Result<Response> {
+    Ok(list(state.registry.services().await?))
+}
+
+async fn delete_service(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
+    state.registry.delete_service(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_template(
+    State(state): State<AppState>,
+    Body(new): Body<NewIndexTemplate>,
+) -> Result<Response> {
+    Ok(created(state.registry.create_template(new).await?))
+}
+
+async fn templates(State(state): State<AppState>) -> Result<Response> {
+    Ok(list(state.registry.templates().await?))
+}
+
+async fn delete_template(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
+    state.registry.delete_template(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn onboard(State(state): State<AppState>, Body(new): Body<NewTenant>) -> Result<Response> {
+    Ok(created(state.registry.onboard(new).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn tenants(
+    State(state): State<AppState>,
+    query: std::result::Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(page) = query?;
+    Ok(Json(state.registry.tenants(page.after.as_deref(), page.limit).await?).into_response())
+}
+
+async fn tenant(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
+    Ok(Json(state.registry.tenant(&slug).await?).into_response())
+}
+
+async fn update_tenant(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Body(patch): Body<TenantPatch>,
+) -> Result<Response> {
+    Ok(Json(state.registry.update_tenant(&slug, patch).await?).into_response())
+}
+
+async fn offboard(State(state): State<AppState>, Path(slug): Path<String>) -> Result<StatusCode> {
+    state.registry.offboard(&slug).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Body(new): Body<NewApiKey>,
+) -> Result<Response> {
+    use secrecy::ExposeSecret;
+    let (key, secret) = state.registry.create_key(&slug, new).await?;
+    Ok(created(json!({
+        "id": key.id,
+        "key": secret.expose_secret(),
+        "name": key.name,
+        "scope": key.scope,
+        "hint": key.hint,
+        "expires_at": key.expires_at,
+        "created_at": key.created_at,
+    })))
+}
+
+async fn keys(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
+    Ok(list(state.registry.keys(&slug).await?))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    state.registry.revoke_key(&slug, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    #[serde(default)]
+    scope: KeyScope,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+async fn issue_token(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    // The body is optional: no body means the defaults.
+    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AdminError::Invalid {
+            field: None,
+            message: format!("invalid token request: {e}"),
+        })?
+    };
+    let ttl = match request.ttl_seconds {
+        Some(0) => {
+            return Err(AdminError::Invalid {
+                field: Some("ttl_seconds".into()),
+                message: "must be positive".into(),
+            })
+        }
+        Some(secs) if Duration::from_secs(secs) > MAX_TTL => {
+            return Err(AdminError::Invalid {
+                field: Some("ttl_seconds".into()),
+                message: format!("must be at most {}", MAX_TTL.as_secs()),
+            })
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => state.token_ttl,
+    };
+    let tenant = state.registry.tenant(&slug).await?;
+    if tenant.status != TenantStatus::Active {
+        return Err(AdminError::Conflict(format!(
+            "tenant '{slug}' is {}",
+            tenant.status.as_str()
+        )));
+    }
+    let Some(issued) = state
+        .jwt
+        .issue(tenant.id, tenant.slug.as_str(), request.scope, ttl)
+    else {
+        return Err(AdminError::Conflict(
+            "token issuance is not configured (set BULKHEAD_JWT_SECRET)".into(),
+        ));
+    };
+    let (token, expires_at) = issued.map_err(|e| {
+        tracing::error!(error = %e, "token signing failed");
+        AdminError::Conflict("the token could not be signed".into())
+    })?;
+    use secrecy::ExposeSecret;
+    Ok(created(json!({
+        "token": token.expose_secret(),
+        "token_type": "Bearer",
+        "scope": request.scope,
+        "expires_at": expires_at,
+    })))
+}

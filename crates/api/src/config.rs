@@ -1,0 +1,140 @@
+//! The gateway's configuration: flags, each with an environment variable. Nothing below this
+//! crate reads the environment. `bulkhead --help` lists every variable:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `BULKHEAD_LISTEN` | address to serve on (default `127.0.0.1:8080`) |
+//! | `DATABASE_URL` | `postgres://...` for Postgres; unset or `sqlite:` for the embedded SQLite store |
+//! | `BULKHEAD_DATA_DIR` | where the embedded store and its generated secrets live (default `.bulkhead`) |
+//! | `BULKHEAD_DATABASE_MAX_CONNECTIONS` | Postgres pool size (default 16) |
+//! | `BULKHEAD_MASTER_KEY` | base64 of 32 bytes; seals upstream credentials at rest |
+//! | `BULKHEAD_ADMIN_TOKEN` | bearer token of the admin API |
+//! | `BULKHEAD_JWT_SECRET` | HS256 secret of gateway-issued tenant tokens |
+//! | `BULKHEAD_JWT_ISSUER` | `iss` of gateway-issued tokens (default `bulkhead`) |
+//! | `BULKHEAD_JWT_TTL_SECONDS` | default lifetime of issued tokens (default 900) |
+//! | `BULKHEAD_JWKS_URL` | JWKS of an external identity provider (RS256/ES256) |
+//! | `BULKHEAD_JWT_EXTERNAL_ISSUER` | required `iss` of external tokens |
+//! | `BULKHEAD_JWT_EXTERNAL_AUDIENCE` | required `aud` of external tokens |
+//! | `BULKHEAD_JWT_TENANT_CLAIM` | claim naming the tenant, by id or slug (default `tid`) |
+//! | `BULKHEAD_REGISTRY_REFRESH_SECONDS` | full registry reload interval, besides change notifications (default 30) |
+//! | `BULKHEAD_SHUTDOWN_GRACE_SECONDS` | how long in-flight requests may run after SIGTERM (default 30) |
+//! | `BULKHEAD_LOG` | log filter (default `info`) |
+//! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bulkhead", version, about = "Multitenant gateway for Azure OpenAI and Azure AI Search")]
+pub struct Config {
+    /// Address to serve on.
+    #[arg(long, env = "BULKHEAD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// `postgres://...` for Postgres (several replicas); unset or `sqlite:` for the embedded store.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory of the embedded store and the secrets generated on its first start.
+    #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead")]
+    pub data_dir: PathBuf,
+
+    /// Postgres connection pool size.
+    #[arg(long, env = "BULKHEAD_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Base64 of 32 random bytes; seals upstream credentials at rest. Generated into the data
+    /// directory on first start with the embedded store; required with Postgres.
+    #[arg(long, env = "BULKHEAD_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<SecretString>,
+
+    /// Bearer token of the admin API. Generated like the master key when absent.
+    #[arg(long, env = "BULKHEAD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
+    /// HS256 secret that signs gateway-issued tenant tokens. Generated like the master key
+    /// when absent with the embedded store; with Postgres, token issuance is off without it.
+    #[arg(long, env = "BULKHEAD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// `iss` of gateway-issued tokens.
+    #[arg(long, env = "BULKHEAD_JWT_ISSUER", default_value = "bulkhead")]
+    pub jwt_issuer: String,
+
+    /// Default lifetime of gateway-issued tokens, in seconds (at most 86400).
+    #[arg(long, env = "BULKHEAD_JWT_TTL_SECONDS", default_value_t = 900)]
+    pub jwt_ttl_seconds: u64,
+
+    /// JWKS URL of an external identity provider whose RS256/ES256 tokens are accepted.
+    #[arg(long, env = "BULKHEAD_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Required `iss` of external tokens (required with a JWKS URL).
+    #[arg(long, env = "BULKHEAD_JWT_EXTERNAL_ISSUER")]
+    pub jwt_external_issuer: Option<String>,
+
+    /// Required `aud` of external tokens (required with a JWKS URL).
+    #[arg(long, env = "BULKHEAD_JWT_EXTERNAL_AUDIENCE")]
+    pub jwt_external_audience: Option<String>,
+
+    /// Claim that names the tenant (its id or slug).
+    #[arg(long, env = "BULKHEAD_JWT_TENANT_CLAIM", default_value = "tid")]
+    pub jwt_tenant_claim: String,
+
+    /// Seconds between full registry reloads (changes also arrive by notification on Postgres).
+    #[arg(long, env = "BULKHEAD_REGISTRY_REFRESH_SECONDS", default_value_t = 30)]
+    pub registry_refresh_seconds: u64,
+
+    /// Seconds in-flight requests may run after SIGTERM.
+    #[arg(long, env = "BULKHEAD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "BULKHEAD_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl Config {
+    /// The Postgres URL, or `None` for the embedded store.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|url| !url.is_empty() && !url.starts_with("sqlite:"))
+    }
+
+    /// A configuration for tests: embedded store in `data_dir`, port 0, fixed secrets.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: None,
+            data_dir,
+            database_max_connections: 4,
+            master_key: None,
+            admin_token: None,
+            jwt_secret: None,
+            jwt_issuer: "bulkhead".into(),
+            jwt_ttl_seconds: 900,
+            jwks_url: None,
+            jwt_external_issuer: None,
+            jwt_external_audience: None,
+            jwt_tenant_claim: "tid".into(),
+            registry_refresh_seconds: 30,
+            shutdown_grace_seconds: 5,
+            log: "warn".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}

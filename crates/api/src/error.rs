@@ -1,0 +1,204 @@
+//! The gateway's errors and their wire shapes.
+//!
+//! Data-plane routes answer in Azure's shape, `{"error":{"code","message"}}`, because that is
+//! what the official SDKs parse. Admin routes answer in one envelope of their own,
+//! `{"error":{"code","message","field"?}}` with snake_case codes. A 5xx body says nothing
+//! internal; the cause is logged once, here.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tenant_registry::RegistryError;
+
+/// An error on a data-plane route (Azure/OpenAI error JSON).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (code, message) = match &self {
+            // Azure answers an unusable key with code "401" and this message.
+            Self::Unauthenticated(why) => ("401", format!("Access denied: {why}.")),
+            Self::Forbidden(why) => ("403", format!("Forbidden: {why}.")),
+            Self::BadRequest(why) => ("BadRequest", why.clone()),
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "request failed");
+                ("InternalServerError", "The server had an error.".to_owned())
+            }
+        };
+        azure_error(status, code, &message)
+    }
+}
+
+/// A response in Azure's error shape.
+pub fn azure_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// An error on an admin route.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("missing or invalid admin token")]
+    Unauthenticated,
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{message}")]
+    Invalid { field: Option<String>, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Registry(error) => match error {
+                RegistryError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
+                RegistryError::Conflict(_) => StatusCode::CONFLICT,
+                RegistryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RegistryError::Corrupt(_) | RegistryError::Crypto => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Invalid { .. } => "invalid_request",
+            Self::Conflict(_) => "conflict",
+            Self::NotFound(_) => "not_found",
+            Self::Registry(error) => match error {
+                RegistryError::Invalid { .. } => "invalid_request",
+                RegistryError::NotFound { .. } => "not_found",
+                RegistryError::Conflict(_) => "conflict",
+                RegistryError::Store(_) => "store_unavailable",
+                RegistryError::Corrupt(_) | RegistryError::Crypto => "internal_error",
+            },
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let field = match &self {
+            Self::Invalid { field, .. } => field.clone(),
+            Self::Registry(RegistryError::Invalid { field, .. }) => Some(field.clone()),
+            _ => None,
+        };
+        let message = if status.is_server_error() {
+            tracing::error!(error = ?self, "admin request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => "the registry store is unavailable".to_owned(),
+                _ => "internal error".to_owned(),
+            }
+        } else {
+            match &self {
+                Self::Registry(RegistryError::Invalid { message, .. }) => message.clone(),
+                other => other.to_string(),
+            }
+        };
+        let mut error = json!({"code": self.code(), "message": message});
+        if let Some(field) = field {
+            error["field"] = json!(field);
+        }
+        (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// The field a JSON body error is about. axum reports serde errors with their path
+/// (`openai.models: ...`); an unknown or missing field names itself in backquotes.
+fn field_of(message: &str) -> Option<String> {
+    let detail = message.split_once("target type: ")?.1;
+    let (path, rest) = match detail.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (Some(path), rest),
+        _ => (None, detail),
+    };
+    let named = (rest.starts_with("unknown field") || rest.starts_with("missing field"))
+        .then(|| rest.split('`').nth(1))
+        .flatten();
+    match (path, named) {
+        (Some(path), Some(name)) => Some(format!("{path}.{name}")),
+        (Some(path), None) => Some(path.to_owned()),
+        (None, Some(name)) => Some(name.to_owned()),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn json_errors_name_their_field() {
+        let cases = [
+            ("Failed to deserialize the JSON body into the target type: slug: slug must be 2 to 40 characters long at line 1 column 9", Some("slug")),
+            ("Failed to deserialize the JSON body into the target type: unknown field `nmae`, expected one of `name` at line 1 column 7", Some("nmae")),
+            ("Failed to deserialize the JSON body into the target type: openai: missing field `resources` at line 1 column 40", Some("openai.resources")),
+            ("Failed to parse the request body as JSON: EOF while parsing", None),
+        ];
+        for (message, field) in cases {
+            assert_eq!(field_of(message).as_deref(), field, "{message}");
+        }
+    }
+}
+
+impl From<JsonRejection> for AdminError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = rejection.body_text();
+        Self::Invalid {
+            field: field_of(&message),
+            message,
+        }
+    }
+}
+
+impl From<QueryRejection> for AdminError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Invalid {
+            field: None,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<PathRejection> for AdminError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::NotFound(rejection.body_text())
+    }
+}

@@ -1,0 +1,83 @@
+//! `GET /v1/me`: the calling tenant's own placement summary, without any secret.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use tenant_registry::model::{KeyScope, Limits, OpenAiPlacement, SearchPlacement, TenantStatus};
+use tenant_registry::names::{DataZone, TenantSlug};
+use uuid::Uuid;
+
+use crate::auth::{Caller, Credential};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub id: Uuid,
+    pub slug: TenantSlug,
+    pub display_name: String,
+    pub status: TenantStatus,
+    pub data_zone: Option<DataZone>,
+    pub openai: Option<OpenAiPlacement>,
+    /// The model aliases this tenant can call (unknown for a tenant-provided resource).
+    pub models: Vec<String>,
+    pub search: Option<SearchPlacement>,
+    pub limits: Limits,
+    pub credential: CredentialView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CredentialView {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Uuid>,
+    pub scope: KeyScope,
+}
+
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Json<Me> {
+    let tenant = &caller.tenant.tenant;
+    let snapshot = state.registry.snapshot();
+    let models = match &tenant.openai {
+        Some(OpenAiPlacement::Shared) => snapshot
+            .catalog
+            .pools
+            .keys()
+            .map(ToString::to_string)
+            .collect(),
+        Some(OpenAiPlacement::DedicatedDeployment { models }) => {
+            models.keys().map(ToString::to_string).collect()
+        }
+        Some(OpenAiPlacement::DedicatedResource { resources }) => {
+            let mut names: Vec<String> = snapshot
+                .catalog
+                .deployments
+                .keys()
+                .filter(|d| resources.contains(&d.resource))
+                .map(|d| d.deployment.to_string())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        }
+        Some(OpenAiPlacement::TenantProvided { .. }) | None => Vec::new(),
+    };
+    let (kind, key_id) = match caller.credential {
+        Credential::ApiKey { id } => ("api_key", Some(id)),
+        Credential::Token => ("token", None),
+    };
+    Json(Me {
+        id: tenant.id,
+        slug: tenant.slug.clone(),
+        display_name: tenant.display_name.clone(),
+        status: tenant.status,
+        data_zone: tenant.data_zone.clone(),
+        openai: tenant.openai.clone(),
+        models,
+        search: tenant.search.clone(),
+        limits: tenant.limits,
+        credential: CredentialView {
+            kind,
+            key_id,
+            scope: caller.scope,
+        },
+    })
+}

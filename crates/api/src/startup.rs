@@ -1,0 +1,279 @@
+//! Building and running the gateway: store, registry, secrets, router, server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::middleware;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use secrecy::SecretString;
+use tenant_registry::{crypto, MasterKey, Registry, SqlStore, SqliteLocation, Store};
+use tokio::net::TcpListener;
+
+use crate::auth::{authenticate, AdminToken};
+use crate::config::Config;
+use crate::error::azure_error;
+use crate::jwt::{ExternalIdp, JwtAuthority};
+use crate::state::AppState;
+use crate::{admin, health, me, request_id};
+
+/// A built gateway, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    grace: Duration,
+}
+
+/// The secrets the gateway runs with.
+struct Secrets {
+    master: MasterKey,
+    admin: SecretString,
+    jwt: Option<SecretString>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let (store, secrets) = match config.postgres_url() {
+            Some(url) => {
+                let store = SqlStore::postgres(url, config.database_max_connections)
+                    .await
+                    .context("connecting to Postgres")?;
+                let master = config
+                    .master_key
+                    .as_ref()
+                    .context("BULKHEAD_MASTER_KEY is required with Postgres")?;
+                let admin = config
+                    .admin_token
+                    .clone()
+                    .context("BULKHEAD_ADMIN_TOKEN is required with Postgres")?;
+                let secrets = Secrets {
+                    master: MasterKey::from_base64(master).map_err(anyhow::Error::msg)?,
+                    admin,
+                    jwt: config.jwt_secret.clone(),
+                };
+                (Arc::new(store) as Arc<dyn Store>, secrets)
+            }
+            None => {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("creating {}", config.data_dir.display()))?;
+                let store = match config.database_url.as_deref() {
+                    Some(url) if url.len() > "sqlite:".len() => {
+                        SqlStore::sqlite(SqliteLocation::Url(url)).await
+                    }
+                    _ => SqlStore::sqlite(SqliteLocation::Dir(&config.data_dir)).await,
+                }
+                .context("opening the embedded SQLite store")?;
+                (Arc::new(store) as Arc<dyn Store>, embedded_secrets(&config)?)
+            }
+        };
+        let registry = Registry::open(store, secrets.master)
+            .await
+            .context("opening the registry")?;
+        let external = match (
+            &config.jwks_url,
+            &config.jwt_external_issuer,
+            &config.jwt_external_audience,
+        ) {
+            (Some(url), Some(issuer), Some(audience)) => Some(ExternalIdp {
+                jwks_url: url.clone(),
+                issuer: issuer.clone(),
+                audience: audience.clone(),
+            }),
+            (None, _, _) => None,
+            _ => anyhow::bail!(
+                "BULKHEAD_JWKS_URL needs BULKHEAD_JWT_EXTERNAL_ISSUER and BULKHEAD_JWT_EXTERNAL_AUDIENCE"
+            ),
+        };
+        let jwt = Arc::new(JwtAuthority::new(
+            secrets.jwt.as_ref(),
+            config.jwt_issuer.clone(),
+            config.jwt_tenant_claim.clone(),
+            external,
+        ));
+        if config.jwks_url.is_some() {
+            let jwt = Arc::clone(&jwt);
+            tokio::spawn(async move {
+                loop {
+                    match jwt.refresh_jwks().await {
+                        Ok(count) => tracing::info!(keys = count, "JWKS loaded"),
+                        Err(error) => tracing::warn!(%error, "JWKS fetch failed"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                }
+            });
+        }
+        registry.watch(Duration::from_secs(config.registry_refresh_seconds.max(1)));
+        let state = AppState {
+            registry,
+            jwt,
+            admin_token: Arc::new(AdminToken::new(&secrets.admin)),
+            token_ttl: Duration::from_secs(config.jwt_ttl_seconds).min(crate::jwt::MAX_TTL),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self {
+            listener,
+            router: router(state.clone()),
+            state,
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then lets in-flight requests finish (for at most the
+    /// configured grace period).
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let listener = self.listener.tap_io(|tcp| {
+            // Without TCP_NODELAY a small response can wait ~40 ms for the peer's delayed ACK.
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::warn!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(async move {
+            stop.await;
+            tracing::info!("shutting down; letting in-flight requests finish");
+            let _ = stopping_tx.send(());
+        });
+        let grace = self.grace;
+        tokio::select! {
+            served = server => served.context("serving")?,
+            () = async move {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!("grace period over; dropping the requests still in flight"),
+        }
+        Ok(())
+    }
+}
+
+/// The whole HTTP surface. The authentication middleware wraps every route and the
+/// fallback; see [`crate::auth`].
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/me", get(me::me))
+        .merge(admin::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(request_id::request_id))
+        .with_state(state)
+}
+
+async fn not_found() -> axum::response::Response {
+    azure_error(
+        axum::http::StatusCode::NOT_FOUND,
+        "404",
+        "Resource not found",
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// With the embedded store, secrets not given in the configuration are generated on first
+/// start and kept in the data directory (mode 0600), so restarts keep them. Their paths are
+/// logged; their values never are.
+fn embedded_secrets(config: &Config) -> anyhow::Result<Secrets> {
+    let dir = &config.data_dir;
+    let master = match &config.master_key {
+        Some(key) => key.clone(),
+        None => stored_secret(&dir.join("master-key"), MasterKey::generate_base64)?,
+    };
+    let admin = match &config.admin_token {
+        Some(token) => token.clone(),
+        None => {
+            let path = dir.join("admin-token");
+            let token = stored_secret(&path, crypto::generate_token)?;
+            tracing::info!(path = %path.display(), "the admin token is in this file");
+            token
+        }
+    };
+    let jwt = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => stored_secret(&dir.join("jwt-secret"), crypto::generate_token)?,
+    };
+    Ok(Secrets {
+        master: MasterKey::from_base64(&master).map_err(anyhow::Error::msg)?,
+        admin,
+        jwt: Some(jwt),
+    })
+}
+
+fn stored_secret(path: &Path, generate: fn() -> SecretString) -> anyhow::Result<SecretString> {
+    use secrecy::ExposeSecret;
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(SecretString::from(existing.to_owned()));
+        }
+    }
+    let secret = generate();
+    write_private(path, secret.expose_secret())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a secret on first start");
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{contents}\n"))
+}

@@ -1,0 +1,25 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use tenant_registry::Registry;
+
+use crate::auth::AdminToken;
+use crate::jwt::JwtAuthority;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub jwt: Arc<JwtAuthority>,
+    pub admin_token: Arc<AdminToken>,
+    /// Default lifetime of gateway-issued tenant tokens.
+    pub token_ttl: Duration,
+}
+
+impl AppState {
+    pub fn admin_token_matches(&self, headers: &HeaderMap) -> bool {
+        self.admin_token.matches(headers)
+    }
+}
