@@ -49,7 +49,12 @@ impl From<sqlx::migrate::MigrateError> for RegistryError {
 /// store failure.
 pub(crate) fn on_constraint(conflict: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> RegistryError {
     move |error| match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+        // SQLite reports a RESTRICT hit inside a cascade as a trigger constraint (1811).
+        sqlx::Error::Database(db)
+            if db.is_unique_violation()
+                || db.is_foreign_key_violation()
+                || db.message() == "FOREIGN KEY constraint failed" =>
+        {
             RegistryError::Conflict(conflict())
         }
         _ => RegistryError::Store(error),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -29,6 +29,12 @@ use crate::store::{
 use crate::RegistryError;
 
 type Result<T> = std::result::Result<T, RegistryError>;
+
+/// The current time at the precision both stores keep (microseconds), so what a write
+/// returns equals what a later read returns.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
 
 const MAX_MEMBERS: usize = 64;
 const MAX_PRIORITY: u32 = 1000;
@@ -173,7 +179,7 @@ impl Registry {
             data_zone: new.data_zone.as_ref().map(ToString::to_string),
             credential: self.master.seal(&resource_context(&new.name), &new.api_key)?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
-            created_at: Utc::now(),
+            created_at: now(),
         };
         self.store.insert_resource(&row).await?;
         self.written().await;
@@ -231,7 +237,7 @@ impl Registry {
             kind: new.kind.as_str().to_owned(),
             capacity_tpm: to_i64("capacity_tpm", new.capacity_tpm)?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
-            created_at: Utc::now(),
+            created_at: now(),
         };
         self.store.insert_deployment(&row).await?;
         self.written().await;
@@ -283,7 +289,7 @@ impl Registry {
         let row = PoolRow {
             id: Uuid::now_v7(),
             alias: new.alias.to_string(),
-            created_at: Utc::now(),
+            created_at: now(),
         };
         let rows: Vec<MemberRow> = members
             .iter()
@@ -327,7 +333,7 @@ impl Registry {
             credential: self.master.seal(&service_context(&new.name), &new.api_key)?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
             index_capacity: i32::try_from(new.index_capacity).unwrap_or(i32::MAX),
-            created_at: Utc::now(),
+            created_at: now(),
         };
         self.store.insert_service(&row).await?;
         self.written().await;
@@ -367,7 +373,7 @@ impl Registry {
             id: Uuid::now_v7(),
             name: new.name.to_string(),
             definition: sqlx::types::Json(new.definition.clone()),
-            created_at: Utc::now(),
+            created_at: now(),
         };
         self.store.insert_template(&row).await?;
         self.written().await;
@@ -399,7 +405,7 @@ impl Registry {
         check_display_name(&new.display_name)?;
         let catalog = self.catalog().await?;
         let id = Uuid::now_v7();
-        let now = Utc::now();
+        let now = now();
         let row = TenantRow {
             id,
             slug: new.slug.to_string(),
@@ -522,7 +528,7 @@ impl Registry {
         if let Some(search) = &search {
             place_search(&catalog, &current.slug, zone.as_ref(), search, &mut record)?;
         }
-        record.row.updated_at = Utc::now();
+        record.row.updated_at = now();
         self.store.update_tenant(&record).await?;
         self.written().await;
         catalog.tenant(&record)
@@ -535,7 +541,7 @@ impl Registry {
         let mut record = self.record(slug).await?;
         if record.row.status != TenantStatus::Offboarding.as_str() {
             record.row.status = TenantStatus::Offboarding.as_str().to_owned();
-            record.row.updated_at = Utc::now();
+            record.row.updated_at = now();
             self.store.update_tenant(&record).await?;
             self.written().await;
         }
@@ -635,7 +641,7 @@ impl Registry {
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(RegistryError::invalid("name", "must be 1 to 100 printable characters"));
         }
-        let now = Utc::now();
+        let now = now();
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(RegistryError::invalid("expires_at", "must be in the future"));
         }
@@ -672,7 +678,7 @@ impl Registry {
         let record = self.record(slug).await?;
         let not_found = || RegistryError::not_found("key", id);
         let id = Uuid::parse_str(id).map_err(|_| not_found())?;
-        if !self.store.revoke_key(record.row.id, id, Utc::now()).await? {
+        if !self.store.revoke_key(record.row.id, id, now()).await? {
             return Err(not_found());
         }
         self.written().await;
