@@ -149,9 +149,12 @@ fn field_of(message: &str) -> Option<String> {
         Some((path, rest)) if !path.contains(' ') => (Some(path), rest),
         _ => (None, detail),
     };
-    let named = (rest.starts_with("unknown field") || rest.starts_with("missing field"))
-        .then(|| rest.split('`').nth(1))
-        .flatten();
+    // An unknown field is already the last segment of the path; a missing one is not.
+    let named = if rest.starts_with("missing field") || (path.is_none() && rest.starts_with("unknown field")) {
+        rest.split('`').nth(1)
+    } else {
+        None
+    };
     match (path, named) {
         (Some(path), Some(name)) => Some(format!("{path}.{name}")),
         (Some(path), None) => Some(path.to_owned()),
@@ -169,6 +172,7 @@ mod tests {
         let cases = [
             ("Failed to deserialize the JSON body into the target type: slug: slug must be 2 to 40 characters long at line 1 column 9", Some("slug")),
             ("Failed to deserialize the JSON body into the target type: unknown field `nmae`, expected one of `name` at line 1 column 7", Some("nmae")),
+            ("Failed to deserialize the JSON body into the target type: colour: unknown field `colour`, expected one of `slug` at line 1 column 9", Some("colour")),
             ("Failed to deserialize the JSON body into the target type: openai: missing field `resources` at line 1 column 40", Some("openai.resources")),
             ("Failed to parse the request body as JSON: EOF while parsing", None),
         ];
