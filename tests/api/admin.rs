@@ -128,7 +128,7 @@ async fn bad_onboarding_bodies_are_422_naming_the_field_and_write_nothing() {
         (json!({"slug": "acme", "display_name": "x", "data_zone": "EU!"}), "data_zone"),
         (json!({"slug": "acme", "display_name": ""}), "display_name"),
         (json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "tenant_provided",
-            "endpoint": "ftp://x", "api_key": "k", "region": "eastus"}}), "openai.endpoint"),
+            "endpoint": "ftp://x", "api_key": "k", "region": "eastus"}}), "openai"),
     ];
     for (body, field) in cases {
         let (status, answer) = app.admin(Method::POST, "/admin/v1/tenants", Some(body.clone())).await;
