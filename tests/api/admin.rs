@@ -11,26 +11,53 @@ const TENANT_KEY: &str = "tenant-key-DO-NOT-ECHO-9012";
 /// Registers one of everything, returns the bodies of every admin GET afterwards.
 async fn populated(app: &TestApp) -> Vec<Value> {
     let calls = [
-        ("/admin/v1/openai/resources", json!({"name": "aoai-eastus", "endpoint": "https://aoai-eastus.openai.azure.com",
-            "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY})),
-        ("/admin/v1/openai/resources", json!({"name": "aoai-acme", "endpoint": "https://aoai-acme.openai.azure.com",
-            "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY, "owner_tenant": "acme"})),
-        ("/admin/v1/openai/deployments", json!({"resource": "aoai-eastus", "name": "gpt4o", "model": "gpt-4o",
-            "kind": "provisioned", "capacity_tpm": 100000})),
-        ("/admin/v1/openai/deployments", json!({"resource": "aoai-acme", "name": "gpt-4o", "model": "gpt-4o",
-            "capacity_tpm": 100000})),
-        ("/admin/v1/openai/pools", json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-eastus/gpt4o"}]})),
-        ("/admin/v1/search/services", json!({"name": "search-shared-1", "endpoint": "https://s1.search.windows.net",
-            "region": "eastus", "data_zone": "us", "api_key": SEARCH_KEY, "index_capacity": 15})),
-        ("/admin/v1/search/index-templates", json!({"name": "docs", "fields": [
-            {"name": "id", "type": "Edm.String", "key": true}, {"name": "body", "type": "Edm.String", "searchable": true}]})),
-        ("/admin/v1/tenants", json!({"slug": "acme", "display_name": "Acme", "data_zone": "us",
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-eastus", "endpoint": "https://aoai-eastus.openai.azure.com",
+            "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY}),
+        ),
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-acme", "endpoint": "https://aoai-acme.openai.azure.com",
+            "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY, "owner_tenant": "acme"}),
+        ),
+        (
+            "/admin/v1/openai/deployments",
+            json!({"resource": "aoai-eastus", "name": "gpt4o", "model": "gpt-4o",
+            "kind": "provisioned", "capacity_tpm": 100000}),
+        ),
+        (
+            "/admin/v1/openai/deployments",
+            json!({"resource": "aoai-acme", "name": "gpt-4o", "model": "gpt-4o",
+            "capacity_tpm": 100000}),
+        ),
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-eastus/gpt4o"}]}),
+        ),
+        (
+            "/admin/v1/search/services",
+            json!({"name": "search-shared-1", "endpoint": "https://s1.search.windows.net",
+            "region": "eastus", "data_zone": "us", "api_key": SEARCH_KEY, "index_capacity": 15}),
+        ),
+        (
+            "/admin/v1/search/index-templates",
+            json!({"name": "docs", "fields": [
+            {"name": "id", "type": "Edm.String", "key": true}, {"name": "body", "type": "Edm.String", "searchable": true}]}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "Acme", "data_zone": "us",
             "openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]},
             "search": {"isolation": "shared_index", "service": "search-shared-1"},
-            "limits": {"tokens_per_minute": 100000, "requests_per_minute": 600, "monthly_tokens": 50000000}})),
-        ("/admin/v1/tenants", json!({"slug": "byo", "display_name": "Bring Your Own",
+            "limits": {"tokens_per_minute": 100000, "requests_per_minute": 600, "monthly_tokens": 50000000}}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "byo", "display_name": "Bring Your Own",
             "openai": {"isolation": "tenant_provided", "endpoint": "https://byo.openai.azure.com",
-                       "api_key": TENANT_KEY, "region": "westeurope"}})),
+                       "api_key": TENANT_KEY, "region": "westeurope"}}),
+        ),
     ];
     for (path, body) in calls {
         let (status, answer) = app.admin(Method::POST, path, Some(body)).await;
@@ -61,7 +88,10 @@ fn assert_no_secret(body: &Value) {
     for secret in [UPSTREAM_KEY, SEARCH_KEY, TENANT_KEY] {
         assert!(!text.contains(secret), "a secret was echoed: {text}");
     }
-    assert!(!text.contains("api_key"), "a credential field was shown: {text}");
+    assert!(
+        !text.contains("api_key"),
+        "a credential field was shown: {text}"
+    );
 }
 
 #[tokio::test]
@@ -73,14 +103,23 @@ async fn every_admin_listing_reads_back_what_was_registered_without_any_secret()
     }
     assert_eq!(bodies[0]["data"].as_array().unwrap().len(), 2);
     assert_eq!(bodies[1]["data"][0]["kind"], "standard");
-    assert_eq!(bodies[2]["data"][0]["members"][0]["deployment"], "aoai-eastus/gpt4o");
+    assert_eq!(
+        bodies[2]["data"][0]["members"][0]["deployment"],
+        "aoai-eastus/gpt4o"
+    );
     assert_eq!(bodies[3]["data"][0]["index_capacity"], 15);
     assert_eq!(bodies[4]["data"][0]["name"], "docs");
     assert_eq!(bodies[5]["data"].as_array().unwrap().len(), 2);
-    assert_eq!(bodies[6]["openai"], json!({"isolation": "dedicated_resource", "resources": ["aoai-acme"]}));
+    assert_eq!(
+        bodies[6]["openai"],
+        json!({"isolation": "dedicated_resource", "resources": ["aoai-acme"]})
+    );
     assert_eq!(bodies[6]["limits"]["requests_per_minute"], 600);
-    assert_eq!(bodies[7]["openai"], json!({"isolation": "tenant_provided",
-        "endpoint": "https://byo.openai.azure.com", "region": "westeurope"}));
+    assert_eq!(
+        bodies[7]["openai"],
+        json!({"isolation": "tenant_provided",
+        "endpoint": "https://byo.openai.azure.com", "region": "westeurope"})
+    );
 }
 
 #[tokio::test]
@@ -119,19 +158,45 @@ async fn bad_onboarding_bodies_are_422_naming_the_field_and_write_nothing() {
     let cases = [
         (json!({"slug": "Bad Slug", "display_name": "x"}), "slug"),
         (json!({"display_name": "x"}), "slug"),
-        (json!({"slug": "acme", "display_name": "x", "colour": "red"}), "colour"),
-        (json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "magic"}}), "openai.isolation"),
-        (json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "dedicated_resource"}}), "openai.resources"),
-        (json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "dedicated_resource", "resources": ["nope"]}}), "openai.resources[0]"),
-        (json!({"slug": "acme", "display_name": "x", "search": {"isolation": "shared_index", "service": "nope"}}), "search.service"),
-        (json!({"slug": "acme", "display_name": "x", "limits": {"tokens_per_minute": -5}}), "limits.tokens_per_minute"),
-        (json!({"slug": "acme", "display_name": "x", "data_zone": "EU!"}), "data_zone"),
+        (
+            json!({"slug": "acme", "display_name": "x", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "magic"}}),
+            "openai.isolation",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "dedicated_resource"}}),
+            "openai.resources",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "dedicated_resource", "resources": ["nope"]}}),
+            "openai.resources[0]",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "search": {"isolation": "shared_index", "service": "nope"}}),
+            "search.service",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "limits": {"tokens_per_minute": -5}}),
+            "limits.tokens_per_minute",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "data_zone": "EU!"}),
+            "data_zone",
+        ),
         (json!({"slug": "acme", "display_name": ""}), "display_name"),
-        (json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "tenant_provided",
-            "endpoint": "ftp://x", "api_key": "k", "region": "eastus"}}), "openai"),
+        (
+            json!({"slug": "acme", "display_name": "x", "openai": {"isolation": "tenant_provided",
+            "endpoint": "ftp://x", "api_key": "k", "region": "eastus"}}),
+            "openai",
+        ),
     ];
     for (body, field) in cases {
-        let (status, answer) = app.admin(Method::POST, "/admin/v1/tenants", Some(body.clone())).await;
+        let (status, answer) = app
+            .admin(Method::POST, "/admin/v1/tenants", Some(body.clone()))
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
         assert_eq!(answer["error"]["code"], "invalid_request", "{answer}");
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
@@ -150,7 +215,11 @@ async fn bad_onboarding_bodies_are_422_naming_the_field_and_write_nothing() {
     assert_eq!(list["data"], json!([]), "nothing was written");
     app.onboard("acme").await;
     let (status, body) = app
-        .admin(Method::POST, "/admin/v1/tenants", Some(json!({"slug": "acme", "display_name": "Again"})))
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({"slug": "acme", "display_name": "Again"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     for path in ["/admin/v1/tenants/nobody", "/admin/v1/tenants/nobody/keys"] {
@@ -164,14 +233,23 @@ async fn patch_changes_status_limits_and_placement_and_validates_like_onboarding
     let app = TestApp::spawn().await;
     populated(&app).await;
     let (status, body) = app
-        .admin(Method::PATCH, "/admin/v1/tenants/acme",
-            Some(json!({"status": "suspended", "limits": {"monthly_tokens": 7}}))).await;
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"status": "suspended", "limits": {"monthly_tokens": 7}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "suspended");
     assert_eq!(body["limits"]["monthly_tokens"], 7);
     assert_eq!(body["limits"]["tokens_per_minute"], 100000);
     let (status, body) = app
-        .admin(Method::PATCH, "/admin/v1/tenants/acme", Some(json!({"openai": {"isolation": "shared"}}))).await;
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"openai": {"isolation": "shared"}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["openai"]["isolation"], "shared");
     let (status, body) = app
@@ -180,10 +258,18 @@ async fn patch_changes_status_limits_and_placement_and_validates_like_onboarding
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["field"], "openai.resources[0]");
     let (status, body) = app
-        .admin(Method::PATCH, "/admin/v1/tenants/acme", Some(json!({"status": "offboarding"}))).await;
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"status": "offboarding"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (_, body) = app.admin(Method::GET, "/admin/v1/tenants/acme", None).await;
-    assert_eq!(body["openai"]["isolation"], "shared", "the refused patches changed nothing");
+    assert_eq!(
+        body["openai"]["isolation"], "shared",
+        "the refused patches changed nothing"
+    );
     assert_eq!(body["status"], "suspended");
 }
 
@@ -193,7 +279,9 @@ async fn a_key_is_shown_once_listed_without_its_secret_and_revocable() {
     app.onboard("acme").await;
     let (id, key) = app.key("acme", "read").await;
     assert!(key.starts_with("bk_"));
-    let (status, list) = app.admin(Method::GET, "/admin/v1/tenants/acme/keys", None).await;
+    let (status, list) = app
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(!list.to_string().contains(&key));
     assert_eq!(list["data"][0]["id"], id.as_str());
@@ -201,14 +289,31 @@ async fn a_key_is_shown_once_listed_without_its_secret_and_revocable() {
     assert_eq!(list["data"][0]["hint"], &key[key.len() - 4..]);
     let (status, _) = app.me(&[("api-key", &key)]).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.admin(Method::DELETE, &format!("/admin/v1/tenants/acme/keys/{id}"), None).await;
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/tenants/acme/keys/{id}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = app.me(&[("api-key", &key)]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, _) = app.admin(Method::DELETE, "/admin/v1/tenants/acme/keys/not-a-uuid", None).await;
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            "/admin/v1/tenants/acme/keys/not-a-uuid",
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = app
-        .admin(Method::POST, "/admin/v1/tenants/acme/keys", Some(json!({"name": "x", "scope": "admin"}))).await;
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "x", "scope": "admin"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["field"], "scope");
 }
@@ -218,24 +323,47 @@ async fn tokens_are_issued_for_active_tenants_with_a_bounded_lifetime() {
     let app = TestApp::spawn().await;
     app.onboard("acme").await;
     let (status, body) = app
-        .admin(Method::POST, "/admin/v1/tenants/acme/tokens", Some(json!({"scope": "read", "ttl_seconds": 60}))).await;
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/tokens",
+            Some(json!({"scope": "read", "ttl_seconds": 60})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     let token = body["token"].as_str().unwrap();
-    let (status, me) = app.me(&[("authorization", &format!("Bearer {token}"))]).await;
+    let (status, me) = app
+        .me(&[("authorization", &format!("Bearer {token}"))])
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["credential"]["scope"], "read");
-    let (status, _) = app.admin(Method::POST, "/admin/v1/tenants/acme/tokens", None).await;
+    let (status, _) = app
+        .admin(Method::POST, "/admin/v1/tenants/acme/tokens", None)
+        .await;
     assert_eq!(status, StatusCode::CREATED, "no body means the defaults");
     for ttl in [0, 86_401] {
         let (status, body) = app
-            .admin(Method::POST, "/admin/v1/tenants/acme/tokens", Some(json!({"ttl_seconds": ttl}))).await;
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants/acme/tokens",
+                Some(json!({"ttl_seconds": ttl})),
+            )
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{ttl}: {body}");
     }
-    app.admin(Method::PATCH, "/admin/v1/tenants/acme", Some(json!({"status": "suspended"}))).await;
-    let (status, _) = app.admin(Method::POST, "/admin/v1/tenants/acme/tokens", None).await;
+    app.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(json!({"status": "suspended"})),
+    )
+    .await;
+    let (status, _) = app
+        .admin(Method::POST, "/admin/v1/tenants/acme/tokens", None)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = app.admin(Method::POST, "/admin/v1/tenants/nobody/tokens", None).await;
+    let (status, _) = app
+        .admin(Method::POST, "/admin/v1/tenants/nobody/tokens", None)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -245,16 +373,29 @@ async fn tenants_are_paginated_by_slug() {
     for slug in ["delta", "alpha", "charlie", "bravo"] {
         app.onboard(slug).await;
     }
-    let (_, first) = app.admin(Method::GET, "/admin/v1/tenants?limit=3", None).await;
-    let slugs: Vec<&str> = first["data"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+    let (_, first) = app
+        .admin(Method::GET, "/admin/v1/tenants?limit=3", None)
+        .await;
+    let slugs: Vec<&str> = first["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
     assert_eq!(slugs, ["alpha", "bravo", "charlie"]);
     assert_eq!(first["next"], "charlie");
-    let (_, second) = app.admin(Method::GET, "/admin/v1/tenants?limit=3&after=charlie", None).await;
+    let (_, second) = app
+        .admin(Method::GET, "/admin/v1/tenants?limit=3&after=charlie", None)
+        .await;
     assert_eq!(second["data"][0]["slug"], "delta");
     assert_eq!(second["next"], Value::Null);
-    let (status, _) = app.admin(Method::GET, "/admin/v1/tenants?limit=0", None).await;
+    let (status, _) = app
+        .admin(Method::GET, "/admin/v1/tenants?limit=0", None)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    let (status, _) = app.admin(Method::GET, "/admin/v1/tenants?limit=abc", None).await;
+    let (status, _) = app
+        .admin(Method::GET, "/admin/v1/tenants?limit=abc", None)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -263,8 +404,19 @@ async fn tenants_are_paginated_by_slug() {
 #[tokio::test]
 async fn the_openapi_document_matches_the_routes_and_every_route_needs_the_admin_token() {
     let app = TestApp::spawn().await;
-    let spec: Value = app.http.get(app.url("/admin/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(spec["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    let spec: Value = app
+        .http
+        .get(app.url("/admin/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        spec["openapi"].as_str().map(|v| v.starts_with("3.")),
+        Some(true)
+    );
     let paths = spec["paths"].as_object().expect("paths");
     assert!(paths.len() >= 13, "{}", paths.len());
     let mut operations = 0;
@@ -281,14 +433,35 @@ async fn the_openapi_document_matches_the_routes_and_every_route_needs_the_admin
             if path == "/admin/v1/openapi.json" {
                 continue;
             }
-            let anonymous = app.http.request(method.clone(), app.url(&concrete)).send().await.unwrap();
-            assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
-            let wrong = app.http.request(method.clone(), app.url(&concrete)).bearer_auth("wrong").send().await.unwrap();
+            let anonymous = app
+                .http
+                .request(method.clone(), app.url(&concrete))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                anonymous.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+            let wrong = app
+                .http
+                .request(method.clone(), app.url(&concrete))
+                .bearer_auth("wrong")
+                .send()
+                .await
+                .unwrap();
             assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
             let (status, body) = app.admin(method.clone(), &concrete, Some(json!({}))).await;
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-            assert_ne!(body["error"]["code"], "404", "{method} {path} is not routed");
-            assert!(body.get("error").is_none() || body["error"]["code"].is_string(), "{body}");
+            assert_ne!(
+                body["error"]["code"], "404",
+                "{method} {path} is not routed"
+            );
+            assert!(
+                body.get("error").is_none() || body["error"]["code"].is_string(),
+                "{body}"
+            );
         }
     }
     assert!(operations >= 22, "{operations}");

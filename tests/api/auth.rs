@@ -39,8 +39,12 @@ fn now() -> i64 {
 fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
     let key = match alg {
         Algorithm::HS256 => EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(include_bytes!("../fixtures/idp-rsa.pem")).unwrap(),
-        Algorithm::ES256 => EncodingKey::from_ec_pem(include_bytes!("../fixtures/idp-ec.pem")).unwrap(),
+        Algorithm::RS256 => {
+            EncodingKey::from_rsa_pem(include_bytes!("../fixtures/idp-rsa.pem")).unwrap()
+        }
+        Algorithm::ES256 => {
+            EncodingKey::from_ec_pem(include_bytes!("../fixtures/idp-ec.pem")).unwrap()
+        }
         other => panic!("{other:?}"),
     };
     let mut header = Header::new(alg);
@@ -64,7 +68,10 @@ fn bearer(token: &str) -> String {
 async fn assert_unauthenticated(app: &TestApp, headers: &[(&str, &str)], case: &str) {
     let (status, body) = app.me(headers).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}: {body}");
-    assert_eq!(body["error"]["code"], "401", "{case}: Azure's error shape: {body}");
+    assert_eq!(
+        body["error"]["code"], "401",
+        "{case}: Azure's error shape: {body}"
+    );
     assert!(body["error"]["message"].is_string(), "{case}");
 }
 
@@ -76,12 +83,35 @@ async fn api_keys_work_in_either_header_and_api_key_wins() {
     let (_, acme_key) = app.key("acme", "read-write").await;
     let (_, beta_key) = app.key("beta", "read-write").await;
     let (status, me) = app.me(&[("api-key", &acme_key)]).await;
-    assert_eq!((status, me["id"].as_str()), (StatusCode::OK, Some(acme.as_str())));
+    assert_eq!(
+        (status, me["id"].as_str()),
+        (StatusCode::OK, Some(acme.as_str()))
+    );
     let (status, me) = app.me(&[("authorization", &bearer(&beta_key))]).await;
-    assert_eq!((status, me["id"].as_str()), (StatusCode::OK, Some(beta.as_str())));
-    let (status, me) = app.me(&[("api-key", &acme_key), ("authorization", &bearer(&beta_key))]).await;
-    assert_eq!((status, me["id"].as_str()), (StatusCode::OK, Some(acme.as_str())), "api-key wins");
-    assert_unauthenticated(&app, &[("api-key", "bk_wrong"), ("authorization", &bearer(&beta_key))], "a bad api-key is not rescued by a good bearer").await;
+    assert_eq!(
+        (status, me["id"].as_str()),
+        (StatusCode::OK, Some(beta.as_str()))
+    );
+    let (status, me) = app
+        .me(&[
+            ("api-key", &acme_key),
+            ("authorization", &bearer(&beta_key)),
+        ])
+        .await;
+    assert_eq!(
+        (status, me["id"].as_str()),
+        (StatusCode::OK, Some(acme.as_str())),
+        "api-key wins"
+    );
+    assert_unauthenticated(
+        &app,
+        &[
+            ("api-key", "bk_wrong"),
+            ("authorization", &bearer(&beta_key)),
+        ],
+        "a bad api-key is not rescued by a good bearer",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -90,14 +120,33 @@ async fn missing_unknown_revoked_and_expired_keys_are_401() {
     app.onboard("acme").await;
     assert_unauthenticated(&app, &[], "no credential").await;
     assert_unauthenticated(&app, &[("api-key", "bk_not-a-real-key")], "unknown key").await;
-    assert_unauthenticated(&app, &[("authorization", "Basic Zm9vOmJhcg==")], "basic auth").await;
-    assert_unauthenticated(&app, &[("authorization", "Bearer garbage")], "garbage bearer").await;
+    assert_unauthenticated(
+        &app,
+        &[("authorization", "Basic Zm9vOmJhcg==")],
+        "basic auth",
+    )
+    .await;
+    assert_unauthenticated(
+        &app,
+        &[("authorization", "Bearer garbage")],
+        "garbage bearer",
+    )
+    .await;
     let (id, key) = app.key("acme", "read").await;
-    app.admin(Method::DELETE, &format!("/admin/v1/tenants/acme/keys/{id}"), None).await;
+    app.admin(
+        Method::DELETE,
+        &format!("/admin/v1/tenants/acme/keys/{id}"),
+        None,
+    )
+    .await;
     assert_unauthenticated(&app, &[("api-key", &key)], "revoked key").await;
     let expires = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
     let (status, body) = app
-        .admin(Method::POST, "/admin/v1/tenants/acme/keys", Some(json!({"name": "short", "expires_at": expires})))
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "short", "expires_at": expires})),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let short = body["key"].as_str().unwrap().to_owned();
@@ -112,19 +161,50 @@ async fn suspended_tenants_are_403_and_read_keys_cannot_write() {
     app.onboard("acme").await;
     let (_, read) = app.key("acme", "read").await;
     let (_, write) = app.key("acme", "read-write").await;
-    for path in ["/indexes/docs/docs/index", "/indexes('docs')/docs/search.index"] {
-        let response = app.http.post(app.url(path)).header("api-key", &read).json(&json!({"value": []})).send().await.unwrap();
+    for path in [
+        "/indexes/docs/docs/index",
+        "/indexes('docs')/docs/search.index",
+    ] {
+        let response = app
+            .http
+            .post(app.url(path))
+            .header("api-key", &read)
+            .json(&json!({"value": []}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "403");
-        let response = app.http.post(app.url(path)).header("api-key", &write).json(&json!({"value": []})).send().await.unwrap();
-        assert_ne!(response.status(), StatusCode::FORBIDDEN, "{path}: a read-write key passes authentication");
+        let response = app
+            .http
+            .post(app.url(path))
+            .header("api-key", &write)
+            .json(&json!({"value": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "{path}: a read-write key passes authentication"
+        );
     }
-    app.admin(Method::PATCH, "/admin/v1/tenants/acme", Some(json!({"status": "suspended"}))).await;
+    app.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(json!({"status": "suspended"})),
+    )
+    .await;
     let (status, body) = app.me(&[("api-key", &write)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "403");
-    app.admin(Method::PATCH, "/admin/v1/tenants/acme", Some(json!({"status": "active"}))).await;
+    app.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(json!({"status": "active"})),
+    )
+    .await;
     assert_eq!(app.me(&[("api-key", &write)]).await.0, StatusCode::OK);
 }
 
@@ -134,7 +214,10 @@ async fn gateway_tokens_are_refused_unless_everything_is_right() {
     let acme = app.onboard("acme").await;
     let good = sign(Algorithm::HS256, None, &gateway_claims(&acme));
     let (status, me) = app.me(&[("authorization", &bearer(&good))]).await;
-    assert_eq!((status, me["slug"].as_str()), (StatusCode::OK, Some("acme")));
+    assert_eq!(
+        (status, me["slug"].as_str()),
+        (StatusCode::OK, Some("acme"))
+    );
     assert_eq!(me["credential"]["kind"], "token");
 
     let mut expired = gateway_claims(&acme);
@@ -166,7 +249,11 @@ async fn gateway_tokens_are_refused_unless_everything_is_right() {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
-    let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&gateway_claims(&acme)));
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&gateway_claims(&acme))
+    );
     let tampered = {
         let parts: Vec<&str> = good.split('.').collect();
         let mut claims = gateway_claims(&acme);
@@ -176,15 +263,24 @@ async fn gateway_tokens_are_refused_unless_everything_is_right() {
     let cases = [
         ("expired", sign(Algorithm::HS256, None, &expired)),
         ("wrong issuer", sign(Algorithm::HS256, None, &wrong_issuer)),
-        ("wrong audience", sign(Algorithm::HS256, None, &wrong_audience)),
+        (
+            "wrong audience",
+            sign(Algorithm::HS256, None, &wrong_audience),
+        ),
         ("no exp", sign(Algorithm::HS256, None, &no_exp)),
-        ("unknown tenant", sign(Algorithm::HS256, None, &unknown_tenant)),
+        (
+            "unknown tenant",
+            sign(Algorithm::HS256, None, &unknown_tenant),
+        ),
         ("no tenant claim", sign(Algorithm::HS256, None, &no_tenant)),
         ("wrong secret", wrong_secret),
         ("HS384", hs384),
         ("alg none", none),
         ("tampered payload", tampered),
-        ("RS256 without a configured IdP", sign(Algorithm::RS256, Some("rsa-1"), &idp_claims(&acme))),
+        (
+            "RS256 without a configured IdP",
+            sign(Algorithm::RS256, Some("rsa-1"), &idp_claims(&acme)),
+        ),
     ];
     for (case, token) in cases {
         assert_unauthenticated(&app, &[("authorization", &bearer(&token))], case).await;
@@ -198,12 +294,22 @@ async fn identity_provider_tokens_are_verified_against_its_jwks() {
     for (alg, kid) in [(Algorithm::RS256, "rsa-1"), (Algorithm::ES256, "ec-1")] {
         let token = sign(alg, Some(kid), &idp_claims(&acme));
         let (status, me) = app.me(&[("authorization", &bearer(&token))]).await;
-        assert_eq!((status, me["slug"].as_str()), (StatusCode::OK, Some("acme")), "{alg:?}");
-        assert_eq!(me["credential"]["scope"], "read", "no scope claim means read-only");
+        assert_eq!(
+            (status, me["slug"].as_str()),
+            (StatusCode::OK, Some("acme")),
+            "{alg:?}"
+        );
+        assert_eq!(
+            me["credential"]["scope"], "read",
+            "no scope claim means read-only"
+        );
     }
     // the tenant claim may also carry the slug
     let by_slug = sign(Algorithm::RS256, Some("rsa-1"), &idp_claims("acme"));
-    assert_eq!(app.me(&[("authorization", &bearer(&by_slug))]).await.0, StatusCode::OK);
+    assert_eq!(
+        app.me(&[("authorization", &bearer(&by_slug))]).await.0,
+        StatusCode::OK
+    );
 
     let mut wrong_audience = idp_claims(&acme);
     wrong_audience["aud"] = json!("api://other");
@@ -214,20 +320,38 @@ async fn identity_provider_tokens_are_verified_against_its_jwks() {
     // algorithm confusion: an HS256 token whose "secret" is the IdP's public key
     let public = include_str!("../fixtures/idp-jwks.json");
     let confused = jsonwebtoken::encode(
-        &Header { kid: Some("rsa-1".into()), ..Header::new(Algorithm::HS256) },
+        &Header {
+            kid: Some("rsa-1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
         &idp_claims(&acme),
         &EncodingKey::from_secret(public.as_bytes()),
     )
     .unwrap();
     let cases = [
-        ("wrong audience", sign(Algorithm::RS256, Some("rsa-1"), &wrong_audience)),
-        ("wrong issuer", sign(Algorithm::RS256, Some("rsa-1"), &wrong_issuer)),
+        (
+            "wrong audience",
+            sign(Algorithm::RS256, Some("rsa-1"), &wrong_audience),
+        ),
+        (
+            "wrong issuer",
+            sign(Algorithm::RS256, Some("rsa-1"), &wrong_issuer),
+        ),
         ("expired", sign(Algorithm::ES256, Some("ec-1"), &expired)),
-        ("unknown kid", sign(Algorithm::RS256, Some("rsa-9"), &idp_claims(&acme))),
+        (
+            "unknown kid",
+            sign(Algorithm::RS256, Some("rsa-9"), &idp_claims(&acme)),
+        ),
         ("no kid", sign(Algorithm::RS256, None, &idp_claims(&acme))),
-        ("kid of another algorithm", sign(Algorithm::ES256, Some("rsa-1"), &idp_claims(&acme))),
+        (
+            "kid of another algorithm",
+            sign(Algorithm::ES256, Some("rsa-1"), &idp_claims(&acme)),
+        ),
         ("HS256 keyed with the public key", confused),
-        ("unknown tenant", sign(Algorithm::RS256, Some("rsa-1"), &idp_claims("nobody"))),
+        (
+            "unknown tenant",
+            sign(Algorithm::RS256, Some("rsa-1"), &idp_claims("nobody")),
+        ),
     ];
     for (case, token) in cases {
         assert_unauthenticated(&app, &[("authorization", &bearer(&token))], case).await;
@@ -237,13 +361,28 @@ async fn identity_provider_tokens_are_verified_against_its_jwks() {
 #[tokio::test]
 async fn request_ids_are_accepted_when_sane_and_generated_otherwise() {
     let app = TestApp::spawn().await;
-    let response = app.http.get(app.url("/healthz")).header("x-request-id", "trace-123").send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-123");
-    let response = app.http.get(app.url("/healthz")).header("x-request-id", "bad id <>").send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "bad id <>")
+        .send()
+        .await
+        .unwrap();
     let generated = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
     let response = app.http.get(app.url("/v1/me")).send().await.unwrap();
-    assert!(response.headers().contains_key("x-request-id"), "errors carry it too");
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "errors carry it too"
+    );
 }
 
 #[tokio::test]
@@ -251,11 +390,27 @@ async fn unknown_routes_are_authenticated_before_they_are_not_found() {
     let app = TestApp::spawn().await;
     app.onboard("acme").await;
     let (_, key) = app.key("acme", "read").await;
-    let anonymous = app.http.get(app.url("/some/unknown/route")).send().await.unwrap();
+    let anonymous = app
+        .http
+        .get(app.url("/some/unknown/route"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    let known = app.http.get(app.url("/some/unknown/route")).header("api-key", &key).send().await.unwrap();
+    let known = app
+        .http
+        .get(app.url("/some/unknown/route"))
+        .header("api-key", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(known.status(), StatusCode::NOT_FOUND);
-    let admin_unknown = app.http.get(app.url("/admin/v1/unknown")).send().await.unwrap();
+    let admin_unknown = app
+        .http
+        .get(app.url("/admin/v1/unknown"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(admin_unknown.status(), StatusCode::UNAUTHORIZED);
     for public in ["/healthz", "/readyz", "/admin/v1/openapi.json"] {
         let response = app.http.get(app.url(public)).send().await.unwrap();

@@ -22,27 +22,53 @@ async fn a_key_revoked_through_one_replica_is_refused_by_another_within_two_seco
     let one = replica(&database).await;
     let two = replica(&database).await;
     let http = reqwest::Client::new();
-    let (status, _) = admin_call(&http, &one.base, Method::POST, "/admin/v1/tenants",
-        Some(json!({"slug": "acme", "display_name": "Acme"}))).await;
+    let (status, _) = admin_call(
+        &http,
+        &one.base,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({"slug": "acme", "display_name": "Acme"})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (_, key) = admin_call(&http, &one.base, Method::POST, "/admin/v1/tenants/acme/keys",
-        Some(json!({"name": "k"}))).await;
+    let (_, key) = admin_call(
+        &http,
+        &one.base,
+        Method::POST,
+        "/admin/v1/tenants/acme/keys",
+        Some(json!({"name": "k"})),
+    )
+    .await;
     let (id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
     let me = |base: String| {
         let http = http.clone();
         let secret = secret.to_owned();
         async move {
-            http.get(format!("{base}/v1/me")).header("api-key", secret).send().await.unwrap().status()
+            http.get(format!("{base}/v1/me"))
+                .header("api-key", secret)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
     };
     // the new key reaches the second replica by notification
     let started = Instant::now();
     while me(two.base.clone()).await != StatusCode::OK {
-        assert!(started.elapsed() < Duration::from_secs(2), "the new key never reached replica two");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the new key never reached replica two"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, _) = admin_call(&http, &one.base, Method::DELETE,
-        &format!("/admin/v1/tenants/acme/keys/{id}"), None).await;
+    let (status, _) = admin_call(
+        &http,
+        &one.base,
+        Method::DELETE,
+        &format!("/admin/v1/tenants/acme/keys/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let revoked = Instant::now();
     loop {
@@ -51,7 +77,10 @@ async fn a_key_revoked_through_one_replica_is_refused_by_another_within_two_seco
             break;
         }
         assert_eq!(status, StatusCode::OK);
-        assert!(revoked.elapsed() < Duration::from_secs(2), "replica two still accepts a revoked key");
+        assert!(
+            revoked.elapsed() < Duration::from_secs(2),
+            "replica two still accepts a revoked key"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(me(one.base.clone()).await, StatusCode::UNAUTHORIZED);
@@ -65,20 +94,52 @@ async fn no_secret_reaches_the_logs_and_sigterm_exits_cleanly() {
     let upstream = "upstream-secret-never-logged-42";
     let tenant_provided = "tenant-secret-never-logged-43";
     for (path, body) in [
-        ("/admin/v1/openai/resources", json!({"name": "aoai-1", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream})),
-        ("/admin/v1/search/services", json!({"name": "search-1", "endpoint": "https://s.example", "region": "eastus", "api_key": upstream})),
-        ("/admin/v1/tenants", json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "tenant_provided",
-            "endpoint": "https://t.example", "api_key": tenant_provided, "region": "eastus"}})),
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-1", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream}),
+        ),
+        (
+            "/admin/v1/search/services",
+            json!({"name": "search-1", "endpoint": "https://s.example", "region": "eastus", "api_key": upstream}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "tenant_provided",
+            "endpoint": "https://t.example", "api_key": tenant_provided, "region": "eastus"}}),
+        ),
         // refused bodies that carry a secret must not echo it either
-        ("/admin/v1/openai/resources", json!({"name": "aoai-1", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream})),
-        ("/admin/v1/openai/resources", json!({"name": "bad name!", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream})),
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-1", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream}),
+        ),
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "bad name!", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream}),
+        ),
     ] {
         let (_, answer) = admin_call(&http, &gateway.base, Method::POST, path, Some(body)).await;
-        assert!(!answer.to_string().contains(upstream) && !answer.to_string().contains(tenant_provided), "{answer}");
+        assert!(
+            !answer.to_string().contains(upstream) && !answer.to_string().contains(tenant_provided),
+            "{answer}"
+        );
     }
-    let (_, key) = admin_call(&http, &gateway.base, Method::POST, "/admin/v1/tenants/acme/keys", Some(json!({"name": "k"}))).await;
+    let (_, key) = admin_call(
+        &http,
+        &gateway.base,
+        Method::POST,
+        "/admin/v1/tenants/acme/keys",
+        Some(json!({"name": "k"})),
+    )
+    .await;
     let key = key["key"].as_str().unwrap().to_owned();
-    let (_, token) = admin_call(&http, &gateway.base, Method::POST, "/admin/v1/tenants/acme/tokens", None).await;
+    let (_, token) = admin_call(
+        &http,
+        &gateway.base,
+        Method::POST,
+        "/admin/v1/tenants/acme/tokens",
+        None,
+    )
+    .await;
     let token = token["token"].as_str().unwrap().to_owned();
     for headers in [
         vec![("api-key", key.clone())],
@@ -94,8 +155,19 @@ async fn no_secret_reaches_the_logs_and_sigterm_exits_cleanly() {
         assert!(!body.contains(&key) && !body.contains(&token));
     }
     let output = gateway.output();
-    assert!(output.contains("\"request_id\""), "the logs are JSON with request ids: {output}");
-    for secret in [upstream, tenant_provided, &key, &token, bulkhead_tests::ADMIN_TOKEN, MASTER_KEY, bulkhead_tests::JWT_SECRET] {
+    assert!(
+        output.contains("\"request_id\""),
+        "the logs are JSON with request ids: {output}"
+    );
+    for secret in [
+        upstream,
+        tenant_provided,
+        &key,
+        &token,
+        bulkhead_tests::ADMIN_TOKEN,
+        MASTER_KEY,
+        bulkhead_tests::JWT_SECRET,
+    ] {
         assert!(!output.contains(secret), "a secret reached the log");
     }
     let status = gateway.terminate().await;

@@ -1,5 +1,10 @@
 //! Helpers for the end-to-end tests: the real gateway on port 0 (in-process, or as a child
 //! process of the built binary), fresh Postgres databases, and a small admin client.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a broken fixture fails the test loudly"
+)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -52,14 +57,23 @@ impl TestApp {
     }
 
     /// An admin call; returns the status and the JSON body (`Null` when empty).
-    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         admin_call(&self.http, &self.base, method, path, body).await
     }
 
     /// Onboards a tenant with no placement and returns its id.
     pub async fn onboard(&self, slug: &str) -> String {
         let (status, body) = self
-            .admin(Method::POST, "/admin/v1/tenants", Some(json!({"slug": slug, "display_name": slug})))
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants",
+                Some(json!({"slug": slug, "display_name": slug})),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().expect("id").to_owned()
@@ -129,14 +143,17 @@ pub fn temp_dir(what: &str) -> PathBuf {
 
 /// The Postgres server the tests use (`DATABASE_URL`, default the local `test` database).
 pub fn postgres_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Creates an empty database for one test and returns its URL.
 pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
     let url = postgres_url();
-    let mut admin = sqlx::PgConnection::connect(&url).await.expect("Postgres is reachable at DATABASE_URL");
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("Postgres is reachable at DATABASE_URL");
     let name = format!("bulkhead_it_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
@@ -156,7 +173,11 @@ pub fn binary(name: &str) -> PathBuf {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        path.display()
+    );
     path
 }
 

@@ -246,11 +246,10 @@ impl Catalog {
         let search = match (row.search_isolation.as_deref(), row.search_service_id) {
             (None, _) => None,
             (Some(isolation), Some(id)) => {
-                let service = self
-                    .service_names
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| RegistryError::Corrupt(format!("unknown service id {id}")))?;
+                let service =
+                    self.service_names.get(&id).cloned().ok_or_else(|| {
+                        RegistryError::Corrupt(format!("unknown service id {id}"))
+                    })?;
                 Some(match isolation {
                     "shared_index" => SearchPlacement::SharedIndex { service },
                     "dedicated_index" => SearchPlacement::DedicatedIndex { service },
@@ -259,7 +258,9 @@ impl Catalog {
                 })
             }
             (Some(_), None) => {
-                return Err(RegistryError::Corrupt("search placement without service".into()))
+                return Err(RegistryError::Corrupt(
+                    "search placement without service".into(),
+                ))
             }
         };
         Ok(Tenant {

@@ -47,7 +47,9 @@ impl From<sqlx::migrate::MigrateError> for RegistryError {
 
 /// Maps a constraint violation to a conflict with our own words; anything else stays a
 /// store failure.
-pub(crate) fn on_constraint(conflict: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> RegistryError {
+pub(crate) fn on_constraint(
+    conflict: impl FnOnce() -> String,
+) -> impl FnOnce(sqlx::Error) -> RegistryError {
     move |error| match &error {
         // SQLite reports a RESTRICT hit inside a cascade as a trigger constraint (1811).
         sqlx::Error::Database(db)

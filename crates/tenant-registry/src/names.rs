@@ -254,7 +254,16 @@ mod tests {
             assert!(TenantSlug::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "a", "Acme", "1acme", "acme-", "-acme", "ac me", "acme_x", "acmé", "a/b",
+            "",
+            "a",
+            "Acme",
+            "1acme",
+            "acme-",
+            "-acme",
+            "ac me",
+            "acme_x",
+            "acmé",
+            "a/b",
             "abcdefghijabcdefghijabcdefghijabcdefghijx",
         ] {
             assert!(TenantSlug::parse(bad).is_err(), "{bad}");

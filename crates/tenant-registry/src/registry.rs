@@ -15,16 +15,16 @@ use uuid::Uuid;
 use crate::catalog::Catalog;
 use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
 use crate::model::{
-    ApiKey, Deployment, IndexTemplate, KeyScope, Member, NewApiKey,
-    NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant,
-    OpenAiPlacementSpec, OpenAiResource, Page, Pool, SearchPlacement, SearchService, Tenant,
-    TenantPatch, TenantStatus, RESERVED_FIELD_PREFIX,
+    ApiKey, Deployment, IndexTemplate, KeyScope, Member, NewApiKey, NewDeployment,
+    NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant, OpenAiPlacementSpec,
+    OpenAiResource, Page, Pool, SearchPlacement, SearchService, Tenant, TenantPatch, TenantStatus,
+    RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
 use crate::store::{
-    DeploymentRow, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, ServiceRow, Store,
-    TemplateRow, TenantRecord, TenantRow,
+    DeploymentRow, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, ServiceRow, Store, TemplateRow,
+    TenantRecord, TenantRow,
 };
 use crate::RegistryError;
 
@@ -177,7 +177,9 @@ impl Registry {
             endpoint: new.endpoint.to_string(),
             region: new.region.to_string(),
             data_zone: new.data_zone.as_ref().map(ToString::to_string),
-            credential: self.master.seal(&resource_context(&new.name), &new.api_key)?,
+            credential: self
+                .master
+                .seal(&resource_context(&new.name), &new.api_key)?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
             created_at: now(),
         };
@@ -217,7 +219,9 @@ impl Registry {
         let resource = catalog.resources.get(&new.resource).ok_or_else(|| {
             RegistryError::invalid("resource", format!("no resource named '{}'", new.resource))
         })?;
-        if let (Some(resource_owner), Some(owner)) = (&resource.view.owner_tenant, &new.owner_tenant) {
+        if let (Some(resource_owner), Some(owner)) =
+            (&resource.view.owner_tenant, &new.owner_tenant)
+        {
             if resource_owner != owner {
                 return Err(RegistryError::invalid(
                     "owner_tenant",
@@ -227,7 +231,10 @@ impl Registry {
         }
         let model = new.model.trim();
         if model.is_empty() || model.len() > 100 {
-            return Err(RegistryError::invalid("model", "must be 1 to 100 characters"));
+            return Err(RegistryError::invalid(
+                "model",
+                "must be 1 to 100 characters",
+            ));
         }
         let row = DeploymentRow {
             id: Uuid::now_v7(),
@@ -280,12 +287,16 @@ impl Registry {
 
     pub async fn create_pool(&self, new: NewPool) -> Result<Pool> {
         let catalog = self.catalog().await?;
-        let members = resolve_members(&catalog, "members", &new.members, |deployment| {
-            match &deployment.owner {
-                None => Ok(()),
-                Some(_) => Err("belongs to a tenant and cannot be in a shared pool".into()),
-            }
-        })?;
+        let members =
+            resolve_members(
+                &catalog,
+                "members",
+                &new.members,
+                |deployment| match &deployment.owner {
+                    None => Ok(()),
+                    Some(_) => Err("belongs to a tenant and cannot be in a shared pool".into()),
+                },
+            )?;
         let row = PoolRow {
             id: Uuid::now_v7(),
             alias: new.alias.to_string(),
@@ -322,7 +333,10 @@ impl Registry {
     pub async fn create_service(&self, new: NewSearchService) -> Result<SearchService> {
         check_secret("api_key", &new.api_key)?;
         if new.index_capacity == 0 || new.index_capacity > 10_000 {
-            return Err(RegistryError::invalid("index_capacity", "must be 1 to 10000"));
+            return Err(RegistryError::invalid(
+                "index_capacity",
+                "must be 1 to 10000",
+            ));
         }
         let row = ServiceRow {
             id: Uuid::now_v7(),
@@ -330,7 +344,9 @@ impl Registry {
             endpoint: new.endpoint.to_string(),
             region: new.region.to_string(),
             data_zone: new.data_zone.as_ref().map(ToString::to_string),
-            credential: self.master.seal(&service_context(&new.name), &new.api_key)?,
+            credential: self
+                .master
+                .seal(&service_context(&new.name), &new.api_key)?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
             index_capacity: i32::try_from(new.index_capacity).unwrap_or(i32::MAX),
             created_at: now(),
@@ -433,10 +449,22 @@ impl Registry {
             resources: Vec::new(),
         };
         if let Some(spec) = &new.openai {
-            self.place_openai(&catalog, &new.slug, new.data_zone.as_ref(), spec, &mut record)?;
+            self.place_openai(
+                &catalog,
+                &new.slug,
+                new.data_zone.as_ref(),
+                spec,
+                &mut record,
+            )?;
         }
         if let Some(search) = &new.search {
-            place_search(&catalog, &new.slug, new.data_zone.as_ref(), search, &mut record)?;
+            place_search(
+                &catalog,
+                &new.slug,
+                new.data_zone.as_ref(),
+                search,
+                &mut record,
+            )?;
         }
         self.store.insert_tenant(&record).await?;
         self.written().await;
@@ -459,7 +487,10 @@ impl Registry {
     pub async fn tenants(&self, after: Option<&str>, limit: Option<u32>) -> Result<Page<Tenant>> {
         let limit = limit.unwrap_or(50);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(RegistryError::invalid("limit", format!("must be 1 to {MAX_PAGE}")));
+            return Err(RegistryError::invalid(
+                "limit",
+                format!("must be 1 to {MAX_PAGE}"),
+            ));
         }
         let records = self.store.tenants_after(after.unwrap_or(""), limit).await?;
         let catalog = self.catalog().await?;
@@ -480,7 +511,9 @@ impl Registry {
         let catalog = self.catalog().await?;
         let current = catalog.tenant(&record)?;
         if current.status == TenantStatus::Offboarding {
-            return Err(RegistryError::Conflict("the tenant is being offboarded".into()));
+            return Err(RegistryError::Conflict(
+                "the tenant is being offboarded".into(),
+            ));
         }
         if let Some(name) = &patch.display_name {
             check_display_name(name)?;
@@ -568,7 +601,9 @@ impl Registry {
             match owner {
                 Some(owner) if owner == slug => Ok(()),
                 Some(_) => Err("belongs to another tenant".into()),
-                None => Err("is shared; a dedicated placement needs one reserved for this tenant".into()),
+                None => Err(
+                    "is shared; a dedicated placement needs one reserved for this tenant".into(),
+                ),
             }
         };
         match spec {
@@ -577,7 +612,10 @@ impl Registry {
             }
             OpenAiPlacementSpec::DedicatedDeployment { models } => {
                 if models.is_empty() {
-                    return Err(RegistryError::invalid("openai.models", "must name at least one model"));
+                    return Err(RegistryError::invalid(
+                        "openai.models",
+                        "must name at least one model",
+                    ));
                 }
                 for (alias, members) in models {
                     let field = format!("openai.models.{alias}");
@@ -611,7 +649,9 @@ impl Registry {
                     })?;
                     owned_by_tenant(&entry.view.owner_tenant)
                         .and_then(|()| check_zone(catalog, zone, entry.view.id))
-                        .map_err(|m| RegistryError::invalid(&field, format!("resource '{name}' {m}")))?;
+                        .map_err(|m| {
+                            RegistryError::invalid(&field, format!("resource '{name}' {m}"))
+                        })?;
                     record.resources.push(entry.view.id);
                 }
                 record.row.openai_isolation = Some("dedicated_resource".into());
@@ -639,11 +679,17 @@ impl Registry {
         let record = self.record(slug).await?;
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(RegistryError::invalid("name", "must be 1 to 100 printable characters"));
+            return Err(RegistryError::invalid(
+                "name",
+                "must be 1 to 100 printable characters",
+            ));
         }
         let now = now();
         if new.expires_at.is_some_and(|at| at <= now) {
-            return Err(RegistryError::invalid("expires_at", "must be in the future"));
+            return Err(RegistryError::invalid(
+                "expires_at",
+                "must be in the future",
+            ));
         }
         let secret = generate_api_key();
         let exposed = secret.expose_secret();
@@ -728,7 +774,10 @@ fn resolve_members<'m>(
     for (i, member) in members.iter().enumerate() {
         let field = format!("{field}[{i}]");
         if !seen.insert(&member.deployment) {
-            return Err(RegistryError::invalid(format!("{field}.deployment"), "is listed twice"));
+            return Err(RegistryError::invalid(
+                format!("{field}.deployment"),
+                "is listed twice",
+            ));
         }
         if member.priority > MAX_PRIORITY {
             return Err(RegistryError::invalid(
@@ -789,7 +838,11 @@ fn check_zone(
     }
 }
 
-fn check_openai_zone(catalog: &Catalog, zone: Option<&DataZone>, record: &TenantRecord) -> Result<()> {
+fn check_openai_zone(
+    catalog: &Catalog,
+    zone: Option<&DataZone>,
+    record: &TenantRecord,
+) -> Result<()> {
     let deployments = record.members.iter().filter_map(|m| {
         catalog
             .deployments
@@ -813,26 +866,31 @@ fn place_search(
 ) -> Result<()> {
     let name = placement.service();
     let field = "search.service";
-    let entry = catalog
-        .services
-        .get(name)
-        .ok_or_else(|| RegistryError::invalid(field, format!("no search service named '{name}'")))?;
+    let entry = catalog.services.get(name).ok_or_else(|| {
+        RegistryError::invalid(field, format!("no search service named '{name}'"))
+    })?;
     match (&entry.view.owner_tenant, placement.needs_owned_service()) {
         (Some(owner), true) if owner == slug => {}
         (None, false) => {}
         (Some(owner), _) if owner != slug => {
-            return Err(RegistryError::invalid(field, format!("service '{name}' belongs to another tenant")))
-        }
-        (_, true) => {
             return Err(RegistryError::invalid(
                 field,
-                format!("dedicated_service needs a service reserved for this tenant; '{name}' is shared"),
+                format!("service '{name}' belongs to another tenant"),
             ))
         }
+        (_, true) => return Err(RegistryError::invalid(
+            field,
+            format!(
+                "dedicated_service needs a service reserved for this tenant; '{name}' is shared"
+            ),
+        )),
         (_, false) => {
             return Err(RegistryError::invalid(
                 field,
-                format!("{} needs a shared service; '{name}' is reserved for this tenant", placement.isolation()),
+                format!(
+                    "{} needs a shared service; '{name}' is reserved for this tenant",
+                    placement.isolation()
+                ),
             ))
         }
     }
@@ -862,8 +920,14 @@ fn check_display_name(name: &str) -> Result<()> {
 
 fn check_secret(field: &str, secret: &SecretString) -> Result<()> {
     let secret = secret.expose_secret();
-    if secret.is_empty() || secret.len() > 4096 || secret.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(RegistryError::invalid(field, "must be a non-empty key without spaces"));
+    if secret.is_empty()
+        || secret.len() > 4096
+        || secret.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(RegistryError::invalid(
+            field,
+            "must be a non-empty key without spaces",
+        ));
     }
     Ok(())
 }
@@ -899,16 +963,25 @@ const FIELD_TYPES: &[&str] = &[
 /// letter, known types, exactly one `Edm.String` key, none of the gateway's reserved fields.
 fn check_index_definition(definition: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
     let Some(fields) = definition.get("fields").and_then(|f| f.as_array()) else {
-        return Err(RegistryError::invalid("fields", "must be a non-empty array"));
+        return Err(RegistryError::invalid(
+            "fields",
+            "must be a non-empty array",
+        ));
     };
     if fields.is_empty() || fields.len() > 1000 {
-        return Err(RegistryError::invalid("fields", "must hold 1 to 1000 fields"));
+        return Err(RegistryError::invalid(
+            "fields",
+            "must hold 1 to 1000 fields",
+        ));
     }
     let mut names = HashSet::new();
     let mut keys = 0;
     for (i, field) in fields.iter().enumerate() {
         let at = format!("fields[{i}]");
-        let name = field.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let name = field
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
         let valid_name = name.len() <= 128
             && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -921,25 +994,42 @@ fn check_index_definition(definition: &serde_json::Map<String, serde_json::Value
         if name.to_ascii_lowercase().starts_with(RESERVED_FIELD_PREFIX) {
             return Err(RegistryError::invalid(
                 format!("{at}.name"),
-                format!("names starting with '{RESERVED_FIELD_PREFIX}' are reserved for the gateway"),
+                format!(
+                    "names starting with '{RESERVED_FIELD_PREFIX}' are reserved for the gateway"
+                ),
             ));
         }
         if !names.insert(name.to_owned()) {
-            return Err(RegistryError::invalid(format!("{at}.name"), "is defined twice"));
+            return Err(RegistryError::invalid(
+                format!("{at}.name"),
+                "is defined twice",
+            ));
         }
-        let kind = field.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        let kind = field
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
         if !FIELD_TYPES.contains(&kind) {
-            return Err(RegistryError::invalid(format!("{at}.type"), format!("unknown type '{kind}'")));
+            return Err(RegistryError::invalid(
+                format!("{at}.type"),
+                format!("unknown type '{kind}'"),
+            ));
         }
         if field.get("key").and_then(|k| k.as_bool()) == Some(true) {
             if kind != "Edm.String" {
-                return Err(RegistryError::invalid(format!("{at}.type"), "the key field must be Edm.String"));
+                return Err(RegistryError::invalid(
+                    format!("{at}.type"),
+                    "the key field must be Edm.String",
+                ));
             }
             keys += 1;
         }
     }
     if keys != 1 {
-        return Err(RegistryError::invalid("fields", "exactly one field must be the key"));
+        return Err(RegistryError::invalid(
+            "fields",
+            "exactly one field must be the key",
+        ));
     }
     Ok(())
 }

@@ -51,7 +51,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the view. A row that cannot be read (or a credential that does not open under
     /// this master key) is left out and reported, so one bad row never takes down the rest.
-    pub(crate) fn build(rows: Rows, master: &MasterKey) -> Result<(Self, Vec<String>), RegistryError> {
+    pub(crate) fn build(
+        rows: Rows,
+        master: &MasterKey,
+    ) -> Result<(Self, Vec<String>), RegistryError> {
         let mut problems = Vec::new();
         let catalog = Catalog::from_rows(rows.catalog)?;
         let mut snapshot = Snapshot::default();
@@ -83,7 +86,10 @@ impl Snapshot {
                 Some(sealed) => match master.open(&tenant_context(tenant.id), sealed) {
                     Ok(secret) => Some(secret),
                     Err(_) => {
-                        problems.push(format!("credential of tenant {} does not open", tenant.slug));
+                        problems.push(format!(
+                            "credential of tenant {} does not open",
+                            tenant.slug
+                        ));
                         None
                     }
                 },
@@ -99,7 +105,10 @@ impl Snapshot {
             );
         }
         for row in rows.keys {
-            let (Ok(hash), Some(scope)) = (KeyHash::try_from(row.hash.as_slice()), KeyScope::from_db(&row.scope)) else {
+            let (Ok(hash), Some(scope)) = (
+                KeyHash::try_from(row.hash.as_slice()),
+                KeyScope::from_db(&row.scope),
+            ) else {
                 problems.push(format!("api key {} is unreadable", row.id));
                 continue;
             };

@@ -261,8 +261,7 @@ const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_
 const TENANT_MEMBERS: &str =
     "SELECT tenant_id AS owner, alias, deployment_id, priority, weight FROM tenant_openai_members";
 
-const TENANT_RESOURCES: &str =
-    "SELECT tenant_id, resource_id FROM tenant_openai_resources";
+const TENANT_RESOURCES: &str = "SELECT tenant_id, resource_id FROM tenant_openai_resources";
 
 impl SqlStore {
     /// Connects to Postgres.
@@ -871,19 +870,21 @@ impl Store for SqlStore {
             .bind(row.created_at)
             .execute(pool)
             .await
-            .map_err(on_constraint(|| "the tenant was removed meanwhile".to_owned()))?;
+            .map_err(on_constraint(|| {
+                "the tenant was removed meanwhile".to_owned()
+            }))?;
             Ok(())
         })
     }
 
     async fn keys(&self, tenant_id: Uuid) -> Result<Vec<KeyRow>> {
         on_pool!(self, |pool| {
-            Ok(
-                sqlx::query_as("SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id")
-                    .bind(tenant_id)
-                    .fetch_all(pool)
-                    .await?,
+            Ok(sqlx::query_as(
+                "SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id",
             )
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?)
         })
     }
 

@@ -1,6 +1,12 @@
 //! The store conformance suite: every scenario runs against Postgres (a fresh database per
 //! test, from `DATABASE_URL`) and against SQLite, through the [`Registry`] that the gateway
 //! uses, so the rules and both backends are checked together.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly at the first thing that is not as expected"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,14 +46,18 @@ fn resource(name: &str, zone: Option<&str>, owner: Option<&str>) -> NewOpenAiRes
 }
 
 fn deployment(resource: &str, name: &str, owner: Option<&str>) -> NewDeployment {
-    from(json!({"resource": resource, "name": name, "model": "gpt-4o", "capacity_tpm": 1000,
-                "owner_tenant": owner}))
+    from(
+        json!({"resource": resource, "name": name, "model": "gpt-4o", "capacity_tpm": 1000,
+                "owner_tenant": owner}),
+    )
 }
 
 fn service(name: &str, zone: Option<&str>, owner: Option<&str>) -> NewSearchService {
-    from(json!({"name": name, "endpoint": format!("https://{name}.search.windows.net"),
+    from(
+        json!({"name": name, "endpoint": format!("https://{name}.search.windows.net"),
                 "region": "westeurope", "data_zone": zone, "api_key": "search-secret",
-                "owner_tenant": owner}))
+                "owner_tenant": owner}),
+    )
 }
 
 fn tenant(body: Value) -> NewTenant {
@@ -56,7 +66,9 @@ fn tenant(body: Value) -> NewTenant {
 
 fn is_invalid(result: Result<impl std::fmt::Debug, RegistryError>, field: &str) {
     match result {
-        Err(RegistryError::Invalid { field: f, .. }) => assert!(f.starts_with(field), "{f} vs {field}"),
+        Err(RegistryError::Invalid { field: f, .. }) => {
+            assert!(f.starts_with(field), "{f} vs {field}")
+        }
         other => panic!("expected invalid {field}, got {other:?}"),
     }
 }
@@ -65,7 +77,10 @@ mod scenarios {
     use super::*;
 
     pub async fn resources_round_trip_and_never_show_their_key(r: Arc<Registry>) {
-        let created = r.create_resource(resource("aoai-eastus", Some("us"), None)).await.unwrap();
+        let created = r
+            .create_resource(resource("aoai-eastus", Some("us"), None))
+            .await
+            .unwrap();
         assert_eq!(created.name.as_str(), "aoai-eastus");
         let listed = r.resources().await.unwrap();
         assert_eq!(listed, vec![created.clone()]);
@@ -73,7 +88,10 @@ mod scenarios {
         assert!(!shown.contains("secret-of-aoai-eastus"), "{shown}");
         let snapshot = r.snapshot();
         assert_eq!(
-            snapshot.resource_credential(&created.name).unwrap().expose_secret(),
+            snapshot
+                .resource_credential(&created.name)
+                .unwrap()
+                .expose_secret(),
             "secret-of-aoai-eastus"
         );
         assert!(matches!(
@@ -82,32 +100,64 @@ mod scenarios {
         ));
         r.delete_resource("aoai-eastus").await.unwrap();
         assert!(r.resources().await.unwrap().is_empty());
-        assert!(matches!(r.delete_resource("aoai-eastus").await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            r.delete_resource("aoai-eastus").await,
+            Err(RegistryError::NotFound { .. })
+        ));
     }
 
     pub async fn deployments_need_their_resource_and_a_unique_name(r: Arc<Registry>) {
-        is_invalid(r.create_deployment(deployment("nope", "d1", None)).await, "resource");
-        r.create_resource(resource("aoai-a", None, None)).await.unwrap();
-        r.create_deployment(deployment("aoai-a", "d1", None)).await.unwrap();
+        is_invalid(
+            r.create_deployment(deployment("nope", "d1", None)).await,
+            "resource",
+        );
+        r.create_resource(resource("aoai-a", None, None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-a", "d1", None))
+            .await
+            .unwrap();
         assert!(matches!(
             r.create_deployment(deployment("aoai-a", "d1", None)).await,
             Err(RegistryError::Conflict(_))
         ));
-        r.create_resource(resource("aoai-x", None, Some("xco"))).await.unwrap();
-        is_invalid(r.create_deployment(deployment("aoai-x", "d1", Some("yco"))).await, "owner_tenant");
-        let d = r.create_deployment(deployment("aoai-x", "d1", None)).await.unwrap();
+        r.create_resource(resource("aoai-x", None, Some("xco")))
+            .await
+            .unwrap();
+        is_invalid(
+            r.create_deployment(deployment("aoai-x", "d1", Some("yco")))
+                .await,
+            "owner_tenant",
+        );
+        let d = r
+            .create_deployment(deployment("aoai-x", "d1", None))
+            .await
+            .unwrap();
         assert_eq!(d.resource.as_str(), "aoai-x");
         assert_eq!(r.deployments().await.unwrap().len(), 2);
         r.delete_deployment("aoai-a", "d1").await.unwrap();
-        assert!(matches!(r.delete_deployment("aoai-a", "d1").await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            r.delete_deployment("aoai-a", "d1").await,
+            Err(RegistryError::NotFound { .. })
+        ));
     }
 
     pub async fn pools_hold_only_shared_deployments(r: Arc<Registry>) {
-        r.create_resource(resource("aoai-a", None, None)).await.unwrap();
-        r.create_resource(resource("aoai-b", None, None)).await.unwrap();
-        r.create_deployment(deployment("aoai-a", "gpt4o", None)).await.unwrap();
-        r.create_deployment(deployment("aoai-b", "gpt4o", None)).await.unwrap();
-        r.create_deployment(deployment("aoai-b", "acme-own", Some("acme"))).await.unwrap();
+        r.create_resource(resource("aoai-a", None, None))
+            .await
+            .unwrap();
+        r.create_resource(resource("aoai-b", None, None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-a", "gpt4o", None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-b", "gpt4o", None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-b", "acme-own", Some("acme")))
+            .await
+            .unwrap();
         let bad: NewPool = from(json!({"alias": "gpt-4o", "members": [
             {"deployment": "aoai-a/gpt4o"}, {"deployment": "aoai-b/acme-own"}]}));
         is_invalid(r.create_pool(bad).await, "members[1].deployment");
@@ -117,27 +167,48 @@ mod scenarios {
         let zero: NewPool = from(json!({"alias": "gpt-4o", "members": [
             {"deployment": "aoai-a/gpt4o", "weight": 0}]}));
         is_invalid(r.create_pool(zero).await, "members[0].weight");
-        assert!(r.pools().await.unwrap().is_empty(), "nothing written on error");
+        assert!(
+            r.pools().await.unwrap().is_empty(),
+            "nothing written on error"
+        );
         let good: NewPool = from(json!({"alias": "gpt-4o", "members": [
             {"deployment": "aoai-a/gpt4o", "priority": 0, "weight": 3},
             {"deployment": "aoai-b/gpt4o", "priority": 1, "weight": 1}]}));
         let pool = r.create_pool(good.clone()).await.unwrap();
         assert_eq!(r.pools().await.unwrap(), vec![pool.clone()]);
         assert_eq!(r.snapshot().catalog.pools.get(&pool.alias), Some(&pool));
-        assert!(matches!(r.create_pool(good).await, Err(RegistryError::Conflict(_))));
+        assert!(matches!(
+            r.create_pool(good).await,
+            Err(RegistryError::Conflict(_))
+        ));
         let deleted = r.delete_deployment("aoai-a", "gpt4o").await;
-        assert!(matches!(deleted, Err(RegistryError::Conflict(_))), "{deleted:?}");
+        assert!(
+            matches!(deleted, Err(RegistryError::Conflict(_))),
+            "{deleted:?}"
+        );
         r.delete_pool("gpt-4o").await.unwrap();
         r.delete_deployment("aoai-a", "gpt4o").await.unwrap();
     }
 
     pub async fn every_isolation_model_onboards_and_reads_back(r: Arc<Registry>) {
-        r.create_resource(resource("aoai-shared", Some("eu"), None)).await.unwrap();
-        r.create_deployment(deployment("aoai-shared", "gpt4o-dd", Some("dd"))).await.unwrap();
-        r.create_resource(resource("aoai-dr", Some("eu"), Some("dr"))).await.unwrap();
-        r.create_deployment(deployment("aoai-dr", "gpt-4o", None)).await.unwrap();
-        r.create_service(service("search-shared", Some("eu"), None)).await.unwrap();
-        r.create_service(service("search-dr", Some("eu"), Some("dr"))).await.unwrap();
+        r.create_resource(resource("aoai-shared", Some("eu"), None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-shared", "gpt4o-dd", Some("dd")))
+            .await
+            .unwrap();
+        r.create_resource(resource("aoai-dr", Some("eu"), Some("dr")))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-dr", "gpt-4o", None))
+            .await
+            .unwrap();
+        r.create_service(service("search-shared", Some("eu"), None))
+            .await
+            .unwrap();
+        r.create_service(service("search-dr", Some("eu"), Some("dr")))
+            .await
+            .unwrap();
 
         let shared = r.onboard(tenant(json!({"slug": "sh", "display_name": "Shared Co",
             "openai": {"isolation": "shared"},
@@ -146,16 +217,29 @@ mod scenarios {
         assert_eq!(shared.openai.as_ref().unwrap().isolation(), "shared");
         assert_eq!(shared.limits.requests_per_minute, Some(10));
 
-        let dd = r.onboard(tenant(json!({"slug": "dd", "display_name": "DD", "data_zone": "eu",
+        let dd = r
+            .onboard(tenant(
+                json!({"slug": "dd", "display_name": "DD", "data_zone": "eu",
             "openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
                 {"deployment": "aoai-shared/gpt4o-dd", "priority": 0, "weight": 2}]}},
-            "search": {"isolation": "dedicated_index", "service": "search-shared"}}))).await.unwrap();
-        let dr = r.onboard(tenant(json!({"slug": "dr", "display_name": "DR", "data_zone": "eu",
+            "search": {"isolation": "dedicated_index", "service": "search-shared"}}),
+            ))
+            .await
+            .unwrap();
+        let dr = r
+            .onboard(tenant(
+                json!({"slug": "dr", "display_name": "DR", "data_zone": "eu",
             "openai": {"isolation": "dedicated_resource", "resources": ["aoai-dr"]},
-            "search": {"isolation": "dedicated_service", "service": "search-dr"}}))).await.unwrap();
-        let tp = r.onboard(tenant(json!({"slug": "tp", "display_name": "TP",
+            "search": {"isolation": "dedicated_service", "service": "search-dr"}}),
+            ))
+            .await
+            .unwrap();
+        let tp = r
+            .onboard(tenant(json!({"slug": "tp", "display_name": "TP",
             "openai": {"isolation": "tenant_provided", "endpoint": "https://tp.openai.azure.com",
-                       "api_key": "tenant-own-key", "region": "westeurope"}}))).await.unwrap();
+                       "api_key": "tenant-own-key", "region": "westeurope"}})))
+            .await
+            .unwrap();
 
         for expected in [&shared, &dd, &dr, &tp] {
             assert_eq!(&r.tenant(expected.slug.as_str()).await.unwrap(), expected);
@@ -164,38 +248,89 @@ mod scenarios {
         assert!(!shown.contains("tenant-own-key"), "{shown}");
         let snapshot = r.snapshot();
         let entry = snapshot.tenant_by_slug("tp").unwrap();
-        assert_eq!(entry.openai_credential.as_ref().unwrap().expose_secret(), "tenant-own-key");
+        assert_eq!(
+            entry.openai_credential.as_ref().unwrap().expose_secret(),
+            "tenant-own-key"
+        );
         assert_eq!(snapshot.tenant(dd.id).unwrap().tenant, dd);
         assert_eq!(snapshot.tenant_count(), 4);
     }
 
     pub async fn placement_rules_hold_and_nothing_is_written_on_error(r: Arc<Registry>) {
-        r.create_resource(resource("aoai-shared", Some("us"), None)).await.unwrap();
-        r.create_deployment(deployment("aoai-shared", "gpt4o", None)).await.unwrap();
-        r.create_deployment(deployment("aoai-shared", "acme-own", Some("acme"))).await.unwrap();
-        r.create_resource(resource("aoai-acme", Some("us"), Some("acme"))).await.unwrap();
-        r.create_service(service("search-shared", Some("us"), None)).await.unwrap();
-        r.create_service(service("search-acme", Some("us"), Some("acme"))).await.unwrap();
+        r.create_resource(resource("aoai-shared", Some("us"), None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-shared", "gpt4o", None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-shared", "acme-own", Some("acme")))
+            .await
+            .unwrap();
+        r.create_resource(resource("aoai-acme", Some("us"), Some("acme")))
+            .await
+            .unwrap();
+        r.create_service(service("search-shared", Some("us"), None))
+            .await
+            .unwrap();
+        r.create_service(service("search-acme", Some("us"), Some("acme")))
+            .await
+            .unwrap();
         let cases = [
             // another tenant's deployment
-            (json!({"openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
-                {"deployment": "aoai-shared/acme-own"}]}}}), "openai.models.gpt-4o[0].deployment"),
+            (
+                json!({"openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
+                {"deployment": "aoai-shared/acme-own"}]}}}),
+                "openai.models.gpt-4o[0].deployment",
+            ),
             // a shared deployment is not one of its own
-            (json!({"openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
-                {"deployment": "aoai-shared/gpt4o"}]}}}), "openai.models.gpt-4o[0].deployment"),
-            (json!({"openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
-                {"deployment": "aoai-shared/missing"}]}}}), "openai.models.gpt-4o[0].deployment"),
-            (json!({"openai": {"isolation": "dedicated_deployment", "models": {}}}), "openai.models"),
-            (json!({"openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]}}), "openai.resources[0]"),
-            (json!({"openai": {"isolation": "dedicated_resource", "resources": ["aoai-shared"]}}), "openai.resources[0]"),
-            (json!({"openai": {"isolation": "dedicated_resource", "resources": []}}), "openai.resources"),
-            (json!({"search": {"isolation": "dedicated_service", "service": "search-acme"}}), "search.service"),
-            (json!({"search": {"isolation": "dedicated_service", "service": "search-shared"}}), "search.service"),
-            (json!({"search": {"isolation": "shared_index", "service": "missing"}}), "search.service"),
-            (json!({"data_zone": "eu", "search": {"isolation": "shared_index", "service": "search-shared"}}), "search.service"),
+            (
+                json!({"openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
+                {"deployment": "aoai-shared/gpt4o"}]}}}),
+                "openai.models.gpt-4o[0].deployment",
+            ),
+            (
+                json!({"openai": {"isolation": "dedicated_deployment", "models": {"gpt-4o": [
+                {"deployment": "aoai-shared/missing"}]}}}),
+                "openai.models.gpt-4o[0].deployment",
+            ),
+            (
+                json!({"openai": {"isolation": "dedicated_deployment", "models": {}}}),
+                "openai.models",
+            ),
+            (
+                json!({"openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]}}),
+                "openai.resources[0]",
+            ),
+            (
+                json!({"openai": {"isolation": "dedicated_resource", "resources": ["aoai-shared"]}}),
+                "openai.resources[0]",
+            ),
+            (
+                json!({"openai": {"isolation": "dedicated_resource", "resources": []}}),
+                "openai.resources",
+            ),
+            (
+                json!({"search": {"isolation": "dedicated_service", "service": "search-acme"}}),
+                "search.service",
+            ),
+            (
+                json!({"search": {"isolation": "dedicated_service", "service": "search-shared"}}),
+                "search.service",
+            ),
+            (
+                json!({"search": {"isolation": "shared_index", "service": "missing"}}),
+                "search.service",
+            ),
+            (
+                json!({"data_zone": "eu", "search": {"isolation": "shared_index", "service": "search-shared"}}),
+                "search.service",
+            ),
             (json!({"display_name": "  "}), "display_name"),
-            (json!({"openai": {"isolation": "tenant_provided", "endpoint": "https://x.example",
-                "api_key": "", "region": "eastus"}}), "openai.api_key"),
+            (
+                json!({"openai": {"isolation": "tenant_provided", "endpoint": "https://x.example",
+                "api_key": "", "region": "eastus"}}),
+                "openai.api_key",
+            ),
         ];
         for (extra, field) in cases {
             let mut body = json!({"slug": "other", "display_name": "Other"});
@@ -206,47 +341,95 @@ mod scenarios {
         }
         assert!(r.tenants(None, None).await.unwrap().data.is_empty());
         // the owner itself may use what is reserved for it, in its zone
-        let acme = r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme", "data_zone": "us",
+        let acme = r
+            .onboard(tenant(
+                json!({"slug": "acme", "display_name": "Acme", "data_zone": "us",
             "openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]},
-            "search": {"isolation": "dedicated_service", "service": "search-acme"}}))).await.unwrap();
+            "search": {"isolation": "dedicated_service", "service": "search-acme"}}),
+            ))
+            .await
+            .unwrap();
         assert_eq!(acme.search.unwrap().isolation(), "dedicated_service");
         assert!(matches!(
-            r.onboard(tenant(json!({"slug": "acme", "display_name": "Again"}))).await,
+            r.onboard(tenant(json!({"slug": "acme", "display_name": "Again"})))
+                .await,
             Err(RegistryError::Conflict(_))
         ));
         // in use: cannot be deleted under the tenant
-        assert!(matches!(r.delete_resource("aoai-acme").await, Err(RegistryError::Conflict(_))));
-        assert!(matches!(r.delete_service("search-acme").await, Err(RegistryError::Conflict(_))));
+        assert!(matches!(
+            r.delete_resource("aoai-acme").await,
+            Err(RegistryError::Conflict(_))
+        ));
+        assert!(matches!(
+            r.delete_service("search-acme").await,
+            Err(RegistryError::Conflict(_))
+        ));
     }
 
     pub async fn patch_changes_status_limits_and_placement_under_the_same_rules(r: Arc<Registry>) {
-        r.create_resource(resource("aoai-eu", Some("eu"), Some("acme"))).await.unwrap();
-        r.create_resource(resource("aoai-us", Some("us"), Some("acme"))).await.unwrap();
+        r.create_resource(resource("aoai-eu", Some("eu"), Some("acme")))
+            .await
+            .unwrap();
+        r.create_resource(resource("aoai-us", Some("us"), Some("acme")))
+            .await
+            .unwrap();
         r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme",
             "openai": {"isolation": "dedicated_resource", "resources": ["aoai-us"]},
-            "limits": {"tokens_per_minute": 100, "monthly_tokens": 1000}}))).await.unwrap();
-        let patch: TenantPatch = from(json!({"status": "suspended", "limits": {"tokens_per_minute": null, "requests_per_minute": 5}}));
+            "limits": {"tokens_per_minute": 100, "monthly_tokens": 1000}})))
+            .await
+            .unwrap();
+        let patch: TenantPatch = from(
+            json!({"status": "suspended", "limits": {"tokens_per_minute": null, "requests_per_minute": 5}}),
+        );
         let t = r.update_tenant("acme", patch).await.unwrap();
         assert_eq!(t.status, TenantStatus::Suspended);
         assert_eq!(t.limits.tokens_per_minute, None);
         assert_eq!(t.limits.requests_per_minute, Some(5));
         assert_eq!(t.limits.monthly_tokens, Some(1000));
-        assert_eq!(r.snapshot().tenant_by_slug("acme").unwrap().tenant.status, TenantStatus::Suspended);
+        assert_eq!(
+            r.snapshot().tenant_by_slug("acme").unwrap().tenant.status,
+            TenantStatus::Suspended
+        );
         // a data zone the current placement breaks
-        is_invalid(r.update_tenant("acme", from(json!({"data_zone": "eu"}))).await, "data_zone");
+        is_invalid(
+            r.update_tenant("acme", from(json!({"data_zone": "eu"})))
+                .await,
+            "data_zone",
+        );
         // with a placement that holds in it
-        let t = r.update_tenant("acme", from(json!({"data_zone": "eu",
-            "openai": {"isolation": "dedicated_resource", "resources": ["aoai-eu"]}}))).await.unwrap();
+        let t = r
+            .update_tenant(
+                "acme",
+                from(json!({"data_zone": "eu",
+            "openai": {"isolation": "dedicated_resource", "resources": ["aoai-eu"]}})),
+            )
+            .await
+            .unwrap();
         assert_eq!(t.data_zone.unwrap().as_str(), "eu");
-        is_invalid(r.update_tenant("acme", from(json!({"status": "offboarding"}))).await, "status");
-        assert!(matches!(r.update_tenant("nobody", TenantPatch::default()).await, Err(RegistryError::NotFound { .. })));
-        let t = r.update_tenant("acme", from(json!({"openai": null}))).await.unwrap();
+        is_invalid(
+            r.update_tenant("acme", from(json!({"status": "offboarding"})))
+                .await,
+            "status",
+        );
+        assert!(matches!(
+            r.update_tenant("nobody", TenantPatch::default()).await,
+            Err(RegistryError::NotFound { .. })
+        ));
+        let t = r
+            .update_tenant("acme", from(json!({"openai": null})))
+            .await
+            .unwrap();
         assert!(t.openai.is_none());
     }
 
     pub async fn keys_are_hashed_listed_without_secret_and_revocable(r: Arc<Registry>) {
-        r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"}))).await.unwrap();
-        let (key, secret) = r.create_key("acme", from(json!({"name": "ci", "scope": "read"}))).await.unwrap();
+        r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"})))
+            .await
+            .unwrap();
+        let (key, secret) = r
+            .create_key("acme", from(json!({"name": "ci", "scope": "read"})))
+            .await
+            .unwrap();
         assert!(secret.expose_secret().starts_with("bk_"));
         let snapshot = r.snapshot();
         let live = snapshot.key(secret.expose_secret()).unwrap();
@@ -254,50 +437,98 @@ mod scenarios {
         assert!(snapshot.key("bk_not-a-key").is_none());
         let listed = r.keys("acme").await.unwrap();
         assert_eq!(listed, vec![key.clone()]);
-        assert!(!serde_json::to_string(&listed).unwrap().contains(secret.expose_secret()));
+        assert!(!serde_json::to_string(&listed)
+            .unwrap()
+            .contains(secret.expose_secret()));
         let past: NewApiKey = from(json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"}));
         is_invalid(r.create_key("acme", past).await, "expires_at");
-        is_invalid(r.create_key("acme", from(json!({"name": ""}))).await, "name");
-        assert!(matches!(r.create_key("nobody", from(json!({"name": "x"}))).await, Err(RegistryError::NotFound { .. })));
+        is_invalid(
+            r.create_key("acme", from(json!({"name": ""}))).await,
+            "name",
+        );
+        assert!(matches!(
+            r.create_key("nobody", from(json!({"name": "x"}))).await,
+            Err(RegistryError::NotFound { .. })
+        ));
         r.revoke_key("acme", &key.id.to_string()).await.unwrap();
         assert!(r.snapshot().key(secret.expose_secret()).is_none());
         assert!(r.keys("acme").await.unwrap()[0].revoked_at.is_some());
-        assert!(matches!(r.revoke_key("acme", "not-a-uuid").await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            r.revoke_key("acme", "not-a-uuid").await,
+            Err(RegistryError::NotFound { .. })
+        ));
     }
 
     pub async fn a_key_of_one_tenant_cannot_be_revoked_through_another(r: Arc<Registry>) {
-        r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"}))).await.unwrap();
-        r.onboard(tenant(json!({"slug": "beta", "display_name": "Beta"}))).await.unwrap();
-        let (key, secret) = r.create_key("acme", from(json!({"name": "k"}))).await.unwrap();
-        assert!(matches!(r.revoke_key("beta", &key.id.to_string()).await, Err(RegistryError::NotFound { .. })));
+        r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"})))
+            .await
+            .unwrap();
+        r.onboard(tenant(json!({"slug": "beta", "display_name": "Beta"})))
+            .await
+            .unwrap();
+        let (key, secret) = r
+            .create_key("acme", from(json!({"name": "k"})))
+            .await
+            .unwrap();
+        assert!(matches!(
+            r.revoke_key("beta", &key.id.to_string()).await,
+            Err(RegistryError::NotFound { .. })
+        ));
         assert!(r.keys("beta").await.unwrap().is_empty());
         assert!(r.snapshot().key(secret.expose_secret()).is_some());
     }
 
     pub async fn offboarding_removes_the_tenant_its_keys_and_reserved_resources(r: Arc<Registry>) {
-        r.create_resource(resource("aoai-acme", None, Some("acme"))).await.unwrap();
-        r.create_resource(resource("aoai-shared", None, None)).await.unwrap();
-        r.create_deployment(deployment("aoai-shared", "acme-own", Some("acme"))).await.unwrap();
-        r.create_service(service("search-acme", None, Some("acme"))).await.unwrap();
+        r.create_resource(resource("aoai-acme", None, Some("acme")))
+            .await
+            .unwrap();
+        r.create_resource(resource("aoai-shared", None, None))
+            .await
+            .unwrap();
+        r.create_deployment(deployment("aoai-shared", "acme-own", Some("acme")))
+            .await
+            .unwrap();
+        r.create_service(service("search-acme", None, Some("acme")))
+            .await
+            .unwrap();
         r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme",
             "openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]},
-            "search": {"isolation": "dedicated_service", "service": "search-acme"}}))).await.unwrap();
-        let (_, secret) = r.create_key("acme", from(json!({"name": "k"}))).await.unwrap();
+            "search": {"isolation": "dedicated_service", "service": "search-acme"}})))
+            .await
+            .unwrap();
+        let (_, secret) = r
+            .create_key("acme", from(json!({"name": "k"})))
+            .await
+            .unwrap();
         r.offboard("acme").await.unwrap();
-        assert!(matches!(r.tenant("acme").await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            r.tenant("acme").await,
+            Err(RegistryError::NotFound { .. })
+        ));
         let snapshot = r.snapshot();
         assert!(snapshot.key(secret.expose_secret()).is_none());
         assert!(snapshot.tenant_by_slug("acme").is_none());
-        let names: Vec<String> = r.resources().await.unwrap().iter().map(|r| r.name.to_string()).collect();
+        let names: Vec<String> = r
+            .resources()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect();
         assert_eq!(names, vec!["aoai-shared"]);
         assert!(r.deployments().await.unwrap().is_empty());
         assert!(r.services().await.unwrap().is_empty());
-        assert!(matches!(r.offboard("acme").await, Err(RegistryError::NotFound { .. })));
+        assert!(matches!(
+            r.offboard("acme").await,
+            Err(RegistryError::NotFound { .. })
+        ));
     }
 
     pub async fn tenants_are_listed_in_pages(r: Arc<Registry>) {
         for slug in ["e-co", "a-co", "c-co", "b-co", "d-co"] {
-            r.onboard(tenant(json!({"slug": slug, "display_name": slug}))).await.unwrap();
+            r.onboard(tenant(json!({"slug": slug, "display_name": slug})))
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut after: Option<String> = None;
@@ -322,18 +553,40 @@ mod scenarios {
             "suggesters": [{"name": "sg", "searchMode": "analyzingInfixMatching", "sourceFields": ["title"]}]}));
         let created = r.create_template(good.clone()).await.unwrap();
         assert_eq!(r.templates().await.unwrap(), vec![created]);
-        assert!(matches!(r.create_template(good).await, Err(RegistryError::Conflict(_))));
+        assert!(matches!(
+            r.create_template(good).await,
+            Err(RegistryError::Conflict(_))
+        ));
         let bad = [
             (json!([{"name": "id", "type": "Edm.String"}]), "fields"),
-            (json!([{"name": "id", "type": "Edm.Int32", "key": true}]), "fields[0].type"),
-            (json!([{"name": "id", "type": "Edm.String", "key": true}, {"name": "bulkheadTenant", "type": "Edm.String"}]), "fields[1].name"),
-            (json!([{"name": "id", "type": "Edm.String", "key": true}, {"name": "id", "type": "Edm.String"}]), "fields[1].name"),
-            (json!([{"name": "id", "type": "Edm.String", "key": true}, {"name": "x", "type": "Edm.Nope"}]), "fields[1].type"),
-            (json!([{"name": "_id", "type": "Edm.String", "key": true}]), "fields[0].name"),
+            (
+                json!([{"name": "id", "type": "Edm.Int32", "key": true}]),
+                "fields[0].type",
+            ),
+            (
+                json!([{"name": "id", "type": "Edm.String", "key": true}, {"name": "bulkheadTenant", "type": "Edm.String"}]),
+                "fields[1].name",
+            ),
+            (
+                json!([{"name": "id", "type": "Edm.String", "key": true}, {"name": "id", "type": "Edm.String"}]),
+                "fields[1].name",
+            ),
+            (
+                json!([{"name": "id", "type": "Edm.String", "key": true}, {"name": "x", "type": "Edm.Nope"}]),
+                "fields[1].type",
+            ),
+            (
+                json!([{"name": "_id", "type": "Edm.String", "key": true}]),
+                "fields[0].name",
+            ),
             (json!([]), "fields"),
         ];
         for (fields, field) in bad {
-            is_invalid(r.create_template(from(json!({"name": "other", "fields": fields}))).await, field);
+            is_invalid(
+                r.create_template(from(json!({"name": "other", "fields": fields})))
+                    .await,
+                field,
+            );
         }
         r.delete_template("docs").await.unwrap();
         assert!(r.templates().await.unwrap().is_empty());
@@ -391,8 +644,14 @@ async fn a_change_reaches_another_replica_by_notification(pool: sqlx::PgPool) {
     let writer = open(SqlStore::from_postgres(pool.clone())).await;
     let reader = open(SqlStore::from_postgres(pool)).await;
     let _watch = reader.watch(Duration::from_secs(3600));
-    writer.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"}))).await.unwrap();
-    let (key, secret) = writer.create_key("acme", from(json!({"name": "k"}))).await.unwrap();
+    writer
+        .onboard(tenant(json!({"slug": "acme", "display_name": "Acme"})))
+        .await
+        .unwrap();
+    let (key, secret) = writer
+        .create_key("acme", from(json!({"name": "k"})))
+        .await
+        .unwrap();
     let until = |present: bool| {
         let reader = Arc::clone(&reader);
         let secret = SecretString::from(secret.expose_secret().to_owned());
@@ -406,30 +665,61 @@ async fn a_change_reaches_another_replica_by_notification(pool: sqlx::PgPool) {
             false
         }
     };
-    assert!(until(true).await, "the new key did not reach the other replica within 2 s");
-    writer.revoke_key("acme", &key.id.to_string()).await.unwrap();
-    assert!(until(false).await, "the revocation did not reach the other replica within 2 s");
+    assert!(
+        until(true).await,
+        "the new key did not reach the other replica within 2 s"
+    );
+    writer
+        .revoke_key("acme", &key.id.to_string())
+        .await
+        .unwrap();
+    assert!(
+        until(false).await,
+        "the revocation did not reach the other replica within 2 s"
+    );
 }
 
 /// Credentials are sealed in the database: the raw rows never hold the plaintext.
 #[sqlx::test(migrations = false)]
 async fn credentials_are_sealed_at_rest(pool: sqlx::PgPool) {
     let r = open(SqlStore::from_postgres(pool.clone())).await;
-    r.create_resource(resource("aoai-a", None, None)).await.unwrap();
-    r.onboard(tenant(json!({"slug": "tp", "display_name": "TP", "openai": {"isolation": "tenant_provided",
-        "endpoint": "https://tp.example", "api_key": "tenant-own-key", "region": "eastus"}}))).await.unwrap();
+    r.create_resource(resource("aoai-a", None, None))
+        .await
+        .unwrap();
+    r.onboard(tenant(
+        json!({"slug": "tp", "display_name": "TP", "openai": {"isolation": "tenant_provided",
+        "endpoint": "https://tp.example", "api_key": "tenant-own-key", "region": "eastus"}}),
+    ))
+    .await
+    .unwrap();
     let sealed: Vec<Vec<u8>> = sqlx::query_scalar("SELECT credential FROM openai_resources")
-        .fetch_all(&pool).await.unwrap();
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     let tenant_sealed: Vec<u8> = sqlx::query_scalar("SELECT openai_credential FROM tenants")
-        .fetch_one(&pool).await.unwrap();
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     for blob in sealed.iter().chain([&tenant_sealed]) {
         let text = String::from_utf8_lossy(blob);
         assert!(!text.contains("secret-of-aoai-a") && !text.contains("tenant-own-key"));
     }
     // a registry with another master key keeps serving, without the credentials it cannot open
-    let other = Registry::open(Arc::new(SqlStore::from_postgres(pool)), master()).await.unwrap();
+    let other = Registry::open(Arc::new(SqlStore::from_postgres(pool)), master())
+        .await
+        .unwrap();
     let name = tenant_registry::names::ResourceName::parse("aoai-a").unwrap();
     assert!(other.snapshot().resource_credential(&name).is_none());
-    assert!(other.snapshot().tenant_by_slug("tp").unwrap().openai_credential.is_none());
-    assert_eq!(Store::backend(&SqlStore::from_sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap())), "sqlite");
+    assert!(other
+        .snapshot()
+        .tenant_by_slug("tp")
+        .unwrap()
+        .openai_credential
+        .is_none());
+    assert_eq!(
+        Store::backend(&SqlStore::from_sqlite(
+            sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap()
+        )),
+        "sqlite"
+    );
 }
