@@ -1,7 +1,14 @@
-//! Routes a tenant's Azure OpenAI call to a deployment chosen by its isolation model: member
-//! choice by priority and weight, cooldowns on 429, circuit breaking, retry and failover,
-//! streaming. It knows upstreams, never tenants: `api` turns a tenant's placement into a
-//! routing target.
+//! Routes a tenant's Azure OpenAI call to a deployment: member choice by priority and weight,
+//! 429 cooldowns, circuit breaking, retry and failover, streaming. It knows upstreams, never
+//! tenants: `api` turns a tenant's placement into a [`Target`].
 //!
-//! Not built yet: this crate is an empty placeholder in the workspace layout until the
-//! routing issue lands.
+//! Deciding is separate from doing: [`plan`] and [`health`] are pure and tested without I/O.
+//! The HTTP client that performs the plan is still to come (see the routing issue).
+
+pub mod health;
+pub mod plan;
+pub mod target;
+
+pub use health::{BreakerSettings, HealthBook};
+pub use plan::{plan, NoMember, Plan};
+pub use target::{Member, Target};
