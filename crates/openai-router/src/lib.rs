@@ -2,13 +2,24 @@
 //! 429 cooldowns, circuit breaking, retry and failover, streaming. It knows upstreams, never
 //! tenants: `api` turns a tenant's placement into a [`Target`].
 //!
-//! Deciding is separate from doing: [`plan`] and [`health`] are pure and tested without I/O.
-//! The HTTP client that performs the plan is still to come (see the routing issue).
+//! Deciding is separate from doing: [`plan`] and [`health`] are pure and tested without I/O;
+//! [`client`] performs a plan with reqwest.
 
+pub mod client;
 pub mod health;
 pub mod plan;
 pub mod target;
 
+pub use client::{
+    Answer, AnswerBody, Call, OnDone, OpenAiRouter, Operation, RouterSettings, Usage,
+};
 pub use health::{BreakerSettings, HealthBook};
 pub use plan::{plan, NoMember, Plan};
 pub use target::{Member, Target};
+
+/// What went wrong that is ours, not the upstream's nor the caller's.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("internal routing error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,778 @@
+//! Doing what the plan decided: the call to each member in turn, retries and failover, the
+//! response (plain or streamed) back to the caller, and a [`Usage`] for every finished call.
+//!
+//! Retried, on the next eligible member: 429 (after putting the member in cooldown for its
+//! `retry-after-ms` / `retry-after`, 10 s when absent), 5xx, connection errors and timeouts,
+//! within a budget of attempts and time, and never once a byte went to the client. Never
+//! retried: any other 4xx, which is the caller's to see.
+
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use parking_lot::RwLock;
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use crate::health::HealthBook;
+use crate::plan::{plan, NoMember};
+use crate::target::{Member, Target};
+use crate::RouteError;
+
+/// Headers of the upstream's answer that the caller gets as they are.
+pub const PASSED_HEADERS: &[&str] = &[
+    "x-ms-region",
+    "apim-request-id",
+    "x-request-id",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-remaining-requests",
+    "retry-after",
+    "retry-after-ms",
+    "x-ms-client-request-id",
+];
+
+/// How long to cool a member down after a 429 that does not say.
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub connect_timeout: Duration,
+    /// Until the upstream's response headers arrive.
+    pub first_byte_timeout: Duration,
+    /// Between two chunks of a streamed answer.
+    pub idle_timeout: Duration,
+    /// The whole call, retries included, until the answer starts (a stream may run longer,
+    /// bounded by `idle_timeout` between chunks).
+    pub total_timeout: Duration,
+    /// Upstream attempts per call, the first included.
+    pub max_attempts: u32,
+    /// The `api-version` sent on deployment paths.
+    pub api_version: String,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(3),
+            first_byte_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            total_timeout: Duration::from_secs(120),
+            max_attempts: 3,
+            api_version: "2024-10-21".into(),
+        }
+    }
+}
+
+/// The Azure OpenAI operations the router knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Operation {
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat/completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
+    fn can_stream(self) -> bool {
+        !matches!(self, Self::Embeddings)
+    }
+}
+
+/// One call as the caller made it.
+#[derive(Debug)]
+pub struct Call {
+    pub operation: Operation,
+    /// The caller's JSON body (an object); the router sets `stream_options` and `user`.
+    pub body: serde_json::Map<String, Value>,
+    /// The `user` to send when the caller gave none (the tenant id, so Azure's abuse
+    /// monitoring can tell tenants apart).
+    pub default_user: String,
+    /// Forwarded as `x-ms-client-request-id` so the upstream logs can be joined with ours.
+    pub request_id: Option<String>,
+    /// Estimated tokens (prompt + max output), to steer away from members short of them.
+    pub estimated_tokens: u64,
+}
+
+/// What a finished call consumed and where it went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub member: Option<String>,
+    pub deployment: Option<String>,
+    pub region: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub status: u16,
+    pub latency: Duration,
+    pub streamed: bool,
+    pub attempts: u32,
+}
+
+/// Called once per finished call (a stream finishes when its last byte is sent or it fails).
+pub type OnDone = Box<dyn FnOnce(Usage) + Send + 'static>;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// The answer to give the caller.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: AnswerBody,
+    /// The member that answered (`resource/deployment`), for an optional response header.
+    pub member: Option<String>,
+}
+
+pub enum AnswerBody {
+    Full(Bytes),
+    Stream(ByteStream),
+}
+
+pub struct OpenAiRouter {
+    http: reqwest::Client,
+    health: HealthBook,
+    settings: RouterSettings,
+    rotations: RwLock<std::collections::HashMap<String, Arc<AtomicU64>>>,
+}
+
+enum Attempt {
+    /// An answer to hand over (success, or a 4xx that is not ours to retry).
+    Done(reqwest::Response),
+    /// Retry elsewhere; `throttled` says whether it was a 429.
+    Retry {
+        throttled: bool,
+        last: Option<(StatusCode, Bytes, HeaderMap)>,
+    },
+}
+
+impl OpenAiRouter {
+    pub fn new(settings: RouterSettings, health: HealthBook) -> Result<Self, RouteError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| RouteError::Internal(e.to_string()))?;
+        Ok(Self {
+            http,
+            health,
+            settings,
+            rotations: RwLock::new(std::collections::HashMap::new()),
+        })
+    }
+
+    pub fn health(&self) -> &HealthBook {
+        &self.health
+    }
+
+    fn rotation(&self, key: &str) -> Arc<AtomicU64> {
+        if let Some(found) = self.rotations.read().get(key) {
+            return Arc::clone(found);
+        }
+        Arc::clone(self.rotations.write().entry(key.to_owned()).or_default())
+    }
+
+    /// Routes `call` to `target`. `rotation_key` names the round-robin counter (the pool, or
+    /// the tenant's own alias), so every caller of a shared pool shares one rotation.
+    pub async fn send(
+        &self,
+        target: &Target,
+        rotation_key: &str,
+        mut call: Call,
+        on_done: OnDone,
+    ) -> Result<Answer, RouteError> {
+        let started = Instant::now();
+        let deadline = started + self.settings.total_timeout;
+        let wants_stream = call.operation.can_stream()
+            && call.body.get("stream").and_then(Value::as_bool) == Some(true);
+        let client_wants_usage = call
+            .body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if wants_stream && !client_wants_usage {
+            // To meter the stream we need its usage; the chunk is removed before the caller sees it.
+            let options = call
+                .body
+                .entry("stream_options")
+                .or_insert_with(|| json!({}));
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".into(), Value::Bool(true));
+            } else {
+                *options = json!({"include_usage": true});
+            }
+        }
+        if !call.body.contains_key("user") && call.operation != Operation::Embeddings {
+            call.body
+                .insert("user".into(), Value::String(call.default_user.clone()));
+        }
+        let body = Bytes::from(
+            serde_json::to_vec(&call.body).map_err(|e| RouteError::Internal(e.to_string()))?,
+        );
+        let rotation = self.rotation(rotation_key);
+        let mut tried: Vec<&str> = Vec::new();
+        let mut attempts = 0u32;
+        let mut last: Option<(StatusCode, Bytes, HeaderMap)> = None;
+        let mut all_throttled = true;
+        while attempts < self.settings.max_attempts && Instant::now() < deadline {
+            let now = Instant::now();
+            let order = match plan(target, &self.health, &rotation, call.estimated_tokens, now) {
+                Ok(plan) => plan.order,
+                Err(no) => return self.give_up(no, last, attempts, started, on_done),
+            };
+            let Some(member) = order
+                .into_iter()
+                .filter(|m| !tried.contains(&m.key.as_str()))
+                .find(|m| self.health.try_acquire(&m.key, now))
+            else {
+                break;
+            };
+            tried.push(&member.key);
+            attempts += 1;
+            match self.attempt(member, &call, body.clone(), deadline).await {
+                Attempt::Done(response) => {
+                    return Ok(self
+                        .answer(
+                            member,
+                            response,
+                            wants_stream,
+                            client_wants_usage,
+                            attempts,
+                            started,
+                            on_done,
+                        )
+                        .await);
+                }
+                Attempt::Retry {
+                    throttled,
+                    last: answered,
+                } => {
+                    if !throttled {
+                        all_throttled = false;
+                    }
+                    if answered.is_some() {
+                        last = answered;
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        let no = match plan(target, &self.health, &rotation, call.estimated_tokens, now) {
+            Err(no) => no,
+            Ok(_) if all_throttled && attempts > 0 => NoMember::Throttled {
+                retry_after: DEFAULT_COOLDOWN,
+            },
+            Ok(_) => NoMember::Unavailable,
+        };
+        self.give_up(no, last, attempts, started, on_done)
+    }
+
+    async fn attempt(
+        &self,
+        member: &Member,
+        call: &Call,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Attempt {
+        let url = format!(
+            "{}/openai/deployments/{}/{}?api-version={}",
+            member.endpoint,
+            member.deployment,
+            call.operation.path(),
+            self.settings.api_version
+        );
+        let mut request = self
+            .http
+            .post(url)
+            .header("api-key", member.credential.expose_secret())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(id) = &call.request_id {
+            request = request.header("x-ms-client-request-id", id);
+        }
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .min(self.settings.first_byte_timeout);
+        let now = Instant::now();
+        let response = match tokio::time::timeout(budget, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::warn!(member = %member.key, error = %error, "upstream attempt failed");
+                self.health.failed(&member.key, now);
+                return Attempt::Retry {
+                    throttled: false,
+                    last: None,
+                };
+            }
+            Err(_) => {
+                tracing::warn!(member = %member.key, "upstream attempt timed out");
+                self.health.failed(&member.key, now);
+                return Attempt::Retry {
+                    throttled: false,
+                    last: None,
+                };
+            }
+        };
+        let status = response.status();
+        if let Some(left) = header_u64(response.headers(), "x-ratelimit-remaining-tokens") {
+            self.health.remaining_tokens(&member.key, left);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after(response.headers()).unwrap_or(DEFAULT_COOLDOWN);
+            tracing::info!(member = %member.key, wait_ms = wait.as_millis() as u64, "upstream throttled");
+            self.health.throttled(&member.key, wait, Instant::now());
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            return Attempt::Retry {
+                throttled: true,
+                last: Some((status, body, headers)),
+            };
+        }
+        if status.is_server_error() {
+            tracing::warn!(member = %member.key, status = status.as_u16(), "upstream error");
+            self.health.failed(&member.key, Instant::now());
+            let headers = response.headers().clone();
+            let body = response.bytes().await.unwrap_or_default();
+            return Attempt::Retry {
+                throttled: false,
+                last: Some((status, body, headers)),
+            };
+        }
+        self.health.succeeded(&member.key);
+        Attempt::Done(response)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        member: &Member,
+        response: reqwest::Response,
+        wants_stream: bool,
+        client_wants_usage: bool,
+        attempts: u32,
+        started: Instant,
+        on_done: OnDone,
+    ) -> Answer {
+        let status = response.status();
+        let headers = passed_headers(response.headers());
+        let is_sse = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut usage = Usage {
+            member: Some(member.key.clone()),
+            deployment: Some(member.deployment.clone()),
+            region: Some(member.region.clone()),
+            status: status.as_u16(),
+            streamed: wants_stream && is_sse,
+            attempts,
+            ..Usage::default()
+        };
+        if wants_stream && is_sse && status.is_success() {
+            let stream = relay_stream(
+                response.bytes_stream(),
+                client_wants_usage,
+                self.settings.idle_timeout,
+                usage,
+                started,
+                on_done,
+            );
+            let mut headers = headers;
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            return Answer {
+                status,
+                headers,
+                body: AnswerBody::Stream(stream),
+                member: Some(member.key.clone()),
+            };
+        }
+        let body =
+            match tokio::time::timeout(self.settings.first_byte_timeout, response.bytes()).await {
+                Ok(Ok(body)) => body,
+                _ => {
+                    usage.status = StatusCode::BAD_GATEWAY.as_u16();
+                    usage.latency = started.elapsed();
+                    on_done(usage);
+                    return error_answer(
+                        StatusCode::BAD_GATEWAY,
+                        "UpstreamError",
+                        "The upstream answer was cut short.",
+                        None,
+                    );
+                }
+            };
+        if status.is_success() {
+            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                read_usage(&value, &mut usage);
+            }
+        }
+        usage.latency = started.elapsed();
+        on_done(usage);
+        let mut headers = headers;
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Answer {
+            status,
+            headers,
+            body: AnswerBody::Full(body),
+            member: Some(member.key.clone()),
+        }
+    }
+
+    fn give_up(
+        &self,
+        no: NoMember,
+        last: Option<(StatusCode, Bytes, HeaderMap)>,
+        attempts: u32,
+        started: Instant,
+        on_done: OnDone,
+    ) -> Result<Answer, RouteError> {
+        let answer = match (no, last) {
+            (NoMember::Throttled { retry_after }, _) => {
+                let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                error_answer(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "429",
+                    &format!("Every deployment of this model is at its rate limit. Please retry after {seconds} seconds."),
+                    Some(retry_after),
+                )
+            }
+            (NoMember::Unavailable, Some((status, body, headers))) if status.is_server_error() => {
+                Answer {
+                    status,
+                    headers: {
+                        let mut h = passed_headers(&headers);
+                        h.insert(
+                            http::header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        h
+                    },
+                    body: AnswerBody::Full(body),
+                    member: None,
+                }
+            }
+            (NoMember::Unavailable, _) => error_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "No deployment of this model is available right now. Please retry later.",
+                None,
+            ),
+        };
+        on_done(Usage {
+            status: answer.status.as_u16(),
+            latency: started.elapsed(),
+            attempts,
+            ..Usage::default()
+        });
+        Ok(answer)
+    }
+}
+
+fn error_answer(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> Answer {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(wait) = retry_after {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+            headers.insert(http::header::RETRY_AFTER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&wait.as_millis().max(1).to_string()) {
+            headers.insert(HeaderName::from_static("retry-after-ms"), v);
+        }
+    }
+    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    Answer {
+        status,
+        headers,
+        body: AnswerBody::Full(Bytes::from(body)),
+        member: None,
+    }
+}
+
+fn passed_headers(from: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in PASSED_HEADERS {
+        if let Some(value) = from.get(*name) {
+            headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    headers
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// How long a 429 asks us to wait: `retry-after-ms`, else `retry-after` in seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers.get("retry-after-ms").and_then(|v| v.to_str().ok()) {
+        if let Ok(ms) = ms.trim().parse::<f64>() {
+            if ms.is_finite() && ms >= 0.0 {
+                return Some(Duration::from_secs_f64(ms / 1000.0));
+            }
+        }
+    }
+    let seconds = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn read_usage(value: &Value, usage: &mut Usage) {
+    let Some(u) = value.get("usage").filter(|u| u.is_object()) else {
+        return;
+    };
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    usage.prompt_tokens = n(u.get("prompt_tokens"));
+    usage.completion_tokens = n(u.get("completion_tokens"));
+    usage.cached_tokens = n(u
+        .get("prompt_tokens_details")
+        .and_then(|d| d.get("cached_tokens")));
+}
+
+/// Passes a server-sent event stream through event by event. The usage chunk (the one with
+/// a non-null `usage`) is read for metering and dropped when the caller did not ask for it.
+/// A stream the upstream cuts ends with an error event, never a silent truncation.
+fn relay_stream(
+    upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    keep_usage: bool,
+    idle: Duration,
+    usage: Usage,
+    started: Instant,
+    on_done: OnDone,
+) -> ByteStream {
+    struct State<S> {
+        upstream: Pin<Box<S>>,
+        pending: BytesMut,
+        usage: Usage,
+        on_done: Option<OnDone>,
+        finished: bool,
+        saw_done: bool,
+    }
+    impl<S> State<S> {
+        fn finish(&mut self, started: Instant, status: Option<u16>) {
+            if let Some(done) = self.on_done.take() {
+                if let Some(status) = status {
+                    self.usage.status = status;
+                }
+                self.usage.latency = started.elapsed();
+                done(std::mem::take(&mut self.usage));
+            }
+        }
+    }
+    let state = State {
+        upstream: Box::pin(upstream),
+        pending: BytesMut::new(),
+        usage,
+        on_done: Some(on_done),
+        finished: false,
+        saw_done: false,
+    };
+    Box::pin(futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if st.finished {
+                return None;
+            }
+            // Hand over every complete event we hold.
+            if let Some(end) = find_event_end(&st.pending) {
+                let event = st.pending.split_to(end).freeze();
+                let payload = event_data(&event);
+                if payload == Some(b"[DONE]".as_slice()) {
+                    st.saw_done = true;
+                } else if let Some(data) = payload.filter(|d| has_usage(d)) {
+                    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+                        read_usage(&value, &mut st.usage);
+                        let only_usage = value
+                            .get("choices")
+                            .and_then(Value::as_array)
+                            .is_some_and(Vec::is_empty);
+                        if only_usage && !keep_usage {
+                            continue;
+                        }
+                    }
+                }
+                return Some((Ok(event), st));
+            }
+            match tokio::time::timeout(idle, st.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => st.pending.extend_from_slice(&chunk),
+                Ok(None) => {
+                    st.finished = true;
+                    let rest = st.pending.split().freeze();
+                    let cut = !st.saw_done;
+                    st.finish(started, cut.then_some(502));
+                    if cut {
+                        return Some((
+                            Ok(stream_error_event("The upstream ended the stream early.")),
+                            st,
+                        ));
+                    }
+                    return (!rest.is_empty()).then_some((Ok(rest), st));
+                }
+                Ok(Some(Err(error))) => {
+                    tracing::warn!(%error, "upstream stream failed");
+                    st.finished = true;
+                    st.finish(started, Some(502));
+                    return Some((Ok(stream_error_event("The upstream stream failed.")), st));
+                }
+                Err(_) => {
+                    tracing::warn!("upstream stream idle for too long");
+                    st.finished = true;
+                    st.finish(started, Some(504));
+                    return Some((Ok(stream_error_event("The upstream stream stalled.")), st));
+                }
+            }
+        }
+    }))
+}
+
+fn stream_error_event(message: &str) -> Bytes {
+    let event = json!({"error": {"code": "UpstreamStreamError", "message": message}});
+    Bytes::from(format!("data: {event}\n\n"))
+}
+
+/// The end (exclusive) of the first complete event: after a blank line (`\n\n` or `\r\n\r\n`).
+fn find_event_end(buffer: &[u8]) -> Option<usize> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` payload of an event (single-line data, as Azure sends).
+fn event_data(event: &[u8]) -> Option<&[u8]> {
+    let line = event
+        .split(|b| *b == b'\n')
+        .find(|l| l.starts_with(b"data:"))?;
+    let data = &line[5..];
+    let data = data.strip_prefix(b" ").unwrap_or(data);
+    Some(data.strip_suffix(b"\r").unwrap_or(data))
+}
+
+/// Whether a chunk carries a usage object (chunks of a stream with usage carry `"usage":null`).
+fn has_usage(data: &[u8]) -> bool {
+    data.windows(8).any(|w| w == b"\"usage\":") && !data.windows(12).any(|w| w == b"\"usage\":null")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_prefers_milliseconds_then_seconds() {
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        h.insert("retry-after-ms", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn events_are_cut_at_blank_lines() {
+        assert_eq!(find_event_end(b"data: {}\n\ndata: x"), Some(10));
+        assert_eq!(find_event_end(b"data: {}\r\n\r\n"), Some(12));
+        assert_eq!(find_event_end(b"data: {}\n"), None);
+        assert_eq!(event_data(b"data: [DONE]\n\n"), Some(b"[DONE]".as_slice()));
+        assert!(has_usage(br#"{"choices":[],"usage":{"prompt_tokens":3}}"#));
+        assert!(!has_usage(br#"{"choices":[{}],"usage":null}"#));
+    }
+
+    #[tokio::test]
+    async fn the_usage_chunk_is_metered_and_dropped_unless_asked_for() {
+        let events = [
+            "data: {\"choices\":[],\"prompt_filter_results\":[]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":1}}}\n\ndata: [DONE]\n\n",
+        ];
+        for keep in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let upstream =
+                futures::stream::iter(events.map(|e| Ok(Bytes::from_static(e.as_bytes()))));
+            let relayed: Vec<Bytes> = relay_stream(
+                upstream,
+                keep,
+                Duration::from_secs(1),
+                Usage::default(),
+                Instant::now(),
+                Box::new(move |u| tx.send(u).unwrap()),
+            )
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+            let text: String = relayed
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            assert_eq!(text.contains("\"usage\":{"), keep, "{text}");
+            assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+            let usage = rx.recv().unwrap();
+            assert_eq!(
+                (
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.cached_tokens
+                ),
+                (5, 2, 1)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_ends_with_an_error_event() {
+        let upstream = futures::stream::iter(vec![Ok(Bytes::from_static(
+            b"data: {\"choices\":[{}],\"usage\":null}\n\n",
+        ))]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let relayed: Vec<Bytes> = relay_stream(
+            upstream,
+            false,
+            Duration::from_secs(1),
+            Usage::default(),
+            Instant::now(),
+            Box::new(move |u| tx.send(u).unwrap()),
+        )
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+        let last = String::from_utf8_lossy(relayed.last().unwrap()).into_owned();
+        assert!(last.starts_with("data: {\"error\""), "{last}");
+        assert_eq!(rx.recv().unwrap().status, 502);
+    }
+}
