@@ -9,4 +9,5 @@
 mod admin;
 mod auth;
 mod isolation;
+mod openai;
 mod processes;

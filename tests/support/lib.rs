@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use bulkhead_api::metering::CollectingSink;
 use bulkhead_api::{Application, Config};
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
@@ -22,6 +25,8 @@ pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    /// Every usage record the gateway produced.
+    pub usage: CollectingSink,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     dir: PathBuf,
 }
@@ -38,7 +43,11 @@ impl TestApp {
         config.admin_token = Some(SecretString::from(ADMIN_TOKEN));
         config.jwt_secret = Some(SecretString::from(JWT_SECRET));
         configure(&mut config);
-        let app = Application::build(config).await.expect("gateway builds");
+        let usage = CollectingSink::default();
+        let app = Application::build(config)
+            .await
+            .expect("gateway builds")
+            .with_usage_sink(Arc::new(usage.clone()));
         let base = format!("http://{}", app.local_addr().expect("bound"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
@@ -47,6 +56,7 @@ impl TestApp {
         Self {
             base,
             http: reqwest::Client::new(),
+            usage,
             stop: Some(stop),
             dir,
         }
@@ -165,7 +175,7 @@ pub async fn fresh_postgres_database() -> String {
     }
 }
 
-/// A binary of this workspace, built by `cargo build --bins` (the `make test` target does).
+/// A binary of this workspace, built by `cargo build --workspace --bins` (`make test` does).
 pub fn binary(name: &str) -> PathBuf {
     let mut dir = std::env::current_exe().expect("test binary path");
     dir.pop();
@@ -175,7 +185,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --bins` first",
+        "{} is missing: run `cargo build --workspace --bins` first",
         path.display()
     );
     path

@@ -69,7 +69,11 @@ pub fn required_scope(method: &Method, path: &str) -> KeyScope {
     }
 }
 
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     if PUBLIC_ROUTES.contains(&path) {
         return next.run(request).await;
@@ -98,29 +102,34 @@ async fn tenant_caller(
 ) -> Result<Caller, ApiError> {
     let presented = presented_credential(headers)?;
     let snapshot = state.registry.snapshot();
-    let (tenant, scope, credential) = if presented.starts_with(tenant_registry::crypto::API_KEY_PREFIX) {
-        let key = snapshot
-            .key(presented)
-            .ok_or(ApiError::Unauthenticated("invalid API key"))?;
-        if key.is_expired(Utc::now()) {
-            return Err(ApiError::Unauthenticated("the API key has expired"));
-        }
-        let tenant = snapshot
-            .tenant(key.tenant_id)
-            .ok_or(ApiError::Unauthenticated("invalid API key"))?;
-        (Arc::clone(tenant), key.scope, Credential::ApiKey { id: key.id })
-    } else {
-        let claims = state.jwt.verify(presented).await.map_err(|error| {
-            tracing::debug!(%error, "token refused");
-            ApiError::Unauthenticated("invalid token")
-        })?;
-        let tenant = Uuid::parse_str(&claims.tenant)
-            .ok()
-            .and_then(|id| snapshot.tenant(id))
-            .or_else(|| snapshot.tenant_by_slug(&claims.tenant))
-            .ok_or(ApiError::Unauthenticated("the token names no known tenant"))?;
-        (Arc::clone(tenant), claims.scope, Credential::Token)
-    };
+    let (tenant, scope, credential) =
+        if presented.starts_with(tenant_registry::crypto::API_KEY_PREFIX) {
+            let key = snapshot
+                .key(presented)
+                .ok_or(ApiError::Unauthenticated("invalid API key"))?;
+            if key.is_expired(Utc::now()) {
+                return Err(ApiError::Unauthenticated("the API key has expired"));
+            }
+            let tenant = snapshot
+                .tenant(key.tenant_id)
+                .ok_or(ApiError::Unauthenticated("invalid API key"))?;
+            (
+                Arc::clone(tenant),
+                key.scope,
+                Credential::ApiKey { id: key.id },
+            )
+        } else {
+            let claims = state.jwt.verify(presented).await.map_err(|error| {
+                tracing::debug!(%error, "token refused");
+                ApiError::Unauthenticated("invalid token")
+            })?;
+            let tenant = Uuid::parse_str(&claims.tenant)
+                .ok()
+                .and_then(|id| snapshot.tenant(id))
+                .or_else(|| snapshot.tenant_by_slug(&claims.tenant))
+                .ok_or(ApiError::Unauthenticated("the token names no known tenant"))?;
+            (Arc::clone(tenant), claims.scope, Credential::Token)
+        };
     match tenant.tenant.status {
         TenantStatus::Active => {}
         TenantStatus::Suspended => return Err(ApiError::Forbidden("the tenant is suspended")),
@@ -141,7 +150,8 @@ async fn tenant_caller(
 /// The credential a request carries: `api-key` first (Azure SDK style; some openai-python
 /// versions send both headers), then `Authorization: Bearer`.
 fn presented_credential(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let missing = ApiError::Unauthenticated("no credential; send an api-key header or a Bearer token");
+    let missing =
+        ApiError::Unauthenticated("no credential; send an api-key header or a Bearer token");
     if let Some(value) = headers.get("api-key") {
         let key = value
             .to_str()
@@ -158,7 +168,9 @@ fn presented_credential(headers: &HeaderMap) -> Result<&str, ApiError> {
         .to_str()
         .map_err(|_| ApiError::Unauthenticated("invalid authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
         _ => Err(missing),
@@ -211,12 +223,28 @@ mod tests {
     #[test]
     fn writes_need_read_write_scope() {
         let cases = [
-            (Method::POST, "/indexes/docs/docs/index", KeyScope::ReadWrite),
-            (Method::POST, "/indexes('docs')/docs/search.index", KeyScope::ReadWrite),
-            (Method::DELETE, "/openai/v1/responses/x", KeyScope::ReadWrite),
+            (
+                Method::POST,
+                "/indexes/docs/docs/index",
+                KeyScope::ReadWrite,
+            ),
+            (
+                Method::POST,
+                "/indexes('docs')/docs/search.index",
+                KeyScope::ReadWrite,
+            ),
+            (
+                Method::DELETE,
+                "/openai/v1/responses/x",
+                KeyScope::ReadWrite,
+            ),
             (Method::PUT, "/anything", KeyScope::ReadWrite),
             (Method::POST, "/indexes/docs/docs/search", KeyScope::Read),
-            (Method::POST, "/openai/deployments/gpt-4o/chat/completions", KeyScope::Read),
+            (
+                Method::POST,
+                "/openai/deployments/gpt-4o/chat/completions",
+                KeyScope::Read,
+            ),
             (Method::GET, "/v1/me", KeyScope::Read),
         ];
         for (method, path, scope) in cases {
@@ -229,9 +257,15 @@ mod tests {
         let token = AdminToken::new(&secrecy::SecretString::from("s3cret-token"));
         let mut headers = HeaderMap::new();
         assert!(!token.matches(&headers));
-        headers.insert("authorization", HeaderValue::from_static("Bearer s3cret-token"));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer s3cret-token"),
+        );
         assert!(token.matches(&headers));
-        headers.insert("authorization", HeaderValue::from_static("Bearer s3cret-toke"));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer s3cret-toke"),
+        );
         assert!(!token.matches(&headers));
         headers.insert("authorization", HeaderValue::from_static("s3cret-token"));
         assert!(!token.matches(&headers));

@@ -18,6 +18,17 @@
 //! | `BULKHEAD_JWT_TENANT_CLAIM` | claim naming the tenant, by id or slug (default `tid`) |
 //! | `BULKHEAD_REGISTRY_REFRESH_SECONDS` | full registry reload interval, besides change notifications (default 30) |
 //! | `BULKHEAD_SHUTDOWN_GRACE_SECONDS` | how long in-flight requests may run after SIGTERM (default 30) |
+//! | `BULKHEAD_EMULATOR` | also run the Azure emulator in this process, on this address |
+//! | `BULKHEAD_EMULATOR_CONFIG` | the emulator's configuration file (default: `deploy/azure-sim.json`, built in) |
+//! | `BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_MS` | connect timeout to Azure (default 3000) |
+//! | `BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT_MS` | until an upstream's response headers arrive (default 60000) |
+//! | `BULKHEAD_UPSTREAM_IDLE_TIMEOUT_MS` | between two chunks of a stream (default 30000) |
+//! | `BULKHEAD_UPSTREAM_TOTAL_TIMEOUT_MS` | a whole call, retries included, until it answers (default 120000) |
+//! | `BULKHEAD_UPSTREAM_MAX_ATTEMPTS` | upstream attempts per call (default 3) |
+//! | `BULKHEAD_UPSTREAM_API_VERSION` | `api-version` sent to Azure OpenAI (default `2024-10-21`) |
+//! | `BULKHEAD_BREAKER_THRESHOLD` | consecutive failures that open a deployment's breaker (default 5) |
+//! | `BULKHEAD_BREAKER_OPEN_SECONDS` | how long it stays open before one probe (default 30) |
+//! | `BULKHEAD_EXPOSE_DEPLOYMENT_HEADER` | answer with `x-bulkhead-deployment: resource/deployment` (default false) |
 //! | `BULKHEAD_LOG` | log filter (default `info`) |
 //! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
 
@@ -28,7 +39,11 @@ use clap::{Parser, ValueEnum};
 use secrecy::SecretString;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "bulkhead", version, about = "Multitenant gateway for Azure OpenAI and Azure AI Search")]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "Multitenant gateway for Azure OpenAI and Azure AI Search"
+)]
 pub struct Config {
     /// Address to serve on.
     #[arg(long, env = "BULKHEAD_LISTEN", default_value = "127.0.0.1:8080")]
@@ -92,6 +107,76 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
 
+    /// Connect timeout to upstreams, in milliseconds.
+    #[arg(
+        long,
+        env = "BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// How long an upstream may take to send its response headers, in milliseconds.
+    #[arg(
+        long,
+        env = "BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub upstream_first_byte_timeout_ms: u64,
+
+    /// How long a stream may go quiet between two chunks, in milliseconds.
+    #[arg(
+        long,
+        env = "BULKHEAD_UPSTREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub upstream_idle_timeout_ms: u64,
+
+    /// How long a call, retries included, may take until it answers, in milliseconds.
+    #[arg(
+        long,
+        env = "BULKHEAD_UPSTREAM_TOTAL_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
+    pub upstream_total_timeout_ms: u64,
+
+    /// Upstream attempts per call, the first included.
+    #[arg(long, env = "BULKHEAD_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3)]
+    pub upstream_max_attempts: u32,
+
+    /// The `api-version` sent to Azure OpenAI deployment paths.
+    #[arg(
+        long,
+        env = "BULKHEAD_UPSTREAM_API_VERSION",
+        default_value = "2024-10-21"
+    )]
+    pub upstream_api_version: String,
+
+    /// Consecutive failures (5xx, resets, timeouts) that open a deployment's breaker.
+    #[arg(long, env = "BULKHEAD_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+
+    /// Seconds a breaker stays open before one half-open probe.
+    #[arg(long, env = "BULKHEAD_BREAKER_OPEN_SECONDS", default_value_t = 30)]
+    pub breaker_open_seconds: u64,
+
+    /// Name the deployment that answered in `x-bulkhead-deployment` (off: it reveals topology).
+    #[arg(
+        long,
+        env = "BULKHEAD_EXPOSE_DEPLOYMENT_HEADER",
+        default_value_t = false
+    )]
+    pub expose_deployment_header: bool,
+
+    /// Also run the Azure emulator (azure-sim) in this process, on this address (default
+    /// 127.0.0.1:8090 when the flag is given without one). For local development.
+    #[arg(long, env = "BULKHEAD_EMULATOR", num_args = 0..=1, default_missing_value = "127.0.0.1:8090")]
+    pub emulator: Option<SocketAddr>,
+
+    /// The emulator's configuration file; without it, the built-in copy of
+    /// `deploy/azure-sim.json`.
+    #[arg(long, env = "BULKHEAD_EMULATOR_CONFIG")]
+    pub emulator_config: Option<PathBuf>,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "BULKHEAD_LOG", default_value = "info")]
     pub log: String,
@@ -133,6 +218,17 @@ impl Config {
             jwt_tenant_claim: "tid".into(),
             registry_refresh_seconds: 30,
             shutdown_grace_seconds: 5,
+            emulator: None,
+            emulator_config: None,
+            upstream_connect_timeout_ms: 1_000,
+            upstream_first_byte_timeout_ms: 10_000,
+            upstream_idle_timeout_ms: 5_000,
+            upstream_total_timeout_ms: 20_000,
+            upstream_max_attempts: 3,
+            upstream_api_version: "2024-10-21".into(),
+            breaker_threshold: 5,
+            breaker_open_seconds: 30,
+            expose_deployment_header: true,
             log: "warn".into(),
             log_format: LogFormat::Text,
         }

@@ -70,7 +70,10 @@ pub enum AdminError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("{message}")]
-    Invalid { field: Option<String>, message: String },
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -150,7 +153,9 @@ fn field_of(message: &str) -> Option<String> {
         _ => (None, detail),
     };
     // An unknown field is already the last segment of the path; a missing one is not.
-    let named = if rest.starts_with("missing field") || (path.is_none() && rest.starts_with("unknown field")) {
+    let named = if rest.starts_with("missing field")
+        || (path.is_none() && rest.starts_with("unknown field"))
+    {
         rest.split('`').nth(1)
     } else {
         None
@@ -160,25 +165,6 @@ fn field_of(message: &str) -> Option<String> {
         (Some(path), None) => Some(path.to_owned()),
         (None, Some(name)) => Some(name.to_owned()),
         (None, None) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::field_of;
-
-    #[test]
-    fn json_errors_name_their_field() {
-        let cases = [
-            ("Failed to deserialize the JSON body into the target type: slug: slug must be 2 to 40 characters long at line 1 column 9", Some("slug")),
-            ("Failed to deserialize the JSON body into the target type: unknown field `nmae`, expected one of `name` at line 1 column 7", Some("nmae")),
-            ("Failed to deserialize the JSON body into the target type: colour: unknown field `colour`, expected one of `slug` at line 1 column 9", Some("colour")),
-            ("Failed to deserialize the JSON body into the target type: openai: missing field `resources` at line 1 column 40", Some("openai.resources")),
-            ("Failed to parse the request body as JSON: EOF while parsing", None),
-        ];
-        for (message, field) in cases {
-            assert_eq!(field_of(message).as_deref(), field, "{message}");
-        }
     }
 }
 
@@ -204,5 +190,24 @@ impl From<QueryRejection> for AdminError {
 impl From<PathRejection> for AdminError {
     fn from(rejection: PathRejection) -> Self {
         Self::NotFound(rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn json_errors_name_their_field() {
+        let cases = [
+            ("Failed to deserialize the JSON body into the target type: slug: slug must be 2 to 40 characters long at line 1 column 9", Some("slug")),
+            ("Failed to deserialize the JSON body into the target type: unknown field `nmae`, expected one of `name` at line 1 column 7", Some("nmae")),
+            ("Failed to deserialize the JSON body into the target type: colour: unknown field `colour`, expected one of `slug` at line 1 column 9", Some("colour")),
+            ("Failed to deserialize the JSON body into the target type: openai: missing field `resources` at line 1 column 40", Some("openai.resources")),
+            ("Failed to parse the request body as JSON: EOF while parsing", None),
+        ];
+        for (message, field) in cases {
+            assert_eq!(field_of(message).as_deref(), field, "{message}");
+        }
     }
 }

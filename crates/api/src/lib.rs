@@ -5,10 +5,13 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod emulator;
 pub mod error;
 pub mod health;
 pub mod jwt;
 pub mod me;
+pub mod metering;
+pub mod openai;
 pub mod request_id;
 pub mod startup;
 pub mod state;

@@ -1,10 +1,18 @@
-use bulkhead_api::{telemetry, Application, Config};
+use bulkhead_api::{emulator, telemetry, Application, Config};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(&config.log, config.log_format);
+    let _emulator = match config.emulator {
+        Some(addr) => {
+            let emulator = emulator::start(addr, config.emulator_config.as_deref()).await?;
+            tracing::info!(url = %emulator.base_url(), "azure-sim is serving; resources are under /r/NAME");
+            Some(emulator)
+        }
+        None => None,
+    };
     let app = Application::build(config).await?;
     tracing::info!(address = %app.local_addr()?, "bulkhead is serving");
     app.run_until_stopped().await

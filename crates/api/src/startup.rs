@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use secrecy::SecretString;
@@ -19,8 +19,9 @@ use crate::auth::{authenticate, AdminToken};
 use crate::config::Config;
 use crate::error::azure_error;
 use crate::jwt::{ExternalIdp, JwtAuthority};
+use crate::metering::{LogSink, UsageSink};
 use crate::state::AppState;
-use crate::{admin, health, me, request_id};
+use crate::{admin, health, me, openai, request_id};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -69,7 +70,10 @@ impl Application {
                     _ => SqlStore::sqlite(SqliteLocation::Dir(&config.data_dir)).await,
                 }
                 .context("opening the embedded SQLite store")?;
-                (Arc::new(store) as Arc<dyn Store>, embedded_secrets(&config)?)
+                (
+                    Arc::new(store) as Arc<dyn Store>,
+                    embedded_secrets(&config)?,
+                )
             }
         };
         let registry = Registry::open(store, secrets.master)
@@ -109,11 +113,28 @@ impl Application {
             });
         }
         registry.watch(Duration::from_secs(config.registry_refresh_seconds.max(1)));
+        let openai = openai_router::OpenAiRouter::new(
+            openai_router::RouterSettings {
+                connect_timeout: Duration::from_millis(config.upstream_connect_timeout_ms),
+                first_byte_timeout: Duration::from_millis(config.upstream_first_byte_timeout_ms),
+                idle_timeout: Duration::from_millis(config.upstream_idle_timeout_ms),
+                total_timeout: Duration::from_millis(config.upstream_total_timeout_ms),
+                max_attempts: config.upstream_max_attempts.max(1),
+                api_version: config.upstream_api_version.clone(),
+            },
+            openai_router::HealthBook::new(openai_router::BreakerSettings {
+                threshold: config.breaker_threshold.max(1),
+                open_for: Duration::from_secs(config.breaker_open_seconds),
+            }),
+        )?;
         let state = AppState {
             registry,
             jwt,
             admin_token: Arc::new(AdminToken::new(&secrets.admin)),
             token_ttl: Duration::from_secs(config.jwt_ttl_seconds).min(crate::jwt::MAX_TTL),
+            openai: Arc::new(openai),
+            usage: Arc::new(LogSink),
+            expose_member: config.expose_deployment_header,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -124,6 +145,13 @@ impl Application {
             state,
             grace: Duration::from_secs(config.shutdown_grace_seconds),
         })
+    }
+
+    /// Sends usage records to `sink` instead of the log (tests, custom ledgers).
+    pub fn with_usage_sink(mut self, sink: Arc<dyn UsageSink>) -> Self {
+        self.state.usage = sink;
+        self.router = router(self.state.clone());
+        self
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -141,7 +169,10 @@ impl Application {
 
     /// Serves until `stop` completes, then lets in-flight requests finish (for at most the
     /// configured grace period).
-    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let listener = self.listener.tap_io(|tcp| {
             // Without TCP_NODELAY a small response can wait ~40 ms for the peer's delayed ACK.
             if let Err(error) = tcp.set_nodelay(true) {
@@ -173,6 +204,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/me", get(me::me))
+        .route(
+            "/openai/deployments/{alias}/{*operation}",
+            post(openai::deployment_call),
+        )
+        .route("/openai/v1/{*operation}", post(openai::model_call))
+        .route("/v1/{*operation}", post(openai::model_call))
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .merge(admin::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

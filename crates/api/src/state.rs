@@ -8,6 +8,7 @@ use tenant_registry::Registry;
 
 use crate::auth::AdminToken;
 use crate::jwt::JwtAuthority;
+use crate::metering::UsageSink;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +17,10 @@ pub struct AppState {
     pub admin_token: Arc<AdminToken>,
     /// Default lifetime of gateway-issued tenant tokens.
     pub token_ttl: Duration,
+    pub openai: Arc<openai_router::OpenAiRouter>,
+    pub usage: Arc<dyn UsageSink>,
+    /// Whether responses name the deployment that answered (`x-bulkhead-deployment`).
+    pub expose_member: bool,
 }
 
 impl AppState {

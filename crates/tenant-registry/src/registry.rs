@@ -878,12 +878,14 @@ fn place_search(
                 format!("service '{name}' belongs to another tenant"),
             ))
         }
-        (_, true) => return Err(RegistryError::invalid(
-            field,
-            format!(
+        (_, true) => {
+            return Err(RegistryError::invalid(
+                field,
+                format!(
                 "dedicated_service needs a service reserved for this tenant; '{name}' is shared"
             ),
-        )),
+            ))
+        }
         (_, false) => {
             return Err(RegistryError::invalid(
                 field,

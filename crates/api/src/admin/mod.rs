@@ -34,7 +34,10 @@ type Result<T> = std::result::Result<T, AdminError>;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/openapi.json", get(openapi))
-        .route("/admin/v1/openai/resources", post(create_resource).get(resources))
+        .route(
+            "/admin/v1/openai/resources",
+            post(create_resource).get(resources),
+        )
         .route("/admin/v1/openai/resources/{name}", delete(delete_resource))
         .route(
             "/admin/v1/openai/deployments",
@@ -46,7 +49,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/v1/openai/pools", post(create_pool).get(pools))
         .route("/admin/v1/openai/pools/{alias}", delete(delete_pool))
-        .route("/admin/v1/search/services", post(create_service).get(services))
+        .route(
+            "/admin/v1/search/services",
+            post(create_service).get(services),
+        )
         .route("/admin/v1/search/services/{name}", delete(delete_service))
         .route(
             "/admin/v1/search/index-templates",
@@ -128,7 +134,10 @@ async fn pools(State(state): State<AppState>) -> Result<Response> {
     Ok(list(state.registry.pools().await?))
 }
 
-async fn delete_pool(State(state): State<AppState>, Path(alias): Path<String>) -> Result<StatusCode> {
+async fn delete_pool(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+) -> Result<StatusCode> {
     state.registry.delete_pool(&alias).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -144,7 +153,10 @@ async fn services(State(state): State<AppState>) -> Result<Response> {
     Ok(list(state.registry.services().await?))
 }
 
-async fn delete_service(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
+async fn delete_service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
     state.registry.delete_service(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -160,7 +172,10 @@ async fn templates(State(state): State<AppState>) -> Result<Response> {
     Ok(list(state.registry.templates().await?))
 }
 
-async fn delete_template(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode> {
+async fn delete_template(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
     state.registry.delete_template(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -181,7 +196,13 @@ async fn tenants(
     query: std::result::Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let Query(page) = query?;
-    Ok(Json(state.registry.tenants(page.after.as_deref(), page.limit).await?).into_response())
+    Ok(Json(
+        state
+            .registry
+            .tenants(page.after.as_deref(), page.limit)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn tenant(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {

@@ -1,0 +1,72 @@
+"""The official openai SDK through the gateway (which routes to azure-sim): the AzureOpenAI
+client on deployment paths, and the plain OpenAI client on /openai/v1 and /v1."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from conftest import OPENAI_API_VERSION, GatewayProcess, SimProcess
+
+
+@pytest.fixture
+def azure(gateway: GatewayProcess, tenant_key: str) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(
+        azure_endpoint=gateway.base_url, api_key=tenant_key, api_version=OPENAI_API_VERSION,
+        max_retries=0)
+
+
+def test_azure_client_chat_through_the_gateway(azure: openai.AzureOpenAI, sim_reset: SimProcess) -> None:
+    completion = azure.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Say hello"}], max_tokens=7)
+    assert completion.choices[0].message.content
+    assert completion.usage.prompt_tokens > 0
+    assert completion.usage.completion_tokens <= 7
+    sent = [r for name in ("aoai-eastus", "aoai-westeurope") for r in sim_reset.requests(name)]
+    assert len(sent) == 1
+    assert "/openai/deployments/gpt-4o/chat/completions" in sent[0]["path"]
+
+
+def test_azure_client_streams_with_usage(azure: openai.AzureOpenAI) -> None:
+    stream = azure.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Count"}], max_tokens=12,
+        stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_azure_client_streams_without_usage_see_none(azure: openai.AzureOpenAI) -> None:
+    stream = azure.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Count"}], max_tokens=5, stream=True)
+    chunks = list(stream)
+    assert chunks and all(c.usage is None for c in chunks)
+
+
+def test_azure_client_embeddings(azure: openai.AzureOpenAI) -> None:
+    result = azure.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    assert len(result.data) == 2
+    assert len(result.data[0].embedding) > 0
+
+
+def test_unknown_model_is_a_not_found_error(azure: openai.AzureOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        azure.chat.completions.create(model="not-mine", messages=[{"role": "user", "content": "x"}])
+
+
+def test_a_wrong_key_is_an_authentication_error(gateway: GatewayProcess) -> None:
+    client = openai.AzureOpenAI(azure_endpoint=gateway.base_url, api_key="bk_wrong",
+                                api_version=OPENAI_API_VERSION, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize("path", ["/openai/v1", "/v1"])
+def test_plain_openai_client_on_v1_paths(gateway: GatewayProcess, tenant_key: str, path: str) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.base_url}{path}", api_key=tenant_key, max_retries=0)
+    completion = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert completion.choices[0].message.content
+    embedding = client.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert embedding.data[0].embedding
