@@ -536,3 +536,198 @@ async fn the_v1_paths_take_the_alias_from_model() {
         2
     );
 }
+
+#[tokio::test]
+async fn response_ids_are_bound_to_their_resource_and_their_tenant() {
+    let w = world().await;
+    let create = |tenant: &'static str, body: Value| {
+        let w = &w;
+        async move {
+            w.app
+                .http
+                .post(w.app.url("/openai/v1/responses"))
+                .header("api-key", &w.keys[tenant])
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = create(
+        "shared",
+        json!({"model": "gpt-4o", "input": "remember the number 7"}),
+    )
+    .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let holder = first.headers()["x-bulkhead-deployment"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        first.headers().get("x-bulkhead-member").is_none(),
+        "internal header leaked"
+    );
+    let first: Value = first.json().await.unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("resp_bk"), "{id}");
+    let holder_resource = holder.split('/').next().unwrap().to_owned();
+    assert_eq!(w.calls(&holder_resource).len(), 1);
+    // follow-ups go to the holder, whatever the rotation says
+    for _ in 0..4 {
+        let next = create(
+            "shared",
+            json!({"model": "gpt-4o", "input": "and now?", "previous_response_id": id}),
+        )
+        .await;
+        assert_eq!(next.status(), StatusCode::OK);
+        assert_eq!(
+            next.headers()["x-bulkhead-deployment"].to_str().unwrap(),
+            holder
+        );
+        let body: Value = next.json().await.unwrap();
+        assert_eq!(
+            body["previous_response_id"],
+            id.as_str(),
+            "the caller sees its own id back"
+        );
+    }
+    let fetched = w
+        .app
+        .http
+        .get(w.app.url(&format!("/openai/v1/responses/{id}")))
+        .header("api-key", &w.keys["shared"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    let fetched: Value = fetched.json().await.unwrap();
+    assert_eq!(fetched["id"], id.as_str());
+    // another tenant: not found, by retrieval or as a previous id; so is a tampered id
+    let other = w
+        .app
+        .http
+        .get(w.app.url(&format!("/openai/v1/responses/{id}")))
+        .header("api-key", &w.keys["dd"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let other = create(
+        "dd",
+        json!({"model": "gpt-4o", "input": "x", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let mut tampered = id.clone();
+    tampered.pop();
+    tampered.push(if id.ends_with('A') { 'B' } else { 'A' });
+    let tampered = w
+        .app
+        .http
+        .get(w.app.url(&format!("/openai/v1/responses/{tampered}")))
+        .header("api-key", &w.keys["shared"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), StatusCode::NOT_FOUND);
+    let upstream_id_direct = w
+        .app
+        .http
+        .get(w.app.url("/openai/v1/responses/resp_123"))
+        .header("api-key", &w.keys["shared"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upstream_id_direct.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn weighted_members_share_calls_within_ten_percent_over_a_thousand_calls() {
+    let w = world().await;
+    let (status, body) = w.app.admin(Method::POST, "/admin/v1/openai/pools", Some(json!({"alias": "weighted", "members": [
+        {"deployment": "aoai-eastus/gpt-4o", "weight": 3}, {"deployment": "aoai-westus/gpt-4o", "weight": 1}]}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut east = 0;
+    for _ in 0..1000 {
+        let response = w.chat("shared", "weighted", json!({"max_tokens": 1})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        if response.headers()["x-bulkhead-deployment"] == "aoai-eastus/gpt-4o" {
+            east += 1;
+        }
+    }
+    assert!(
+        (675..=825).contains(&east),
+        "east got {east} of 1000 at weight 3:1"
+    );
+}
+
+#[tokio::test]
+async fn consecutive_failures_open_the_breaker_and_one_probe_half_opens_it() {
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_resource(resource("aoai-a", "eastus", &["gpt-4o"]))
+            .with_resource(resource("aoai-b", "eastus", &["gpt-4o"])),
+    )
+    .await
+    .unwrap();
+    let app = TestApp::spawn_with(|c| {
+        c.breaker_threshold = 2;
+        c.breaker_open_seconds = 1;
+        c.upstream_max_attempts = 1;
+    })
+    .await;
+    for name in ["aoai-a", "aoai-b"] {
+        app.admin(
+            Method::POST,
+            "/admin/v1/openai/resources",
+            Some(json!({"name": name, "endpoint": sim.resource_url(name),
+            "region": "eastus", "api_key": format!("key-of-{name}")})),
+        )
+        .await;
+        app.admin(Method::POST, "/admin/v1/openai/deployments", Some(json!({"resource": name, "name": "gpt-4o", "model": "gpt-4o", "capacity_tpm": 1000}))).await;
+    }
+    app.admin(Method::POST, "/admin/v1/openai/pools", Some(json!({"alias": "gpt-4o", "members": [
+        {"deployment": "aoai-a/gpt-4o", "priority": 0}, {"deployment": "aoai-b/gpt-4o", "priority": 1}]}))).await;
+    app.onboard("acme").await;
+    app.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(json!({"openai": {"isolation": "shared"}})),
+    )
+    .await;
+    let (_, key) = app.key("acme", "read").await;
+    let chat = || async {
+        app.http
+            .post(app.url(&format!(
+                "/openai/deployments/gpt-4o/chat/completions?{API}"
+            )))
+            .header("api-key", &key)
+            .json(&json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}))
+            .send()
+            .await
+            .unwrap()
+    };
+    sim.inject_fault(FaultSpec::status("aoai-a", 500).times(0));
+    // one attempt per call: two failures on a open its breaker
+    assert_eq!(chat().await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(chat().await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    for _ in 0..3 {
+        let response = chat().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["x-bulkhead-deployment"],
+            "aoai-b/gpt-4o",
+            "a is open"
+        );
+    }
+    assert_eq!(sim.requests(Some("aoai-a")).len(), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    sim.reset();
+    // half-open: one probe to a, which now succeeds and closes the breaker
+    let probe = chat().await;
+    assert_eq!(probe.headers()["x-bulkhead-deployment"], "aoai-a/gpt-4o");
+    assert_eq!(
+        chat().await.headers()["x-bulkhead-deployment"],
+        "aoai-a/gpt-4o"
+    );
+}

@@ -109,18 +109,78 @@ fn bad_request(message: &str) -> Response {
     azure_error(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
-/// `POST /openai/deployments/{alias}/chat/completions|completions|embeddings`
-pub async fn deployment_call(
-    State(state): State<AppState>,
+/// `POST /openai/deployments/{alias}/chat/completions`
+pub async fn deployment_chat(
+    state: State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
-    Path((alias, operation)): Path<(String, String)>,
+    alias: Path<String>,
     query: axum::extract::RawQuery,
     body: Bytes,
 ) -> Response {
-    let Some(operation) = operation_of(&operation) else {
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
-    };
+    deployment_call(
+        state,
+        caller,
+        request_id,
+        alias,
+        query,
+        Operation::ChatCompletions,
+        body,
+    )
+    .await
+}
+
+/// `POST /openai/deployments/{alias}/completions`
+pub async fn deployment_completions(
+    state: State<AppState>,
+    caller: Caller,
+    request_id: Option<axum::Extension<RequestId>>,
+    alias: Path<String>,
+    query: axum::extract::RawQuery,
+    body: Bytes,
+) -> Response {
+    deployment_call(
+        state,
+        caller,
+        request_id,
+        alias,
+        query,
+        Operation::Completions,
+        body,
+    )
+    .await
+}
+
+/// `POST /openai/deployments/{alias}/embeddings`
+pub async fn deployment_embeddings(
+    state: State<AppState>,
+    caller: Caller,
+    request_id: Option<axum::Extension<RequestId>>,
+    alias: Path<String>,
+    query: axum::extract::RawQuery,
+    body: Bytes,
+) -> Response {
+    deployment_call(
+        state,
+        caller,
+        request_id,
+        alias,
+        query,
+        Operation::Embeddings,
+        body,
+    )
+    .await
+}
+
+async fn deployment_call(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: Option<axum::Extension<RequestId>>,
+    Path(alias): Path<String>,
+    query: axum::extract::RawQuery,
+    operation: Operation,
+    body: Bytes,
+) -> Response {
     let has_version = query.0.as_deref().is_some_and(|q| {
         q.split('&')
             .any(|p| p.starts_with("api-version=") && p.len() > 12)
@@ -145,17 +205,33 @@ pub async fn deployment_call(
     .await
 }
 
-/// `POST /openai/v1/chat/completions|embeddings` and `/v1/...`: the alias is `model`.
-pub async fn model_call(
+/// `POST /openai/v1/chat/completions` and `/v1/chat/completions`: the alias is `model`.
+pub async fn model_chat(
+    state: State<AppState>,
+    caller: Caller,
+    request_id: Option<axum::Extension<RequestId>>,
+    body: Bytes,
+) -> Response {
+    model_call(state, caller, request_id, Operation::ChatCompletions, body).await
+}
+
+/// `POST /openai/v1/embeddings` and `/v1/embeddings`: the alias is `model`.
+pub async fn model_embeddings(
+    state: State<AppState>,
+    caller: Caller,
+    request_id: Option<axum::Extension<RequestId>>,
+    body: Bytes,
+) -> Response {
+    model_call(state, caller, request_id, Operation::Embeddings, body).await
+}
+
+async fn model_call(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
-    Path(operation): Path<String>,
+    operation: Operation,
     body: Bytes,
 ) -> Response {
-    let Some(operation) = operation_of(&operation).filter(|o| *o != Operation::Completions) else {
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
-    };
     let raw_len = body.len();
     let body = match parse_body(&body) {
         Ok(body) => body,
@@ -178,15 +254,6 @@ pub async fn model_call(
         raw_len,
     )
     .await
-}
-
-fn operation_of(path: &str) -> Option<Operation> {
-    match path {
-        "chat/completions" => Some(Operation::ChatCompletions),
-        "completions" => Some(Operation::Completions),
-        "embeddings" => Some(Operation::Embeddings),
-        _ => None,
-    }
 }
 
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, String> {
@@ -224,6 +291,27 @@ async fn route(
     let Some((target, rotation)) = openai_target(&caller.tenant, &snapshot, alias) else {
         return deployment_not_found();
     };
+    route_to(
+        state, caller, request_id, alias, operation, body, raw_len, target, rotation,
+    )
+    .await
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call's worth of context, passed once"
+)]
+async fn route_to(
+    state: &AppState,
+    caller: &Caller,
+    request_id: Option<RequestId>,
+    alias: &str,
+    operation: Operation,
+    body: Map<String, Value>,
+    raw_len: usize,
+    target: Target,
+    rotation: String,
+) -> Response {
     let tenant = &caller.tenant.tenant;
     let call = Call {
         operation,
@@ -266,6 +354,18 @@ async fn route(
         AnswerBody::Stream(stream) => (answer.status, Body::from_stream(stream)).into_response(),
     };
     response.headers_mut().extend(answer.headers);
+    if operation == Operation::Responses {
+        // Internal: tells the response-id rewriting which member holds the state.
+        if let Some(member) = answer
+            .member
+            .as_deref()
+            .and_then(|m| HeaderValue::from_str(m).ok())
+        {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static("x-bulkhead-member"), member);
+        }
+    }
     if state.expose_member {
         if let Some(member) = answer.member.and_then(|m| HeaderValue::from_str(&m).ok()) {
             response
@@ -274,4 +374,221 @@ async fn route(
         }
     }
     response
+}
+
+/// A response id as tenants see it: the upstream id, the member that holds the response and
+/// the tenant, sealed under the master key. Any replica can route a follow-up to the right
+/// resource without a lookup, and no tenant can use (or even read) another tenant's ids.
+mod response_ids {
+    use base64::Engine;
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{Deserialize, Serialize};
+    use tenant_registry::MasterKey;
+    use uuid::Uuid;
+
+    const PREFIX: &str = "resp_bk";
+    const CONTEXT: &str = "openai-response-id";
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct Binding {
+        #[serde(rename = "t")]
+        pub tenant: Uuid,
+        #[serde(rename = "m")]
+        pub member: String,
+        #[serde(rename = "u")]
+        pub upstream: String,
+    }
+
+    pub fn wrap(key: &MasterKey, binding: &Binding) -> Option<String> {
+        let plain = serde_json::to_string(binding).ok()?;
+        let sealed = key.seal_stable(CONTEXT, &SecretString::from(plain)).ok()?;
+        Some(format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+        ))
+    }
+
+    /// The binding of `id` when it is ours and belongs to `tenant`.
+    pub fn unwrap(key: &MasterKey, id: &str, tenant: Uuid) -> Option<Binding> {
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(id.strip_prefix(PREFIX)?)
+            .ok()?;
+        let plain = key.open(CONTEXT, &sealed).ok()?;
+        let binding: Binding = serde_json::from_str(plain.expose_secret()).ok()?;
+        (binding.tenant == tenant).then_some(binding)
+    }
+}
+
+fn response_not_found(id: &str) -> Response {
+    // The shape OpenAI answers for an unknown response id; the id is the caller's own input.
+    let shown: String = id.chars().take(200).collect();
+    azure_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("Response with id '{shown}' not found."),
+    )
+}
+
+/// The member a binding names, if the tenant may still use it.
+fn bound_member(
+    tenant: &TenantEntry,
+    snapshot: &Snapshot,
+    binding: &response_ids::Binding,
+) -> Option<Member> {
+    let alias = binding.member.rsplit('/').next()?;
+    let (target, _) = openai_target(tenant, snapshot, alias)?;
+    target.members.into_iter().find(|m| m.key == binding.member)
+}
+
+/// `POST /openai/v1/responses`: created on a member of the alias in `model`, or on the
+/// member that holds `previous_response_id`.
+pub async fn create_response(
+    State(state): State<AppState>,
+    caller: Caller,
+    request_id: Option<axum::Extension<RequestId>>,
+    body: Bytes,
+) -> Response {
+    let raw_len = body.len();
+    let mut body = match parse_body(&body) {
+        Ok(body) => body,
+        Err(message) => return bad_request(&message),
+    };
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        return bad_request(
+            "Streaming is not supported on the responses API through this gateway yet.",
+        );
+    }
+    let Some(alias) = body
+        .get("model")
+        .and_then(Value::as_str)
+        .map(ToOwned::to_owned)
+    else {
+        return bad_request("'model' is a required property.");
+    };
+    let tenant_id = caller.tenant.tenant.id;
+    let snapshot = state.registry.snapshot();
+    let Some((mut target, rotation)) = openai_target(&caller.tenant, &snapshot, &alias) else {
+        return deployment_not_found();
+    };
+    if let Some(previous) = body.get("previous_response_id").and_then(Value::as_str) {
+        let Some(binding) = response_ids::unwrap(&state.ids, previous, tenant_id) else {
+            return response_not_found(previous);
+        };
+        // A follow-up must reach the resource that holds the state, and only it.
+        target.members.retain(|m| m.key == binding.member);
+        if target.members.is_empty() {
+            return response_not_found(previous);
+        }
+        body.insert(
+            "previous_response_id".into(),
+            Value::String(binding.upstream),
+        );
+    }
+    let response = route_to(
+        &state,
+        &caller,
+        request_id.map(|r| r.0),
+        &alias,
+        Operation::Responses,
+        body,
+        raw_len,
+        target,
+        rotation,
+    )
+    .await;
+    rewrite_response_id(&state, tenant_id, response).await
+}
+
+/// `GET /openai/v1/responses/{id}`: read from the one resource that holds it.
+pub async fn get_response(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    let tenant_id = caller.tenant.tenant.id;
+    let Some(binding) = response_ids::unwrap(&state.ids, &id, tenant_id) else {
+        return response_not_found(&id);
+    };
+    let snapshot = state.registry.snapshot();
+    let Some(member) = bound_member(&caller.tenant, &snapshot, &binding) else {
+        return response_not_found(&id);
+    };
+    match state
+        .openai
+        .fetch(
+            &member,
+            &format!("/openai/v1/responses/{}", binding.upstream),
+        )
+        .await
+    {
+        Ok((status, headers, bytes)) => {
+            let mut response = (status, bytes).into_response();
+            response.headers_mut().extend(headers);
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if let Ok(member) = HeaderValue::from_str(&member.key) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static("x-bulkhead-member"), member);
+            }
+            rewrite_response_id(&state, tenant_id, response).await
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reading a stored response failed");
+            azure_error(
+                StatusCode::BAD_GATEWAY,
+                "UpstreamError",
+                "The resource holding this response did not answer.",
+            )
+        }
+    }
+}
+
+/// Replaces the upstream's response id (and `previous_response_id`) with sealed ones.
+async fn rewrite_response_id(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    mut response: Response,
+) -> Response {
+    if !response.status().is_success() {
+        response.headers_mut().remove("x-bulkhead-member");
+        return response;
+    }
+    let member = response
+        .headers()
+        .get("x-bulkhead-member")
+        .and_then(|v| v.to_str().ok())
+        .map(ToOwned::to_owned);
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
+        return azure_error(
+            StatusCode::BAD_GATEWAY,
+            "UpstreamError",
+            "The upstream answer was cut short.",
+        );
+    };
+    let (Some(member), Ok(mut value)) = (member, serde_json::from_slice::<Value>(&bytes)) else {
+        return azure_error(
+            StatusCode::BAD_GATEWAY,
+            "UpstreamError",
+            "The upstream answer could not be read.",
+        );
+    };
+    for field in ["id", "previous_response_id"] {
+        if let Some(upstream) = value.get(field).and_then(Value::as_str) {
+            let binding = response_ids::Binding {
+                tenant,
+                member: member.clone(),
+                upstream: upstream.to_owned(),
+            };
+            if let Some(wrapped) = response_ids::wrap(&state.ids, &binding) {
+                value[field] = Value::String(wrapped);
+            }
+        }
+    }
+    parts.headers.remove("x-bulkhead-member");
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(value.to_string()))
 }

@@ -76,6 +76,7 @@ impl Application {
                 )
             }
         };
+        let ids = Arc::new(secrets.master.clone());
         let registry = Registry::open(store, secrets.master)
             .await
             .context("opening the registry")?;
@@ -135,6 +136,7 @@ impl Application {
             openai: Arc::new(openai),
             usage: Arc::new(LogSink),
             expose_member: config.expose_deployment_header,
+            ids,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -205,11 +207,23 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/v1/me", get(me::me))
         .route(
-            "/openai/deployments/{alias}/{*operation}",
-            post(openai::deployment_call),
+            "/openai/deployments/{alias}/chat/completions",
+            post(openai::deployment_chat),
         )
-        .route("/openai/v1/{*operation}", post(openai::model_call))
-        .route("/v1/{*operation}", post(openai::model_call))
+        .route(
+            "/openai/deployments/{alias}/completions",
+            post(openai::deployment_completions),
+        )
+        .route(
+            "/openai/deployments/{alias}/embeddings",
+            post(openai::deployment_embeddings),
+        )
+        .route("/openai/v1/chat/completions", post(openai::model_chat))
+        .route("/openai/v1/embeddings", post(openai::model_embeddings))
+        .route("/openai/v1/responses", post(openai::create_response))
+        .route("/openai/v1/responses/{id}", get(openai::get_response))
+        .route("/v1/chat/completions", post(openai::model_chat))
+        .route("/v1/embeddings", post(openai::model_embeddings))
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .merge(admin::routes())
         .fallback(not_found)

@@ -21,6 +21,8 @@ pub struct AppState {
     pub usage: Arc<dyn UsageSink>,
     /// Whether responses name the deployment that answered (`x-bulkhead-deployment`).
     pub expose_member: bool,
+    /// Seals the ids of stateful objects (responses) to their tenant and resource.
+    pub ids: Arc<tenant_registry::MasterKey>,
 }
 
 impl AppState {

@@ -73,6 +73,8 @@ pub enum Operation {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// The stateful responses API (v1 path; the deployment goes in `model`).
+    Responses,
 }
 
 impl Operation {
@@ -81,11 +83,25 @@ impl Operation {
             Self::ChatCompletions => "chat/completions",
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
+            Self::Responses => "responses",
         }
     }
 
     fn can_stream(self) -> bool {
-        !matches!(self, Self::Embeddings)
+        matches!(self, Self::ChatCompletions | Self::Completions)
+    }
+
+    /// The upstream URL of this operation on `member`.
+    fn url(self, member: &Member, api_version: &str) -> String {
+        match self {
+            Self::Responses => format!("{}/openai/v1/responses", member.endpoint),
+            _ => format!(
+                "{}/openai/deployments/{}/{}?api-version={api_version}",
+                member.endpoint,
+                member.deployment,
+                self.path()
+            ),
+        }
     }
 }
 
@@ -169,6 +185,32 @@ impl OpenAiRouter {
             settings,
             rotations: RwLock::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// A plain GET of `path` (below the resource's base URL) on one member: for reading
+    /// state that lives on that resource only (a stored response). Not retried elsewhere.
+    pub async fn fetch(
+        &self,
+        member: &Member,
+        path: &str,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), RouteError> {
+        let response = tokio::time::timeout(
+            self.settings.first_byte_timeout,
+            self.http
+                .get(format!("{}{path}", member.endpoint))
+                .header("api-key", member.credential.expose_secret())
+                .send(),
+        )
+        .await
+        .map_err(|_| RouteError::Upstream("timed out".into()))?
+        .map_err(|e| RouteError::Upstream(e.without_url().to_string()))?;
+        let status = response.status();
+        let headers = passed_headers(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| RouteError::Upstream(e.without_url().to_string()))?;
+        Ok((status, headers, body))
     }
 
     pub fn health(&self) -> &HealthBook {
@@ -285,13 +327,17 @@ impl OpenAiRouter {
         body: Bytes,
         deadline: Instant,
     ) -> Attempt {
-        let url = format!(
-            "{}/openai/deployments/{}/{}?api-version={}",
-            member.endpoint,
-            member.deployment,
-            call.operation.path(),
-            self.settings.api_version
-        );
+        let url = call.operation.url(member, &self.settings.api_version);
+        // The v1 responses API names the deployment in the body.
+        let body = if call.operation == Operation::Responses {
+            let mut with_model = call.body.clone();
+            with_model.insert("model".into(), Value::String(member.deployment.clone()));
+            serde_json::to_vec(&with_model)
+                .map(Bytes::from)
+                .unwrap_or(body)
+        } else {
+            body
+        };
         let mut request = self
             .http
             .post(url)

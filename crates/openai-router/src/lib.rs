@@ -22,4 +22,7 @@ pub use target::{Member, Target};
 pub enum RouteError {
     #[error("internal routing error: {0}")]
     Internal(String),
+    /// The one upstream that holds the state asked for did not answer.
+    #[error("upstream unreachable: {0}")]
+    Upstream(String),
 }

@@ -20,7 +20,11 @@ const NONCE_LEN: usize = 12;
 
 /// The key that seals upstream credentials. Debug never prints it.
 #[derive(Clone)]
-pub struct MasterKey(Aes256Gcm);
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+    /// Derived from the master key; makes the nonce of [`MasterKey::seal_stable`].
+    nonce_key: [u8; 32],
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,9 +41,15 @@ impl MasterKey {
         if bytes.len() != 32 {
             return Err("the master key must be 32 bytes (base64 of 32 random bytes)".into());
         }
-        Aes256Gcm::new_from_slice(&bytes)
-            .map(Self)
-            .map_err(|_| "the master key has the wrong length".to_owned())
+        let cipher = Aes256Gcm::new_from_slice(&bytes)
+            .map_err(|_| "the master key has the wrong length".to_owned())?;
+        let mut derive = Sha256::new();
+        derive.update(b"bulkhead synthetic nonce key\0");
+        derive.update(&bytes);
+        Ok(Self {
+            cipher,
+            nonce_key: derive.finalize().into(),
+        })
     }
 
     /// A fresh random key, base64-encoded, for first start.
@@ -53,8 +63,36 @@ impl MasterKey {
     pub fn seal(&self, context: &str, secret: &SecretString) -> Result<Vec<u8>, RegistryError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
+        self.seal_with(nonce, context, secret)
+    }
+
+    /// Seals deterministically: the same `secret` and `context` always give the same bytes
+    /// (the nonce is a keyed hash of them, as in SIV). For identifiers that must be stable,
+    /// such as response ids shown to tenants; it reveals only that two values are equal.
+    pub fn seal_stable(
+        &self,
+        context: &str,
+        secret: &SecretString,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut hash = Sha256::new();
+        hash.update(self.nonce_key);
+        hash.update(context.as_bytes());
+        hash.update([0u8]);
+        hash.update(secret.expose_secret().as_bytes());
+        let digest = hash.finalize();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&digest[..NONCE_LEN]);
+        self.seal_with(nonce, context, secret)
+    }
+
+    fn seal_with(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        context: &str,
+        secret: &SecretString,
+    ) -> Result<Vec<u8>, RegistryError> {
         let sealed = self
-            .0
+            .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
@@ -78,7 +116,7 @@ impl MasterKey {
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let plain = self
-            .0
+            .cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
@@ -139,6 +177,22 @@ mod tests {
         );
         assert!(key.open("openai_resources:b", &sealed).is_err());
         assert!(!sealed.windows(6).any(|w| w == b"s3cret"));
+    }
+
+    #[test]
+    fn stable_sealing_repeats_itself_and_still_opens_only_in_its_context() {
+        let key = key();
+        let secret = SecretString::from("resp_123");
+        let a = key.seal_stable("ids", &secret).unwrap();
+        assert_eq!(a, key.seal_stable("ids", &secret).unwrap());
+        assert_ne!(
+            a,
+            key.seal_stable("ids", &SecretString::from("resp_124"))
+                .unwrap()
+        );
+        assert_ne!(a, key.seal("ids", &secret).unwrap());
+        assert_eq!(key.open("ids", &a).unwrap().expose_secret(), "resp_123");
+        assert!(key.open("other", &a).is_err());
     }
 
     #[test]
