@@ -731,3 +731,63 @@ async fn consecutive_failures_open_the_breaker_and_one_probe_half_opens_it() {
         "aoai-a/gpt-4o"
     );
 }
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_is_still_metered_once() {
+    let sim = Sim::start(
+        SimConfig::default().with_resource(
+            ResourceConfig::new("aoai-slow", "eastus", "key-of-aoai-slow")
+                .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o").with_latency(400, 0)),
+        ),
+    )
+    .await
+    .unwrap();
+    let app = TestApp::spawn().await;
+    app.admin(Method::POST, "/admin/v1/openai/resources", Some(json!({"name": "aoai-slow",
+        "endpoint": sim.resource_url("aoai-slow"), "region": "eastus", "api_key": "key-of-aoai-slow"}))).await;
+    app.admin(
+        Method::POST,
+        "/admin/v1/openai/deployments",
+        Some(json!({"resource": "aoai-slow", "name": "gpt-4o",
+        "model": "gpt-4o", "capacity_tpm": 1000})),
+    )
+    .await;
+    app.admin(
+        Method::POST,
+        "/admin/v1/openai/pools",
+        Some(json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-slow/gpt-4o"}]})),
+    )
+    .await;
+    app.onboard("acme").await;
+    app.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(json!({"openai": {"isolation": "shared"}})),
+    )
+    .await;
+    let (_, key) = app.key("acme", "read").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let result = impatient
+        .post(app.url(&format!(
+            "/openai/deployments/gpt-4o/chat/completions?{API}"
+        )))
+        .header("api-key", &key)
+        .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await;
+    assert!(result.is_err(), "the caller gave up");
+    let mut records = Vec::new();
+    for _ in 0..50 {
+        records = app.usage.records();
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].usage.status, 499);
+    assert_eq!(records[0].tenant, "acme");
+}

@@ -138,6 +138,37 @@ pub struct Usage {
 /// Called once per finished call (a stream finishes when its last byte is sent or it fails).
 pub type OnDone = Box<dyn FnOnce(Usage) + Send + 'static>;
 
+/// Calls [`OnDone`] exactly once: with the call's usage, or, when the call is dropped before
+/// it finished (the caller hung up), with status 499 so the record is never lost.
+struct Meter {
+    on_done: Option<OnDone>,
+    started: Instant,
+}
+
+impl Meter {
+    fn done(mut self, usage: Usage) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done(usage);
+        }
+    }
+
+    fn into_inner(mut self) -> Option<OnDone> {
+        self.on_done.take()
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some(on_done) = self.on_done.take() {
+            on_done(Usage {
+                status: 499,
+                latency: self.started.elapsed(),
+                ..Usage::default()
+            });
+        }
+    }
+}
+
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 /// The answer to give the caller.
@@ -234,6 +265,10 @@ impl OpenAiRouter {
         on_done: OnDone,
     ) -> Result<Answer, RouteError> {
         let started = Instant::now();
+        let meter = Meter {
+            on_done: Some(on_done),
+            started,
+        };
         let deadline = started + self.settings.total_timeout;
         let wants_stream = call.operation.can_stream()
             && call.body.get("stream").and_then(Value::as_bool) == Some(true);
@@ -271,7 +306,7 @@ impl OpenAiRouter {
             let now = Instant::now();
             let order = match plan(target, &self.health, &rotation, call.estimated_tokens, now) {
                 Ok(plan) => plan.order,
-                Err(no) => return self.give_up(no, last, attempts, started, on_done),
+                Err(no) => return self.give_up(no, last, attempts, started, meter),
             };
             let Some(member) = order
                 .into_iter()
@@ -292,7 +327,7 @@ impl OpenAiRouter {
                             client_wants_usage,
                             attempts,
                             started,
-                            on_done,
+                            meter,
                         )
                         .await);
                 }
@@ -317,7 +352,7 @@ impl OpenAiRouter {
             },
             Ok(_) => NoMember::Unavailable,
         };
-        self.give_up(no, last, attempts, started, on_done)
+        self.give_up(no, last, attempts, started, meter)
     }
 
     async fn attempt(
@@ -408,7 +443,7 @@ impl OpenAiRouter {
         client_wants_usage: bool,
         attempts: u32,
         started: Instant,
-        on_done: OnDone,
+        meter: Meter,
     ) -> Answer {
         let status = response.status();
         let headers = passed_headers(response.headers());
@@ -433,7 +468,7 @@ impl OpenAiRouter {
                 self.settings.idle_timeout,
                 usage,
                 started,
-                on_done,
+                meter.into_inner(),
             );
             let mut headers = headers;
             headers.insert(
@@ -453,7 +488,7 @@ impl OpenAiRouter {
                 _ => {
                     usage.status = StatusCode::BAD_GATEWAY.as_u16();
                     usage.latency = started.elapsed();
-                    on_done(usage);
+                    meter.done(usage);
                     return error_answer(
                         StatusCode::BAD_GATEWAY,
                         "UpstreamError",
@@ -468,7 +503,7 @@ impl OpenAiRouter {
             }
         }
         usage.latency = started.elapsed();
-        on_done(usage);
+        meter.done(usage);
         let mut headers = headers;
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -488,7 +523,7 @@ impl OpenAiRouter {
         last: Option<(StatusCode, Bytes, HeaderMap)>,
         attempts: u32,
         started: Instant,
-        on_done: OnDone,
+        meter: Meter,
     ) -> Result<Answer, RouteError> {
         let answer = match (no, last) {
             (NoMember::Throttled { retry_after }, _) => {
@@ -522,7 +557,7 @@ impl OpenAiRouter {
                 None,
             ),
         };
-        on_done(Usage {
+        meter.done(Usage {
             status: answer.status.as_u16(),
             latency: started.elapsed(),
             attempts,
@@ -615,7 +650,7 @@ fn relay_stream(
     idle: Duration,
     usage: Usage,
     started: Instant,
-    on_done: OnDone,
+    on_done: Option<OnDone>,
 ) -> ByteStream {
     struct State<S> {
         upstream: Pin<Box<S>>,
@@ -624,6 +659,14 @@ fn relay_stream(
         on_done: Option<OnDone>,
         finished: bool,
         saw_done: bool,
+        started: Instant,
+    }
+    // A caller that hangs up mid-stream still consumed tokens: meter what was seen, as 499.
+    impl<S> Drop for State<S> {
+        fn drop(&mut self) {
+            let started = self.started;
+            self.finish(started, Some(499));
+        }
     }
     impl<S> State<S> {
         fn finish(&mut self, started: Instant, status: Option<u16>) {
@@ -640,9 +683,10 @@ fn relay_stream(
         upstream: Box::pin(upstream),
         pending: BytesMut::new(),
         usage,
-        on_done: Some(on_done),
+        on_done,
         finished: false,
         saw_done: false,
+        started,
     };
     Box::pin(futures::stream::unfold(state, move |mut st| async move {
         loop {
@@ -777,7 +821,7 @@ mod tests {
                 Duration::from_secs(1),
                 Usage::default(),
                 Instant::now(),
-                Box::new(move |u| tx.send(u).unwrap()),
+                Some(Box::new(move |u| tx.send(u).unwrap())),
             )
             .map(|r| r.unwrap())
             .collect()
@@ -801,6 +845,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_caller_that_hangs_up_mid_stream_is_still_metered() {
+        let upstream = futures::stream::iter(vec![
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[{}],\"usage\":null}\n\n",
+            )),
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[{}],\"usage\":null}\n\n",
+            )),
+        ]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut relayed = relay_stream(
+            upstream,
+            false,
+            Duration::from_secs(1),
+            Usage::default(),
+            Instant::now(),
+            Some(Box::new(move |u| tx.send(u).unwrap())),
+        );
+        assert!(relayed.next().await.is_some());
+        drop(relayed);
+        assert_eq!(rx.recv().unwrap().status, 499);
+        assert!(rx.try_recv().is_err(), "exactly one record");
+    }
+
+    #[tokio::test]
     async fn a_cut_stream_ends_with_an_error_event() {
         let upstream = futures::stream::iter(vec![Ok(Bytes::from_static(
             b"data: {\"choices\":[{}],\"usage\":null}\n\n",
@@ -812,7 +881,7 @@ mod tests {
             Duration::from_secs(1),
             Usage::default(),
             Instant::now(),
-            Box::new(move |u| tx.send(u).unwrap()),
+            Some(Box::new(move |u| tx.send(u).unwrap())),
         )
         .map(|r| r.unwrap())
         .collect()
