@@ -661,6 +661,47 @@ async fn weighted_members_share_calls_within_ten_percent_over_a_thousand_calls()
     );
 }
 
+/// A gateway whose shared pool `gpt-4o` holds deployment `gpt-4o` of each of `resources`
+/// (on `sim`, keys `key-of-NAME`), in that order of priority, and the key of a tenant on it.
+async fn one_pool(
+    sim: &SimHandle,
+    resources: &[&str],
+    configure: impl FnOnce(&mut bulkhead_api::Config),
+) -> (TestApp, String) {
+    let app = TestApp::spawn_with(configure).await;
+    let mut members = Vec::new();
+    for (priority, name) in resources.iter().enumerate() {
+        let (status, body) = app.admin(Method::POST, "/admin/v1/openai/resources", Some(json!({"name": name,
+            "endpoint": sim.resource_url(name), "region": "eastus", "api_key": format!("key-of-{name}")}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        app.admin(
+            Method::POST,
+            "/admin/v1/openai/deployments",
+            Some(json!({"resource": name, "name": "gpt-4o",
+            "model": "gpt-4o", "capacity_tpm": 1000})),
+        )
+        .await;
+        members.push(json!({"deployment": format!("{name}/gpt-4o"), "priority": priority}));
+    }
+    app.admin(
+        Method::POST,
+        "/admin/v1/openai/pools",
+        Some(json!({"alias": "gpt-4o", "members": members})),
+    )
+    .await;
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({"slug": "acme", "display_name": "Acme",
+        "openai": {"isolation": "shared"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, key) = app.key("acme", "read").await;
+    (app, key)
+}
+
 #[tokio::test]
 async fn consecutive_failures_open_the_breaker_and_one_probe_half_opens_it() {
     let sim = Sim::start(
@@ -670,32 +711,12 @@ async fn consecutive_failures_open_the_breaker_and_one_probe_half_opens_it() {
     )
     .await
     .unwrap();
-    let app = TestApp::spawn_with(|c| {
+    let (app, key) = one_pool(&sim, &["aoai-a", "aoai-b"], |c| {
         c.breaker_threshold = 2;
         c.breaker_open_seconds = 1;
         c.upstream_max_attempts = 1;
     })
     .await;
-    for name in ["aoai-a", "aoai-b"] {
-        app.admin(
-            Method::POST,
-            "/admin/v1/openai/resources",
-            Some(json!({"name": name, "endpoint": sim.resource_url(name),
-            "region": "eastus", "api_key": format!("key-of-{name}")})),
-        )
-        .await;
-        app.admin(Method::POST, "/admin/v1/openai/deployments", Some(json!({"resource": name, "name": "gpt-4o", "model": "gpt-4o", "capacity_tpm": 1000}))).await;
-    }
-    app.admin(Method::POST, "/admin/v1/openai/pools", Some(json!({"alias": "gpt-4o", "members": [
-        {"deployment": "aoai-a/gpt-4o", "priority": 0}, {"deployment": "aoai-b/gpt-4o", "priority": 1}]}))).await;
-    app.onboard("acme").await;
-    app.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/acme",
-        Some(json!({"openai": {"isolation": "shared"}})),
-    )
-    .await;
-    let (_, key) = app.key("acme", "read").await;
     let chat = || async {
         app.http
             .post(app.url(&format!(
@@ -742,30 +763,7 @@ async fn a_caller_that_hangs_up_is_still_metered_once() {
     )
     .await
     .unwrap();
-    let app = TestApp::spawn().await;
-    app.admin(Method::POST, "/admin/v1/openai/resources", Some(json!({"name": "aoai-slow",
-        "endpoint": sim.resource_url("aoai-slow"), "region": "eastus", "api_key": "key-of-aoai-slow"}))).await;
-    app.admin(
-        Method::POST,
-        "/admin/v1/openai/deployments",
-        Some(json!({"resource": "aoai-slow", "name": "gpt-4o",
-        "model": "gpt-4o", "capacity_tpm": 1000})),
-    )
-    .await;
-    app.admin(
-        Method::POST,
-        "/admin/v1/openai/pools",
-        Some(json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-slow/gpt-4o"}]})),
-    )
-    .await;
-    app.onboard("acme").await;
-    app.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/acme",
-        Some(json!({"openai": {"isolation": "shared"}})),
-    )
-    .await;
-    let (_, key) = app.key("acme", "read").await;
+    let (app, key) = one_pool(&sim, &["aoai-slow"], |_| {}).await;
     let impatient = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(100))
         .build()

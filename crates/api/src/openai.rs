@@ -109,79 +109,29 @@ fn bad_request(message: &str) -> Response {
     azure_error(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
-/// `POST /openai/deployments/{alias}/chat/completions`
-pub async fn deployment_chat(
-    state: State<AppState>,
-    caller: Caller,
-    request_id: Option<axum::Extension<RequestId>>,
-    alias: Path<String>,
-    query: axum::extract::RawQuery,
-    body: Bytes,
-) -> Response {
-    deployment_call(
-        state,
-        caller,
-        request_id,
-        alias,
-        query,
-        Operation::ChatCompletions,
-        body,
-    )
-    .await
+/// Which operation a data-plane path names (its routes are registered one by one, so this
+/// only tells apart the paths that reach the same handler).
+fn operation_of(uri: &axum::http::Uri) -> Operation {
+    let path = uri.path();
+    if path.ends_with("/chat/completions") {
+        Operation::ChatCompletions
+    } else if path.ends_with("/embeddings") {
+        Operation::Embeddings
+    } else {
+        Operation::Completions
+    }
 }
 
-/// `POST /openai/deployments/{alias}/completions`
-pub async fn deployment_completions(
-    state: State<AppState>,
-    caller: Caller,
-    request_id: Option<axum::Extension<RequestId>>,
-    alias: Path<String>,
-    query: axum::extract::RawQuery,
-    body: Bytes,
-) -> Response {
-    deployment_call(
-        state,
-        caller,
-        request_id,
-        alias,
-        query,
-        Operation::Completions,
-        body,
-    )
-    .await
-}
-
-/// `POST /openai/deployments/{alias}/embeddings`
-pub async fn deployment_embeddings(
-    state: State<AppState>,
-    caller: Caller,
-    request_id: Option<axum::Extension<RequestId>>,
-    alias: Path<String>,
-    query: axum::extract::RawQuery,
-    body: Bytes,
-) -> Response {
-    deployment_call(
-        state,
-        caller,
-        request_id,
-        alias,
-        query,
-        Operation::Embeddings,
-        body,
-    )
-    .await
-}
-
-async fn deployment_call(
+/// `POST /openai/deployments/{alias}/chat/completions|completions|embeddings?api-version=`
+pub async fn deployment_call(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
     Path(alias): Path<String>,
-    query: axum::extract::RawQuery,
-    operation: Operation,
+    uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
-    let has_version = query.0.as_deref().is_some_and(|q| {
+    let has_version = uri.query().is_some_and(|q| {
         q.split('&')
             .any(|p| p.starts_with("api-version=") && p.len() > 12)
     });
@@ -193,6 +143,7 @@ async fn deployment_call(
         Ok(body) => body,
         Err(message) => return bad_request(&message),
     };
+    let operation = operation_of(&uri);
     route(
         &state,
         &caller,
@@ -205,31 +156,12 @@ async fn deployment_call(
     .await
 }
 
-/// `POST /openai/v1/chat/completions` and `/v1/chat/completions`: the alias is `model`.
-pub async fn model_chat(
-    state: State<AppState>,
-    caller: Caller,
-    request_id: Option<axum::Extension<RequestId>>,
-    body: Bytes,
-) -> Response {
-    model_call(state, caller, request_id, Operation::ChatCompletions, body).await
-}
-
-/// `POST /openai/v1/embeddings` and `/v1/embeddings`: the alias is `model`.
-pub async fn model_embeddings(
-    state: State<AppState>,
-    caller: Caller,
-    request_id: Option<axum::Extension<RequestId>>,
-    body: Bytes,
-) -> Response {
-    model_call(state, caller, request_id, Operation::Embeddings, body).await
-}
-
-async fn model_call(
+/// `POST /openai/v1/chat/completions|embeddings` and `/v1/...`: the alias is `model`.
+pub async fn model_call(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
-    operation: Operation,
+    uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
     let raw_len = body.len();
@@ -244,6 +176,7 @@ async fn model_call(
     else {
         return bad_request("'model' is a required property.");
     };
+    let operation = operation_of(&uri);
     route(
         &state,
         &caller,

@@ -208,22 +208,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me", get(me::me))
         .route(
             "/openai/deployments/{alias}/chat/completions",
-            post(openai::deployment_chat),
+            post(openai::deployment_call),
         )
         .route(
             "/openai/deployments/{alias}/completions",
-            post(openai::deployment_completions),
+            post(openai::deployment_call),
         )
         .route(
             "/openai/deployments/{alias}/embeddings",
-            post(openai::deployment_embeddings),
+            post(openai::deployment_call),
         )
-        .route("/openai/v1/chat/completions", post(openai::model_chat))
-        .route("/openai/v1/embeddings", post(openai::model_embeddings))
+        .route("/openai/v1/chat/completions", post(openai::model_call))
+        .route("/openai/v1/embeddings", post(openai::model_call))
         .route("/openai/v1/responses", post(openai::create_response))
         .route("/openai/v1/responses/{id}", get(openai::get_response))
-        .route("/v1/chat/completions", post(openai::model_chat))
-        .route("/v1/embeddings", post(openai::model_embeddings))
+        .route("/v1/chat/completions", post(openai::model_call))
+        .route("/v1/embeddings", post(openai::model_call))
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .merge(admin::routes())
         .fallback(not_found)
