@@ -47,7 +47,7 @@ pub fn openai_target(
         };
     let (members, rotation) = match t.openai.as_ref()? {
         OpenAiPlacement::Shared => {
-            let pool = catalog.pools.iter().find(|(a, _)| a.as_str() == alias)?.1;
+            let pool = catalog.pools.get(alias)?;
             let members = pool
                 .members
                 .iter()
@@ -57,23 +57,23 @@ pub fn openai_target(
         }
         OpenAiPlacement::DedicatedDeployment { models } => {
             let members = models
-                .iter()
-                .find(|(a, _)| a.as_str() == alias)?
-                .1
+                .get(alias)?
                 .iter()
                 .filter_map(|m| member_of(&m.deployment, m.priority, m.weight))
                 .collect();
             (members, format!("tenant:{}:{alias}", t.id))
         }
         OpenAiPlacement::DedicatedResource { resources } => {
+            let deployment = tenant_registry::names::DeploymentName::parse(alias).ok()?;
             let members = resources
                 .iter()
                 .filter_map(|resource| {
-                    let reference = catalog
-                        .deployments
-                        .keys()
-                        .find(|d| &d.resource == resource && d.deployment.as_str() == alias)?;
-                    member_of(reference, 0, 1)
+                    let reference = tenant_registry::model::DeploymentRef {
+                        resource: resource.clone(),
+                        deployment: deployment.clone(),
+                    };
+                    catalog.deployments.contains_key(&reference).then_some(())?;
+                    member_of(&reference, 0, 1)
                 })
                 .collect();
             (members, format!("tenant:{}:{alias}", t.id))

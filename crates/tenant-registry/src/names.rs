@@ -80,6 +80,14 @@ macro_rules! name_type {
                 &self.0
             }
         }
+
+        // Eq, Ord and Hash are the inner string's, so maps keyed by the name can be
+        // searched with a plain `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 
