@@ -173,3 +173,75 @@ async fn no_secret_reaches_the_logs_and_sigterm_exits_cleanly() {
     let status = gateway.terminate().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    use azure_sim::{DeploymentConfig, ResourceConfig, Sim, SimConfig};
+    let sim = Sim::start(
+        SimConfig::default().with_resource(
+            ResourceConfig::new("aoai-slow", "eastus", "key-of-aoai-slow")
+                .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o").with_latency(600, 0)),
+        ),
+    )
+    .await
+    .unwrap();
+    let gateway = GatewayProcess::start(&[("BULKHEAD_LOG", "warn")]).await;
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-slow", "endpoint": sim.resource_url("aoai-slow"),
+            "region": "eastus", "api_key": "key-of-aoai-slow"}),
+        ),
+        (
+            "/admin/v1/openai/deployments",
+            json!({"resource": "aoai-slow", "name": "gpt-4o", "model": "gpt-4o", "capacity_tpm": 1000}),
+        ),
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-slow/gpt-4o"}]}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
+        ),
+    ] {
+        let (status, answer) =
+            admin_call(&http, &gateway.base, Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let (_, key) = admin_call(
+        &http,
+        &gateway.base,
+        Method::POST,
+        "/admin/v1/tenants/acme/keys",
+        Some(json!({"name": "k"})),
+    )
+    .await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let url = format!(
+        "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+        gateway.base
+    );
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("api-key", key)
+            .json(&json!({"messages": [{"role": "user", "content": "take your time"}], "max_tokens": 3}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let status = gateway.terminate().await;
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the process waited for the request"
+    );
+}
