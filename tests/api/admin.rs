@@ -13,12 +13,12 @@ async fn populated(app: &TestApp) -> Vec<Value> {
     let calls = [
         (
             "/admin/v1/openai/resources",
-            json!({"name": "aoai-eastus", "endpoint": "https://aoai-eastus.openai.azure.com",
+            json!({"name": "aoai-eastus", "endpoint": "http://127.0.0.1:9/r/aoai-eastus",
             "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY}),
         ),
         (
             "/admin/v1/openai/resources",
-            json!({"name": "aoai-acme", "endpoint": "https://aoai-acme.openai.azure.com",
+            json!({"name": "aoai-acme", "endpoint": "http://127.0.0.1:9/r/aoai-acme",
             "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY, "owner_tenant": "acme"}),
         ),
         (
@@ -37,7 +37,7 @@ async fn populated(app: &TestApp) -> Vec<Value> {
         ),
         (
             "/admin/v1/search/services",
-            json!({"name": "search-shared-1", "endpoint": "https://s1.search.windows.net",
+            json!({"name": "search-shared-1", "endpoint": "http://127.0.0.1:9/r/search-shared-1",
             "region": "eastus", "data_zone": "us", "api_key": SEARCH_KEY, "index_capacity": 15}),
         ),
         (
@@ -55,7 +55,7 @@ async fn populated(app: &TestApp) -> Vec<Value> {
         (
             "/admin/v1/tenants",
             json!({"slug": "byo", "display_name": "Bring Your Own",
-            "openai": {"isolation": "tenant_provided", "endpoint": "https://byo.openai.azure.com",
+            "openai": {"isolation": "tenant_provided", "endpoint": "http://127.0.0.1:9/r/byo",
                        "api_key": TENANT_KEY, "region": "westeurope"}}),
         ),
     ];
@@ -118,7 +118,7 @@ async fn every_admin_listing_reads_back_what_was_registered_without_any_secret()
     assert_eq!(
         bodies[7]["openai"],
         json!({"isolation": "tenant_provided",
-        "endpoint": "https://byo.openai.azure.com", "region": "westeurope"})
+        "endpoint": "http://127.0.0.1:9/r/byo", "region": "westeurope"})
     );
 }
 

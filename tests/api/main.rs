@@ -11,3 +11,4 @@ mod auth;
 mod isolation;
 mod openai;
 mod processes;
+mod search;

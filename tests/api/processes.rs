@@ -96,25 +96,25 @@ async fn no_secret_reaches_the_logs_and_sigterm_exits_cleanly() {
     for (path, body) in [
         (
             "/admin/v1/openai/resources",
-            json!({"name": "aoai-1", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream}),
+            json!({"name": "aoai-1", "endpoint": "http://127.0.0.1:9/r/a", "region": "eastus", "api_key": upstream}),
         ),
         (
             "/admin/v1/search/services",
-            json!({"name": "search-1", "endpoint": "https://s.example", "region": "eastus", "api_key": upstream}),
+            json!({"name": "search-1", "endpoint": "http://127.0.0.1:9/r/s", "region": "eastus", "api_key": upstream}),
         ),
         (
             "/admin/v1/tenants",
             json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "tenant_provided",
-            "endpoint": "https://t.example", "api_key": tenant_provided, "region": "eastus"}}),
+            "endpoint": "http://127.0.0.1:9/r/t", "api_key": tenant_provided, "region": "eastus"}}),
         ),
         // refused bodies that carry a secret must not echo it either
         (
             "/admin/v1/openai/resources",
-            json!({"name": "aoai-1", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream}),
+            json!({"name": "aoai-1", "endpoint": "http://127.0.0.1:9/r/a", "region": "eastus", "api_key": upstream}),
         ),
         (
             "/admin/v1/openai/resources",
-            json!({"name": "bad name!", "endpoint": "https://a.example", "region": "eastus", "api_key": upstream}),
+            json!({"name": "bad name!", "endpoint": "http://127.0.0.1:9/r/a", "region": "eastus", "api_key": upstream}),
         ),
     ] {
         let (_, answer) = admin_call(&http, &gateway.base, Method::POST, path, Some(body)).await;

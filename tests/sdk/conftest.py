@@ -322,3 +322,52 @@ def tenant_key(gateway: GatewayProcess, sim: SimProcess) -> str:
     gateway.admin("POST", "/admin/v1/tenants", {
         "slug": "sdk-tenant", "display_name": "SDK", "openai": {"isolation": "shared"}})
     return gateway.admin("POST", "/admin/v1/tenants/sdk-tenant/keys", {"name": "sdk"})["key"]
+
+
+# ---- search through the gateway ----------------------------------------------------------
+
+SDK_SEARCH_TEMPLATE: dict[str, Any] = {
+    "name": "sdk-hotels",
+    "fields": [
+        {"name": "id", "type": "Edm.String", "key": True, "filterable": True, "sortable": True},
+        {"name": "name", "type": "Edm.String", "searchable": True, "sortable": True},
+        {"name": "description", "type": "Edm.String", "searchable": True},
+        {"name": "category", "type": "Edm.String", "filterable": True, "facetable": True},
+        {"name": "tags", "type": "Collection(Edm.String)", "filterable": True, "facetable": True},
+        {"name": "rating", "type": "Edm.Int32", "filterable": True, "sortable": True,
+         "facetable": True},
+    ],
+    "suggesters": [{"name": "sg", "searchMode": "analyzingInfixMatching",
+                    "sourceFields": ["name"]}],
+}
+
+
+@pytest.fixture(scope="session")
+def search_tenants(gateway: GatewayProcess, sim: SimProcess) -> dict[str, str]:
+    """Tenants on each search placement over the `sdk-hotels` template, by placement:
+    ``shared_index`` and ``shared_index_neighbour`` (both in the shared index of
+    search-shared-1), ``dedicated_index`` (its own index on search-shared-1) and
+    ``dedicated_service`` (search-eu-1, reserved for it). Values are read-write API keys."""
+    for name in ["search-shared-1", "search-eu-1"]:
+        service = next(s for s in SIM_CONFIG["search_services"] if s["name"] == name)
+        body = {"name": name, "endpoint": sim.url(name), "region": service["region"],
+                "data_zone": service["data_zone"], "api_key": service["admin_keys"][0]}
+        if name == "search-eu-1":
+            body["owner_tenant"] = "sdk-own-service"
+        gateway.admin("POST", "/admin/v1/search/services", body)
+    gateway.admin("POST", "/admin/v1/search/index-templates", SDK_SEARCH_TEMPLATE)
+    tenants = {
+        "shared_index": ("sdk-shared", "shared_index", "search-shared-1"),
+        "shared_index_neighbour": ("sdk-neighbour", "shared_index", "search-shared-1"),
+        "dedicated_index": ("sdk-dedicated", "dedicated_index", "search-shared-1"),
+        "dedicated_service": ("sdk-own-service", "dedicated_service", "search-eu-1"),
+    }
+    keys = {}
+    for placement, (slug, isolation, service) in tenants.items():
+        tenant = gateway.admin("POST", "/admin/v1/tenants", {
+            "slug": slug, "display_name": slug,
+            "search": {"isolation": isolation, "service": service}})
+        assert tenant["search_provisioning"]["state"] == "ready", tenant
+        keys[placement] = gateway.admin(
+            "POST", f"/admin/v1/tenants/{slug}/keys", {"name": "sdk", "scope": "read-write"})["key"]
+    return keys

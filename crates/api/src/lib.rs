@@ -13,6 +13,8 @@ pub mod me;
 pub mod metering;
 pub mod openai;
 pub mod request_id;
+pub mod search;
+pub mod search_provisioning;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

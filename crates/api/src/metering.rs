@@ -21,8 +21,40 @@ pub struct UsageRecord {
     pub at: DateTime<Utc>,
 }
 
+/// What one Azure AI Search call did, for chargeback.
+#[derive(Debug, Clone)]
+pub struct SearchUsageRecord {
+    pub tenant_id: Uuid,
+    pub tenant: String,
+    pub key_id: Option<Uuid>,
+    /// The logical index (template name).
+    pub index: String,
+    /// `search`, `index`, `lookup`, `count`, `suggest` or `autocomplete`.
+    pub operation: &'static str,
+    /// Documents returned (reads) or actions sent (index batches).
+    pub documents: u64,
+    pub status: u16,
+    pub latency: std::time::Duration,
+    pub at: DateTime<Utc>,
+}
+
 pub trait UsageSink: Send + Sync + 'static {
     fn record(&self, record: UsageRecord);
+
+    /// A search call; by default written to the log like [`LogSink`] does.
+    fn record_search(&self, r: SearchUsageRecord) {
+        tracing::info!(
+            target: "bulkhead::usage",
+            tenant = %r.tenant,
+            key_id = ?r.key_id,
+            index = %r.index,
+            operation = r.operation,
+            documents = r.documents,
+            status = r.status,
+            latency_ms = r.latency.as_secs_f64() * 1000.0,
+            "search usage"
+        );
+    }
 }
 
 /// Writes each record as a structured log line (target `bulkhead::usage`).
@@ -53,16 +85,27 @@ impl UsageSink for LogSink {
 
 /// Keeps records in memory, for tests that assert what was metered.
 #[derive(Debug, Default, Clone)]
-pub struct CollectingSink(Arc<Mutex<Vec<UsageRecord>>>);
+pub struct CollectingSink(
+    Arc<Mutex<Vec<UsageRecord>>>,
+    Arc<Mutex<Vec<SearchUsageRecord>>>,
+);
 
 impl CollectingSink {
     pub fn records(&self) -> Vec<UsageRecord> {
         self.0.lock().clone()
+    }
+
+    pub fn search_records(&self) -> Vec<SearchUsageRecord> {
+        self.1.lock().clone()
     }
 }
 
 impl UsageSink for CollectingSink {
     fn record(&self, record: UsageRecord) {
         self.0.lock().push(record);
+    }
+
+    fn record_search(&self, record: SearchUsageRecord) {
+        self.1.lock().push(record);
     }
 }

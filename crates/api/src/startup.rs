@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use secrecy::SecretString;
@@ -21,7 +21,7 @@ use crate::error::azure_error;
 use crate::jwt::{ExternalIdp, JwtAuthority};
 use crate::metering::{LogSink, UsageSink};
 use crate::state::AppState;
-use crate::{admin, health, me, openai, request_id};
+use crate::{admin, health, me, openai, request_id, search};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -137,6 +137,11 @@ impl Application {
             usage: Arc::new(LogSink),
             expose_member: config.expose_deployment_header,
             ids,
+            search: Arc::new(search_router::SearchClient::new(
+                Duration::from_millis(config.upstream_connect_timeout_ms),
+                Duration::from_millis(config.upstream_total_timeout_ms),
+            )?),
+            provisioning: Arc::default(),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -224,6 +229,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openai/v1/responses/{id}", get(openai::get_response))
         .route("/v1/chat/completions", post(openai::model_call))
         .route("/v1/embeddings", post(openai::model_call))
+        // Azure AI Search, friendly and OData routes; `search::handle` parses the path.
+        .route("/indexes", any(search::handle))
+        .route("/indexes/{*rest}", any(search::handle))
+        .route("/{odata}", any(search::handle))
+        .route("/{odata}/{*rest}", any(search::handle))
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .merge(admin::routes())
         .fallback(not_found)

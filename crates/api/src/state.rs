@@ -23,6 +23,10 @@ pub struct AppState {
     pub expose_member: bool,
     /// Seals the ids of stateful objects (responses) to their tenant and resource.
     pub ids: Arc<tenant_registry::MasterKey>,
+    /// Calls Azure AI Search services with the gateway's admin keys.
+    pub search: Arc<search_router::SearchClient>,
+    /// Search provisioning state of the tenants this replica provisioned.
+    pub provisioning: Arc<crate::search_provisioning::Book>,
 }
 
 impl AppState {

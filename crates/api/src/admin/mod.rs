@@ -19,6 +19,7 @@ use tenant_registry::model::{
 
 use crate::error::AdminError;
 use crate::jwt::MAX_TTL;
+use crate::search_provisioning;
 use crate::state::AppState;
 
 /// The OpenAPI document of this API, served at `/admin/v1/openapi.json`.
@@ -165,7 +166,10 @@ async fn create_template(
     State(state): State<AppState>,
     Body(new): Body<NewIndexTemplate>,
 ) -> Result<Response> {
-    Ok(created(state.registry.create_template(new).await?))
+    let template = state.registry.create_template(new).await?;
+    // Tenants already placed need the new logical index too (in the background).
+    search_provisioning::provision_all(&state);
+    Ok(created(template))
 }
 
 async fn templates(State(state): State<AppState>) -> Result<Response> {
@@ -181,7 +185,11 @@ async fn delete_template(
 }
 
 async fn onboard(State(state): State<AppState>, Body(new): Body<NewTenant>) -> Result<Response> {
-    Ok(created(state.registry.onboard(new).await?))
+    let tenant = state.registry.onboard(new).await?;
+    search_provisioning::provision(&state, tenant.id).await;
+    Ok(created(search_provisioning::with_status(
+        &state, &tenant, tenant.id,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,7 +214,8 @@ async fn tenants(
 }
 
 async fn tenant(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
-    Ok(Json(state.registry.tenant(&slug).await?).into_response())
+    let tenant = state.registry.tenant(&slug).await?;
+    Ok(Json(search_provisioning::with_status(&state, &tenant, tenant.id)).into_response())
 }
 
 async fn update_tenant(
@@ -214,10 +223,36 @@ async fn update_tenant(
     Path(slug): Path<String>,
     Body(patch): Body<TenantPatch>,
 ) -> Result<Response> {
-    Ok(Json(state.registry.update_tenant(&slug, patch).await?).into_response())
+    let placement_changed = patch.search.is_some();
+    let tenant = state.registry.update_tenant(&slug, patch).await?;
+    if placement_changed {
+        search_provisioning::provision(&state, tenant.id).await;
+    }
+    Ok(Json(search_provisioning::with_status(&state, &tenant, tenant.id)).into_response())
 }
 
+/// Offboarding: a tenant with search data is suspended first (refused everywhere), its
+/// search data removed, then the registry offboards it. A failed purge leaves the tenant
+/// suspended; DELETE may be repeated.
 async fn offboard(State(state): State<AppState>, Path(slug): Path<String>) -> Result<StatusCode> {
+    let tenant = state.registry.tenant(&slug).await?;
+    if tenant.search.is_some() {
+        if tenant.status == TenantStatus::Active {
+            let suspend = TenantPatch {
+                status: Some(TenantStatus::Suspended),
+                ..TenantPatch::default()
+            };
+            state.registry.update_tenant(&slug, suspend).await?;
+        }
+        search_provisioning::purge(&state, tenant.id)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, tenant = %slug, "search purge failed");
+                AdminError::Conflict(format!(
+                    "the tenant's search data could not be removed yet ({error}); the tenant is suspended and DELETE may be repeated"
+                ))
+            })?;
+    }
     state.registry.offboard(&slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,114 @@
+//! Doing: the HTTP calls to a search service, with the gateway's admin key. One attempt per
+//! call (a search service's 503 is passed to the caller with its `Retry-After`, as Azure's
+//! SDKs retry on their own); connection errors and timeouts are [`SearchError`]s.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+use crate::target::Upstream;
+use crate::SearchError;
+
+/// Headers of the upstream's answer that the caller gets as they are.
+pub const PASSED_HEADERS: &[&str] = &[
+    "retry-after",
+    "retry-after-ms",
+    "x-ms-region",
+    "request-id",
+    "x-request-id",
+    "apim-request-id",
+    "elapsed-time",
+];
+
+/// The `api-version` of the gateway's own calls (provisioning, purges).
+pub const ADMIN_API_VERSION: &str = "2024-07-01";
+
+/// An upstream answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// Only [`PASSED_HEADERS`].
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as a JSON object, if it is one.
+    pub fn json(&self) -> Option<Map<String, Value>> {
+        match serde_json::from_slice(&self.body) {
+            Ok(Value::Object(obj)) => Some(obj),
+            _ => None,
+        }
+    }
+}
+
+/// Calls search services.
+#[derive(Debug, Clone)]
+pub struct SearchClient {
+    http: reqwest::Client,
+}
+
+impl SearchClient {
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, SearchError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| SearchError::Upstream(e.to_string()))?;
+        Ok(Self { http })
+    }
+
+    /// `method {endpoint}{path}?api-version={version}` with an optional JSON body.
+    pub async fn call(
+        &self,
+        upstream: &Upstream,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<&Map<String, Value>>,
+    ) -> Result<Answer, SearchError> {
+        let url = if query.is_empty() {
+            format!("{}{path}", upstream.endpoint)
+        } else {
+            format!("{}{path}?{query}", upstream.endpoint)
+        };
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("api-key", upstream.credential.expose_secret())
+            .header("accept", "application/json");
+        if let Some(body) = body {
+            let bytes =
+                serde_json::to_vec(body).map_err(|e| SearchError::Upstream(e.to_string()))?;
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
+        let response = request.send().await.map_err(map_error)?;
+        let status = response.status();
+        let mut headers = HeaderMap::new();
+        for name in PASSED_HEADERS {
+            if let Some(value) = response.headers().get(*name) {
+                headers.insert(*name, value.clone());
+            }
+        }
+        let body = response.bytes().await.map_err(map_error)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn map_error(error: reqwest::Error) -> SearchError {
+    if error.is_timeout() {
+        SearchError::UpstreamTimeout
+    } else {
+        SearchError::Upstream(error.to_string())
+    }
+}
