@@ -69,7 +69,7 @@ scenario() { # fixed | sim, RUN
 {
   echo "bulkhead gateway benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(nproc --all) CPUs, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "bulkhead: $BULKHEAD ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') + working tree)"
+  echo "bulkhead: $BULKHEAD (built $(date -r "$BULKHEAD" +%Y-%m-%dT%H:%M); tree now: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') + working tree)"
   echo "nginx: $(nginx -v 2>&1 | cut -d/ -f2)  wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)  oha: $("$OHA" --version | cut -d' ' -f2)"
   if [ "$PIN" = 1 ]; then
     echo "pinning: server under test (bulkhead: 1 tokio worker / nginx proxy: 1 worker) on CPU 0;"
