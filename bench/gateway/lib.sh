@@ -122,11 +122,20 @@ main_thread_first() { # PID
   if [ "$SCHED" = fifo ]; then chrt -f -p 11 "$1" >/dev/null; fi
 }
 
-stop_pid() {
+# Once a process is reaped its id may be reused by someone else's: forget it, so cleanup
+# never signals a process this script did not start.
+forget_pid() { # PID
+  local kept=() pid
+  for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+  PIDS=("${kept[@]}")
+}
+
+stop_pid() { # PID: one this script started (SIGTERM, then SIGKILL after 5 s)
   kill -TERM "$1" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
   kill -KILL "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
+  forget_pid "$1"
 }
 
 cpu_ticks() { # busy ticks of cpu0 and cpu1 from /proc/stat

@@ -39,7 +39,7 @@ NGINX_WORKERS="$(cat "/proc/$PROXY_PID/task/"*/children | tr ' ' '\n' | grep . |
 {
   echo "# Gateway profile $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "bulkhead: $BULKHEAD ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') + working tree);"
+  echo "bulkhead: $BULKHEAD (built $(date -r "$BULKHEAD" +%Y-%m-%dT%H:%M)); pinned and scheduled as in run.sh:"
   echo "pinning: BENCH_PIN=$PIN; scheduling: ${PRIO[*]:-default}; load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   echo "## 1. CPU time per request (schedstat)"
@@ -62,12 +62,14 @@ count_per_request() { # TARGET URL PIDS EVENTS N -> "event per-request" lines
   local url="$2" pids="$3" events="$4" n="$5" stat="$OUT/stat-$1.txt"
   perf stat -x, -e "$events" -p "$pids" -o "$stat" -- sleep $((n / RATE + 3)) &
   local perf_pid=$!
+  PIDS+=("$perf_pid")
   sleep 0.5
   timeout -k 5 $((n / RATE + 20)) "${PRIO[@]}" taskset -c "$AUX_CPUS" "$OHA" --no-tui \
     --output-format json -n "$n" -q "$RATE" -c "$CONNS" -m POST -H "api-key: $KEY" \
     -T application/json -D "$BODY" "$url" >"$OUT/stat-$1.oha.json" 2>/dev/null
   wait "$perf_pid" || true
-  awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ && $1 > 0 {printf "%s %.1f\n", $3, $1 / n}' "$stat"
+  forget_pid "$perf_pid"
+  awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ && $1 / n >= 0.05 {printf "%-36s %.1f\n", $3, $1 / n}' "$stat"
 }
 
 N=$((RATE * 5))
@@ -118,6 +120,7 @@ sleep 1
 perf record -q -F 499 --call-graph dwarf,16384 -p "$GATEWAY_PID" -o "$OUT/perf.data" \
   -- sleep "$PROFILE_SECONDS" 2>/dev/null
 wait "$WRK_PID" || true
+forget_pid "$WRK_PID"
 RPS="$(sed -n 's/^RESULT rps=\([0-9.]*\).*/\1/p' "$OUT/perf-wrk.txt")"
 REQUESTS="$(python3 -c "print(int(float('${RPS:-0}') * $PROFILE_SECONDS))")"
 {
