@@ -1,5 +1,6 @@
-//! Authentication for every route. One middleware sits in front of the whole router, the
-//! fallback included, so a route someone forgets to protect fails closed:
+//! Authentication for every route. [`crate::gate::Gate`] calls [`authenticate`] in front of
+//! the whole router, the fallback included, so a route someone forgets to protect fails
+//! closed:
 //!
 //! - the routes in [`PUBLIC_ROUTES`] need nothing;
 //! - everything under `/admin/` needs the admin token;
@@ -12,10 +13,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -69,28 +69,26 @@ pub fn required_scope(method: &Method, path: &str) -> KeyScope {
     }
 }
 
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Lets `request` through (with its [`Caller`] in the extensions, for tenant routes) or
+/// answers it with the refusal.
+pub async fn authenticate(state: &AppState, request: &mut Request) -> Result<(), Response> {
     let path = request.uri().path();
     if PUBLIC_ROUTES.contains(&path) {
-        return next.run(request).await;
+        return Ok(());
     }
     if path == "/admin" || path.starts_with("/admin/") {
         if !state.admin_token_matches(request.headers()) {
-            return AdminError::Unauthenticated.into_response();
+            return Err(AdminError::Unauthenticated.into_response());
         }
-        return next.run(request).await;
+        return Ok(());
     }
-    match tenant_caller(&state, request.method(), path, request.headers()).await {
+    match tenant_caller(state, request.method(), path, request.headers()).await {
         Ok(caller) => {
             tracing::Span::current().record("tenant", caller.tenant.tenant.slug.as_str());
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            Ok(())
         }
-        Err(error) => error.into_response(),
+        Err(error) => Err(error.into_response()),
     }
 }
 

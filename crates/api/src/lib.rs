@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod emulator;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod jwt;
 pub mod me;

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use openai_router::{AnswerBody, Call, Member, Operation, Target};
+use openai_router::{AnswerBody, BodyFacts, Call, Member, Operation, Target};
 use serde_json::{Map, Value};
 use tenant_registry::model::OpenAiPlacement;
 use tenant_registry::{Snapshot, TenantEntry};
@@ -138,9 +138,8 @@ pub async fn deployment_call(
     if !has_version {
         return bad_request("Missing required query parameter: api-version");
     }
-    let raw_len = body.len();
-    let body = match parse_body(&body) {
-        Ok(body) => body,
+    let facts = match BodyFacts::read(&body) {
+        Ok(facts) => facts,
         Err(message) => return bad_request(&message),
     };
     let operation = operation_of(&uri);
@@ -151,7 +150,7 @@ pub async fn deployment_call(
         &alias,
         operation,
         body,
-        raw_len,
+        facts,
     )
     .await
 }
@@ -164,16 +163,11 @@ pub async fn model_call(
     uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
-    let raw_len = body.len();
-    let body = match parse_body(&body) {
-        Ok(body) => body,
+    let facts = match BodyFacts::read(&body) {
+        Ok(facts) => facts,
         Err(message) => return bad_request(&message),
     };
-    let Some(alias) = body
-        .get("model")
-        .and_then(Value::as_str)
-        .map(ToOwned::to_owned)
-    else {
+    let Some(alias) = facts.model.clone() else {
         return bad_request("'model' is a required property.");
     };
     let operation = operation_of(&uri);
@@ -184,31 +178,14 @@ pub async fn model_call(
         &alias,
         operation,
         body,
-        raw_len,
+        facts,
     )
     .await
 }
 
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("The request body must be a JSON object.".into()),
-        Err(error) => Err(format!(
-            "We could not parse the JSON body of your request: {error}."
-        )),
-    }
-}
-
-/// A rough estimate for steering (prompt bytes / 4 + the output cap); the quota issue brings
-/// a real tokenizer.
-fn estimate(body: &Map<String, Value>, raw_len: usize) -> u64 {
-    let output = body
-        .get("max_tokens")
-        .or_else(|| body.get("max_completion_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
-    (raw_len as u64 / 4) + output * n
+/// A rough estimate for steering (prompt bytes / 4 + the output cap).
+fn estimate(facts: &BodyFacts, raw_len: usize) -> u64 {
+    (raw_len as u64 / 4).saturating_add(facts.max_output.unwrap_or(0).saturating_mul(facts.choices))
 }
 
 async fn route(
@@ -217,15 +194,15 @@ async fn route(
     request_id: Option<RequestId>,
     alias: &str,
     operation: Operation,
-    body: Map<String, Value>,
-    raw_len: usize,
+    body: Bytes,
+    facts: BodyFacts,
 ) -> Response {
     let snapshot = state.registry.snapshot();
     let Some((target, rotation)) = openai_target(&caller.tenant, &snapshot, alias) else {
         return deployment_not_found();
     };
     route_to(
-        state, caller, request_id, alias, operation, body, raw_len, target, rotation,
+        state, caller, request_id, alias, operation, body, facts, target, rotation,
     )
     .await
 }
@@ -240,16 +217,17 @@ async fn route_to(
     request_id: Option<RequestId>,
     alias: &str,
     operation: Operation,
-    body: Map<String, Value>,
-    raw_len: usize,
+    body: Bytes,
+    facts: BodyFacts,
     target: Target,
     rotation: String,
 ) -> Response {
     let tenant = &caller.tenant.tenant;
     let call = Call {
         operation,
-        estimated_tokens: estimate(&body, raw_len),
+        estimated_tokens: estimate(&facts, body.len()),
         body,
+        facts,
         default_user: tenant.id.to_string(),
         request_id: request_id.and_then(|r| r.0.to_str().ok().map(ToOwned::to_owned)),
     };
@@ -381,10 +359,16 @@ pub async fn create_response(
     request_id: Option<axum::Extension<RequestId>>,
     body: Bytes,
 ) -> Response {
-    let raw_len = body.len();
-    let mut body = match parse_body(&body) {
+    if let Err(message) = BodyFacts::read(&body) {
+        return bad_request(&message);
+    }
+    let mut body = match serde_json::from_slice::<Map<String, Value>>(&body) {
         Ok(body) => body,
-        Err(message) => return bad_request(&message),
+        Err(error) => {
+            return bad_request(&format!(
+                "We could not parse the JSON body of your request: {error}."
+            ))
+        }
     };
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return bad_request(
@@ -417,6 +401,21 @@ pub async fn create_response(
             Value::String(binding.upstream),
         );
     }
+    let body = match serde_json::to_vec(&body) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            tracing::error!(%error, "cannot write a responses body");
+            return azure_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The server had an error.",
+            );
+        }
+    };
+    let facts = match BodyFacts::read(&body) {
+        Ok(facts) => facts,
+        Err(message) => return bad_request(&message),
+    };
     let response = route_to(
         &state,
         &caller,
@@ -424,7 +423,7 @@ pub async fn create_response(
         &alias,
         Operation::Responses,
         body,
-        raw_len,
+        facts,
         target,
         rotation,
     )

@@ -3,9 +3,6 @@
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -22,7 +19,9 @@ fn acceptable(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// The request's id: the caller's when it is sane, else a new one. It replaces the header
+/// and is put in the extensions as a [`RequestId`].
+pub fn assign(request: &mut Request) -> HeaderValue {
     let id = match request.headers().get(HEADER) {
         Some(value) if acceptable(value) => value.clone(),
         _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
@@ -30,24 +29,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     };
     request.headers_mut().insert(HEADER, id.clone());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %String::from_utf8_lossy(id.as_bytes()),
-        method = %request.method(),
-        path = %request.uri().path(),
-        tenant = tracing::field::Empty,
-    );
-    let started = std::time::Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "served"
-        );
-    });
-    response.headers_mut().insert(HEADER, id);
-    response
+    id
 }
 
 #[cfg(test)]

@@ -7,26 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::middleware;
 use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
-use axum::Router;
+use axum::{Router, ServiceExt};
 use secrecy::SecretString;
 use tenant_registry::{crypto, MasterKey, Registry, SqlStore, SqliteLocation, Store};
 use tokio::net::TcpListener;
 
-use crate::auth::{authenticate, AdminToken};
+use crate::auth::AdminToken;
 use crate::config::Config;
 use crate::error::azure_error;
+use crate::gate::Gate;
 use crate::jwt::{ExternalIdp, JwtAuthority};
 use crate::metering::{LogSink, UsageSink};
 use crate::state::AppState;
-use crate::{admin, health, me, openai, request_id, search};
+use crate::{admin, health, me, openai, search};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    router: Gate,
     state: AppState,
     grace: Duration,
 }
@@ -187,11 +187,13 @@ impl Application {
             }
         });
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, self.router).with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("shutting down; letting in-flight requests finish");
-            let _ = stopping_tx.send(());
-        });
+        let server = axum::serve(listener, self.router.into_make_service()).with_graceful_shutdown(
+            async move {
+                stop.await;
+                tracing::info!("shutting down; letting in-flight requests finish");
+                let _ = stopping_tx.send(());
+            },
+        );
         let grace = self.grace;
         tokio::select! {
             served = server => served.context("serving")?,
@@ -204,10 +206,10 @@ impl Application {
     }
 }
 
-/// The whole HTTP surface. The authentication middleware wraps every route and the
+/// The whole HTTP surface. The [`Gate`] (request id, authentication) wraps every route and the
 /// fallback; see [`crate::auth`].
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState) -> Gate {
+    let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/v1/me", get(me::me))
@@ -237,9 +239,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .merge(admin::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn(request_id::request_id))
-        .with_state(state)
+        .with_state(state.clone());
+    Gate::new(state, routes)
 }
 
 async fn not_found() -> axum::response::Response {

@@ -13,11 +13,18 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use crate::body::{upstream_body, with_model, BodyFacts};
 use crate::health::HealthBook;
 use crate::plan::{plan, NoMember};
 use crate::target::{Member, Target};
@@ -109,8 +116,10 @@ impl Operation {
 #[derive(Debug)]
 pub struct Call {
     pub operation: Operation,
-    /// The caller's JSON body (an object); the router sets `stream_options` and `user`.
-    pub body: serde_json::Map<String, Value>,
+    /// The caller's JSON body (an object); the router adds `stream_options` and `user`.
+    pub body: Bytes,
+    /// What [`BodyFacts::read`] found in `body`.
+    pub facts: BodyFacts,
     /// The `user` to send when the caller gave none (the tenant id, so Azure's abuse
     /// monitoring can tell tenants apart).
     pub default_user: String,
@@ -185,8 +194,13 @@ pub enum AnswerBody {
     Stream(ByteStream),
 }
 
+/// The upstream HTTP client: hyper's pooled client over plain TCP or rustls (HTTP/1.1,
+/// keep-alive). reqwest was here before; per call it parsed the URL with IDNA processing,
+/// cloned its default headers and ran a redirect layer, none of which a router needs.
+type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 pub struct OpenAiRouter {
-    http: reqwest::Client,
+    http: Upstream,
     health: HealthBook,
     settings: RouterSettings,
     rotations: RwLock<std::collections::HashMap<String, Arc<AtomicU64>>>,
@@ -194,7 +208,7 @@ pub struct OpenAiRouter {
 
 enum Attempt {
     /// An answer to hand over (success, or a 4xx that is not ours to retry).
-    Done(reqwest::Response),
+    Done(http::Response<Incoming>),
     /// Retry elsewhere; `throttled` says whether it was a 429.
     Retry {
         throttled: bool,
@@ -204,12 +218,19 @@ enum Attempt {
 
 impl OpenAiRouter {
     pub fn new(settings: RouterSettings, health: HealthBook) -> Result<Self, RouteError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .tcp_nodelay(true)
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        // Without TCP_NODELAY a small request can wait ~40 ms for the peer's delayed ACK.
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(settings.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| RouteError::Internal(e.to_string()))?;
+            .build(connector);
         Ok(Self {
             http,
             health,
@@ -225,22 +246,28 @@ impl OpenAiRouter {
         member: &Member,
         path: &str,
     ) -> Result<(StatusCode, HeaderMap, Bytes), RouteError> {
-        let response = tokio::time::timeout(
+        let request = upstream_request(
+            Method::GET,
+            &format!("{}{path}", member.endpoint),
+            member,
+            None,
+            Bytes::new(),
+        )?;
+        let response =
+            tokio::time::timeout(self.settings.first_byte_timeout, self.http.request(request))
+                .await
+                .map_err(|_| RouteError::Upstream("timed out".into()))?
+                .map_err(|e| RouteError::Upstream(e.to_string()))?;
+        let status = response.status();
+        let headers = passed_headers(response.headers());
+        let body = tokio::time::timeout(
             self.settings.first_byte_timeout,
-            self.http
-                .get(format!("{}{path}", member.endpoint))
-                .header("api-key", member.credential.expose_secret())
-                .send(),
+            response.into_body().collect(),
         )
         .await
         .map_err(|_| RouteError::Upstream("timed out".into()))?
-        .map_err(|e| RouteError::Upstream(e.without_url().to_string()))?;
-        let status = response.status();
-        let headers = passed_headers(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| RouteError::Upstream(e.without_url().to_string()))?;
+        .map_err(|e| RouteError::Upstream(e.to_string()))?
+        .to_bytes();
         Ok((status, headers, body))
     }
 
@@ -261,7 +288,7 @@ impl OpenAiRouter {
         &self,
         target: &Target,
         rotation_key: &str,
-        mut call: Call,
+        call: Call,
         on_done: OnDone,
     ) -> Result<Answer, RouteError> {
         let started = Instant::now();
@@ -270,33 +297,13 @@ impl OpenAiRouter {
             started,
         };
         let deadline = started + self.settings.total_timeout;
-        let wants_stream = call.operation.can_stream()
-            && call.body.get("stream").and_then(Value::as_bool) == Some(true);
-        let client_wants_usage = call
-            .body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            == Some(true);
-        if wants_stream && !client_wants_usage {
-            // To meter the stream we need its usage; the chunk is removed before the caller sees it.
-            let options = call
-                .body
-                .entry("stream_options")
-                .or_insert_with(|| json!({}));
-            if let Some(options) = options.as_object_mut() {
-                options.insert("include_usage".into(), Value::Bool(true));
-            } else {
-                *options = json!({"include_usage": true});
-            }
-        }
-        if !call.body.contains_key("user") && call.operation != Operation::Embeddings {
-            call.body
-                .insert("user".into(), Value::String(call.default_user.clone()));
-        }
-        let body = Bytes::from(
-            serde_json::to_vec(&call.body).map_err(|e| RouteError::Internal(e.to_string()))?,
-        );
+        let wants_stream = call.operation.can_stream() && call.facts.stream;
+        let client_wants_usage = call.facts.wants_usage();
+        // To meter a stream we need its usage; that chunk is removed before the caller sees it.
+        let ask_usage = wants_stream && !client_wants_usage;
+        let user = (call.operation != Operation::Embeddings).then_some(call.default_user.as_str());
+        let body = upstream_body(&call.body, &call.facts, ask_usage, user)
+            .map_err(|e| RouteError::Internal(e.to_string()))?;
         let rotation = self.rotation(rotation_key);
         let mut tried: Vec<&str> = Vec::new();
         let mut attempts = 0u32;
@@ -365,28 +372,31 @@ impl OpenAiRouter {
         let url = call.operation.url(member, &self.settings.api_version);
         // The v1 responses API names the deployment in the body.
         let body = if call.operation == Operation::Responses {
-            let mut with_model = call.body.clone();
-            with_model.insert("model".into(), Value::String(member.deployment.clone()));
-            serde_json::to_vec(&with_model)
-                .map(Bytes::from)
-                .unwrap_or(body)
+            with_model(&body, &member.deployment).unwrap_or(body)
         } else {
             body
         };
-        let mut request = self
-            .http
-            .post(url)
-            .header("api-key", member.credential.expose_secret())
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(id) = &call.request_id {
-            request = request.header("x-ms-client-request-id", id);
-        }
+        let request = match upstream_request(
+            Method::POST,
+            &url,
+            member,
+            call.request_id.as_deref(),
+            body,
+        ) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(member = %member.key, %error, "cannot build the upstream request");
+                return Attempt::Retry {
+                    throttled: false,
+                    last: None,
+                };
+            }
+        };
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .min(self.settings.first_byte_timeout);
         let now = Instant::now();
-        let response = match tokio::time::timeout(budget, request.send()).await {
+        let response = match tokio::time::timeout(budget, self.http.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 tracing::warn!(member = %member.key, error = %error, "upstream attempt failed");
@@ -413,8 +423,9 @@ impl OpenAiRouter {
             let wait = retry_after(response.headers()).unwrap_or(DEFAULT_COOLDOWN);
             tracing::info!(member = %member.key, wait_ms = wait.as_millis() as u64, "upstream throttled");
             self.health.throttled(&member.key, wait, Instant::now());
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
+            let (parts, body) = response.into_parts();
+            let body = read_error_body(body, self.settings.first_byte_timeout).await;
+            let headers = parts.headers;
             return Attempt::Retry {
                 throttled: true,
                 last: Some((status, body, headers)),
@@ -423,8 +434,9 @@ impl OpenAiRouter {
         if status.is_server_error() {
             tracing::warn!(member = %member.key, status = status.as_u16(), "upstream error");
             self.health.failed(&member.key, Instant::now());
-            let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
+            let (parts, body) = response.into_parts();
+            let body = read_error_body(body, self.settings.first_byte_timeout).await;
+            let headers = parts.headers;
             return Attempt::Retry {
                 throttled: false,
                 last: Some((status, body, headers)),
@@ -438,7 +450,7 @@ impl OpenAiRouter {
     async fn answer(
         &self,
         member: &Member,
-        response: reqwest::Response,
+        response: http::Response<Incoming>,
         wants_stream: bool,
         client_wants_usage: bool,
         attempts: u32,
@@ -463,7 +475,7 @@ impl OpenAiRouter {
         };
         if wants_stream && is_sse && status.is_success() {
             let stream = relay_stream(
-                response.bytes_stream(),
+                BodyDataStream::new(response.into_body()),
                 client_wants_usage,
                 self.settings.idle_timeout,
                 usage,
@@ -482,25 +494,27 @@ impl OpenAiRouter {
                 member: Some(member.key.clone()),
             };
         }
-        let body =
-            match tokio::time::timeout(self.settings.first_byte_timeout, response.bytes()).await {
-                Ok(Ok(body)) => body,
-                _ => {
-                    usage.status = StatusCode::BAD_GATEWAY.as_u16();
-                    usage.latency = started.elapsed();
-                    meter.done(usage);
-                    return error_answer(
-                        StatusCode::BAD_GATEWAY,
-                        "UpstreamError",
-                        "The upstream answer was cut short.",
-                        None,
-                    );
-                }
-            };
-        if status.is_success() {
-            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                read_usage(&value, &mut usage);
+        let body = match tokio::time::timeout(
+            self.settings.first_byte_timeout,
+            response.into_body().collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            _ => {
+                usage.status = StatusCode::BAD_GATEWAY.as_u16();
+                usage.latency = started.elapsed();
+                meter.done(usage);
+                return error_answer(
+                    StatusCode::BAD_GATEWAY,
+                    "UpstreamError",
+                    "The upstream answer was cut short.",
+                    None,
+                );
             }
+        };
+        if status.is_success() {
+            read_usage(&body, &mut usage);
         }
         usage.latency = started.elapsed();
         meter.done(usage);
@@ -629,23 +643,86 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-fn read_usage(value: &Value, usage: &mut Usage) {
-    let Some(u) = value.get("usage").filter(|u| u.is_object()) else {
+/// An upstream request: the member's key (marked sensitive, so no debug output shows it),
+/// a JSON body and our request id for joining logs.
+fn upstream_request(
+    method: Method,
+    url: &str,
+    member: &Member,
+    request_id: Option<&str>,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, RouteError> {
+    let mut key = HeaderValue::from_str(member.credential.expose_secret()).map_err(|_| {
+        RouteError::Internal(format!("the key of {} is not a header value", member.key))
+    })?;
+    key.set_sensitive(true);
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header(API_KEY, key);
+    if !body.is_empty() {
+        builder = builder.header(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        builder = builder.header(CLIENT_REQUEST_ID, id);
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| RouteError::Internal(format!("upstream request for {}: {e}", member.key)))
+}
+
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
+
+/// The body of an upstream error, to hand over if no other member answers; empty when it
+/// does not arrive in time.
+async fn read_error_body(body: Incoming, wait: Duration) -> Bytes {
+    match tokio::time::timeout(wait, body.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    }
+}
+
+/// The `usage` of an answer or a stream chunk. Only that member is deserialized: serde skips
+/// the rest of the document without building it.
+fn read_usage(json: &[u8], usage: &mut Usage) {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<Counts>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Counts {
+        #[serde(default)]
+        prompt_tokens: u64,
+        #[serde(default)]
+        completion_tokens: u64,
+        #[serde(default)]
+        prompt_tokens_details: Option<Details>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: u64,
+    }
+    let Ok(Answer {
+        usage: Some(counts),
+    }) = serde_json::from_slice::<Answer>(json)
+    else {
         return;
     };
-    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
-    usage.prompt_tokens = n(u.get("prompt_tokens"));
-    usage.completion_tokens = n(u.get("completion_tokens"));
-    usage.cached_tokens = n(u
-        .get("prompt_tokens_details")
-        .and_then(|d| d.get("cached_tokens")));
+    usage.prompt_tokens = counts.prompt_tokens;
+    usage.completion_tokens = counts.completion_tokens;
+    usage.cached_tokens = counts.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
 }
 
 /// Passes a server-sent event stream through event by event. The usage chunk (the one with
 /// a non-null `usage`) is read for metering and dropped when the caller did not ask for it.
 /// A stream the upstream cuts ends with an error event, never a silent truncation.
-fn relay_stream(
-    upstream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+fn relay_stream<E: std::fmt::Display + Send + 'static>(
+    upstream: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
     keep_usage: bool,
     idle: Duration,
     usage: Usage,
@@ -701,7 +778,7 @@ fn relay_stream(
                     st.saw_done = true;
                 } else if let Some(data) = payload.filter(|d| has_usage(d)) {
                     if let Ok(value) = serde_json::from_slice::<Value>(data) {
-                        read_usage(&value, &mut st.usage);
+                        read_usage(data, &mut st.usage);
                         let only_usage = value
                             .get("choices")
                             .and_then(Value::as_array)
@@ -813,8 +890,9 @@ mod tests {
         ];
         for keep in [false, true] {
             let (tx, rx) = std::sync::mpsc::channel();
-            let upstream =
-                futures::stream::iter(events.map(|e| Ok(Bytes::from_static(e.as_bytes()))));
+            let upstream = futures::stream::iter(
+                events.map(|e| Ok::<_, std::io::Error>(Bytes::from_static(e.as_bytes()))),
+            );
             let relayed: Vec<Bytes> = relay_stream(
                 upstream,
                 keep,
@@ -847,7 +925,7 @@ mod tests {
     #[tokio::test]
     async fn a_caller_that_hangs_up_mid_stream_is_still_metered() {
         let upstream = futures::stream::iter(vec![
-            Ok(Bytes::from_static(
+            Ok::<_, std::io::Error>(Bytes::from_static(
                 b"data: {\"choices\":[{}],\"usage\":null}\n\n",
             )),
             Ok(Bytes::from_static(
@@ -871,7 +949,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_stream_ends_with_an_error_event() {
-        let upstream = futures::stream::iter(vec![Ok(Bytes::from_static(
+        let upstream = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
             b"data: {\"choices\":[{}],\"usage\":null}\n\n",
         ))]);
         let (tx, rx) = std::sync::mpsc::channel();

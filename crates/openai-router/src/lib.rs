@@ -3,13 +3,15 @@
 //! tenants: `api` turns a tenant's placement into a [`Target`].
 //!
 //! Deciding is separate from doing: [`plan`] and [`health`] are pure and tested without I/O;
-//! [`client`] performs a plan with reqwest.
+//! [`client`] performs a plan with hyper's client.
 
+pub mod body;
 pub mod client;
 pub mod health;
 pub mod plan;
 pub mod target;
 
+pub use body::BodyFacts;
 pub use client::{
     Answer, AnswerBody, Call, OnDone, OpenAiRouter, Operation, RouterSettings, Usage,
 };
