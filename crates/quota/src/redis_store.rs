@@ -1,0 +1,300 @@
+//! Counters in Redis, shared by every replica: one `EVALSHA` per reservation and one per
+//! settlement over a multiplexed connection (concurrent calls are pipelined on it), each bounded
+//! by the configured timeout.
+//!
+//! Key layout: one hash per scope, `<key_prefix><scope>` (`bulkhead:quota:t:<tenant>`,
+//! `bulkhead:quota:k:<key>`), fields `tl tt` (token bucket level in 1/60000 token and its time
+//! in ms), `rl rt` (request bucket), `m mu` (month `YYYYMM` and tokens used in it). Every write
+//! sets a 35-day expiry: a scope idle that long has full buckets and a past month, which is the
+//! same as no hash at all.
+//!
+//! Reconnection is ours rather than the driver's: after a failure (an error or the timeout) the
+//! connection is dropped and Redis is left alone for `retry_interval`, during which calls fail at
+//! once (no request waits on a Redis known to be down); then one call probes it with a fresh
+//! connection. A Redis restart loses the scripts; the driver reloads one on `NOSCRIPT` and runs
+//! it again, and the `NOSCRIPT` run has changed nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+
+use crate::scope::{Dimension, Limits, Scope};
+use crate::window::{Remaining, Verdict};
+
+const RESERVE: &str = include_str!("reserve.lua");
+const SETTLE: &str = include_str!("settle.lua");
+
+/// Why a call to Redis did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis error: {0}")]
+    Redis(#[from] RedisError),
+    #[error("unexpected script reply {0:?}")]
+    Reply(Vec<i64>),
+    /// Redis failed recently and is not being probed yet: nothing was sent.
+    #[error("redis is down (waiting before the next probe)")]
+    Skipped,
+}
+
+pub(crate) struct RedisStore {
+    client: Client,
+    connection: ArcSwapOption<MultiplexedConnection>,
+    connecting: tokio::sync::Mutex<()>,
+    reserve: Script,
+    settle: Script,
+    prefix: String,
+    timeout: Duration,
+    breaker: Breaker,
+}
+
+impl RedisStore {
+    pub(crate) fn new(
+        url: &str,
+        prefix: String,
+        timeout: Duration,
+        retry_interval: Duration,
+    ) -> Result<Self, RedisError> {
+        Ok(Self {
+            client: Client::open(url)?,
+            connection: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            reserve: Script::new(RESERVE),
+            settle: Script::new(SETTLE),
+            prefix,
+            timeout,
+            breaker: Breaker::new(retry_interval),
+        })
+    }
+
+    /// Connects and loads both scripts, with a patient timeout: for start-up, so the first
+    /// requests do not pay for it.
+    pub(crate) async fn warm_up(&self, patience: Duration) -> Result<(), Failure> {
+        let work = async {
+            let mut conn = self.connection().await?;
+            self.reserve.load_async(&mut conn).await?;
+            self.settle.load_async(&mut conn).await?;
+            Ok::<_, Failure>(())
+        };
+        let result = match tokio::time::timeout(patience, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Timeout(patience)),
+        };
+        self.record(&result);
+        result
+    }
+
+    /// Runs the reserve script over `scopes` (each with at least one limit).
+    pub(crate) async fn reserve(
+        &self,
+        scopes: &[(Scope, Limits)],
+        estimate: u64,
+    ) -> Result<Verdict, Failure> {
+        let mut call = self.reserve.prepare_invoke();
+        call.arg(estimate);
+        for (scope, limits) in scopes {
+            call.key(self.key(scope));
+            call.arg(or_minus_one(limits.tokens_per_minute))
+                .arg(or_minus_one(limits.requests_per_minute))
+                .arg(or_minus_one(limits.monthly_tokens));
+        }
+        let reply = self
+            .guarded(async {
+                let mut conn = self.connection().await?;
+                Ok(call.invoke_async::<Vec<i64>>(&mut conn).await?)
+            })
+            .await?;
+        parse_reserve(reply)
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        scopes: &[(Scope, Limits)],
+        estimate: u64,
+        actual: u64,
+        month: u32,
+    ) -> Result<(), Failure> {
+        let mut call = self.settle.prepare_invoke();
+        call.arg(estimate).arg(actual).arg(month);
+        for (scope, limits) in scopes {
+            call.key(self.key(scope));
+            call.arg(or_minus_one(limits.tokens_per_minute))
+                .arg(or_minus_one(limits.monthly_tokens));
+        }
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            Ok(call.invoke_async::<i64>(&mut conn).await?)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    fn key(&self, scope: &Scope) -> String {
+        format!("{}{}", self.prefix, scope)
+    }
+
+    /// Runs one call if the breaker lets it, within the timeout, and records the outcome.
+    async fn guarded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        if !self.breaker.allows() {
+            return Err(Failure::Skipped);
+        }
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Timeout(self.timeout)),
+        };
+        self.record(&result);
+        result
+    }
+
+    fn record<T>(&self, result: &Result<T, Failure>) {
+        match result {
+            Ok(_) => self.breaker.success(),
+            // The script refused to run (a bug of ours, or a wrong server): the connection is
+            // fine, and so is Redis.
+            Err(Failure::Reply(_)) | Err(Failure::Skipped) => {}
+            Err(e) => {
+                // A connection that timed out may be hung rather than slow: start afresh.
+                self.connection.store(None);
+                self.breaker.failure(e);
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, Failure> {
+        if let Some(conn) = self.connection.load().as_deref() {
+            return Ok(conn.clone());
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(conn) = self.connection.load().as_deref() {
+            return Ok(conn.clone());
+        }
+        // The caller's timeout bounds the whole call; the driver's own response timeout would
+        // only duplicate it.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.connection.store(Some(Arc::new(conn.clone())));
+        Ok(conn)
+    }
+}
+
+fn or_minus_one(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+fn remaining(tokens: i64, requests: i64) -> Remaining {
+    Remaining {
+        tokens: u64::try_from(tokens).ok(),
+        requests: u64::try_from(requests).ok(),
+    }
+}
+
+fn index(one_based: i64) -> usize {
+    usize::try_from(one_based.saturating_sub(1)).unwrap_or(0)
+}
+
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn parse_reserve(reply: Vec<i64>) -> Result<Verdict, Failure> {
+    Ok(match *reply.as_slice() {
+        [1, month, t, r] => Verdict::Admitted {
+            month: u32::try_from(month).unwrap_or(0),
+            remaining: remaining(t, r),
+        },
+        [2, scope, dim, limit] => Verdict::ExceedsLimit {
+            scope: index(scope),
+            dimension: Dimension::from_code(dim),
+            limit: unsigned(limit),
+        },
+        [3, scope, left, t, r] => Verdict::BudgetExhausted {
+            scope: index(scope),
+            remaining_budget: unsigned(left),
+            remaining: remaining(t, r),
+        },
+        [4, scope, dim, wait, t, r] => Verdict::RateLimited {
+            scope: index(scope),
+            dimension: Dimension::from_code(dim),
+            retry_after_ms: unsigned(wait),
+            remaining: remaining(t, r),
+        },
+        _ => return Err(Failure::Reply(reply)),
+    })
+}
+
+/// Whether to call Redis: always while it answers; after a failure, one probe per
+/// `retry_interval`.
+struct Breaker {
+    healthy: AtomicBool,
+    /// Milliseconds since `epoch` before which no probe is sent.
+    next_probe_ms: AtomicU64,
+    epoch: Instant,
+    retry_interval: Duration,
+}
+
+impl Breaker {
+    fn new(retry_interval: Duration) -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+            next_probe_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            retry_interval,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn allows(&self) -> bool {
+        if self.healthy.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.now_ms();
+        let at = self.next_probe_ms.load(Ordering::Relaxed);
+        // The one caller that moves the probe time forward is the probe.
+        now >= at
+            && self
+                .next_probe_ms
+                .compare_exchange(
+                    at,
+                    now + self.interval_ms(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn interval_ms(&self) -> u64 {
+        u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn success(&self) {
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!("quota: redis answers again; counters are shared again");
+        }
+    }
+
+    fn failure(&self, error: &Failure) {
+        self.next_probe_ms
+            .store(self.now_ms() + self.interval_ms(), Ordering::Release);
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            tracing::warn!(%error, retry_in = ?self.retry_interval, "quota: redis unreachable");
+        } else {
+            tracing::debug!(%error, "quota: redis still unreachable");
+        }
+    }
+}

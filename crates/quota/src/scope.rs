@@ -1,0 +1,110 @@
+//! What a reservation is checked against: scopes (a tenant, an API key) and their limits.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The largest limit or estimate the arithmetic keeps exact. Buckets count in 1/60000 of a
+/// token, and the Redis scripts compute in Lua doubles (exact integers up to 2^53), so a
+/// per-minute limit must stay below 2^53 / 60000 ≈ 1.5e11. Larger values are clamped to this,
+/// which is unlimited in practice.
+pub const MAX_LIMIT: u64 = 100_000_000_000;
+
+/// Who a limit belongs to. The text is part of the Redis key, so two scopes with the same
+/// text share one set of counters on every replica.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope(Arc<str>);
+
+impl Scope {
+    /// The scope of a tenant's own limits (`t:<id>`).
+    pub fn tenant(id: impl fmt::Display) -> Self {
+        Self(format!("t:{id}").into())
+    }
+
+    /// The scope of one API key's limits (`k:<id>`), checked together with its tenant's.
+    pub fn api_key(id: impl fmt::Display) -> Self {
+        Self(format!("k:{id}").into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The limits of one scope; `None` is unlimited. The same shape as the registry's tenant
+/// limits, which `api` converts (this crate knows no tenants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub tokens_per_minute: Option<u64>,
+    pub requests_per_minute: Option<u64>,
+    pub monthly_tokens: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        self.tokens_per_minute.is_none()
+            && self.requests_per_minute.is_none()
+            && self.monthly_tokens.is_none()
+    }
+
+    /// Every value clamped to [`MAX_LIMIT`].
+    pub(crate) fn clamped(self) -> Self {
+        Self {
+            tokens_per_minute: self.tokens_per_minute.map(clamp),
+            requests_per_minute: self.requests_per_minute.map(clamp),
+            monthly_tokens: self.monthly_tokens.map(clamp),
+        }
+    }
+}
+
+pub(crate) fn clamp(v: u64) -> u64 {
+    v.min(MAX_LIMIT)
+}
+
+/// One scope of an admission with the limits in force for it now (read from the registry
+/// snapshot on every call, so a changed limit applies to the next request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeLimits {
+    pub scope: Scope,
+    pub limits: Limits,
+}
+
+impl ScopeLimits {
+    pub fn new(scope: Scope, limits: Limits) -> Self {
+        Self { scope, limits }
+    }
+}
+
+/// Which limit of a scope refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    TokensPerMinute,
+    RequestsPerMinute,
+    MonthlyTokens,
+}
+
+impl Dimension {
+    /// The code the Redis scripts use.
+    pub(crate) fn from_code(code: i64) -> Self {
+        match code {
+            1 => Self::TokensPerMinute,
+            2 => Self::RequestsPerMinute,
+            _ => Self::MonthlyTokens,
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TokensPerMinute => "tokens per minute",
+            Self::RequestsPerMinute => "requests per minute",
+            Self::MonthlyTokens => "monthly tokens",
+        })
+    }
+}
