@@ -6,11 +6,12 @@
 //! - 3 tokens to prime the reply, plus for each message 3 tokens and then, for each field:
 //!   - `content`: a string is its tokens; `null` is 0; an array of parts is the sum of its
 //!     parts: the `text` of `text`/`input_text`/`output_text` parts, the `refusal` of
-//!     `refusal` parts, a fixed [`IMAGE_TOKENS_LOW`] (85) for an `image_url`/`input_image`/
-//!     `image_file` part whose `detail` is `"low"` and [`IMAGE_TOKENS_DEFAULT`] (765, a
-//!     1024x1024 image at high detail) for any other image part (the real price depends on
-//!     the image's size, which is not in the body), and the canonical JSON (below) of any
-//!     other kind of part (audio, files);
+//!     `refusal` parts, the canonical JSON (below) of any other kind of part (audio, files),
+//!     and for an `image_url`/`input_image`/`image_file` part a fixed estimate, since the
+//!     real price depends on the image's size, which is not in the body:
+//!     [`IMAGE_TOKENS_LOW`] (85) when its `detail` (on the part, else in its `image_url`
+//!     object) is `"low"`, else [`IMAGE_TOKENS_DEFAULT`] (765, a 1024x1024 image at high
+//!     detail);
 //!   - `name`: its tokens plus 1;
 //!   - `tool_calls` (assistant): the tokens of the array's canonical JSON;
 //!   - any other field (`role`, `tool_call_id`, `function_call`, ...): a string is its
@@ -256,12 +257,16 @@ fn part_tokens(
 }
 
 /// The fixed estimate of an image part: `detail` is on the part (Responses API) or inside
-/// its `image_url` object (Chat Completions).
+/// its `image_url` object (Chat Completions); a `null` one counts as absent.
 fn image_tokens(part: &Map<String, Value>) -> u64 {
-    let detail = part
-        .get("detail")
-        .or_else(|| part.get("image_url").and_then(|url| url.get("detail")))
-        .and_then(Value::as_str);
+    let detail = [
+        part.get("detail"),
+        part.get("image_url").and_then(|url| url.get("detail")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|detail| !detail.is_null())
+    .and_then(Value::as_str);
     if detail == Some("low") {
         IMAGE_TOKENS_LOW
     } else {
