@@ -18,11 +18,11 @@ use serde_json::{json, Map, Value};
 use super::ratelimit::{Admission, Limit};
 use super::sse::{self, Frame};
 use super::textgen::{self, fnv1a, Generated, Rng};
-use super::tokens::{self, Encoding};
 use super::{wire, Deployment, ModelKind, OpenAiResource};
 use crate::common::{json_response_body, AzureError, ReqCtx};
 use crate::faults::{reset_connection, status_response, FaultAction};
 use crate::state::{AppState, Resource};
+use token_count::{CountError, Encoding};
 
 /// The data-plane operation a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,8 +436,14 @@ fn chat_generation(
         }
     }
     let (n, limit, stream, include_usage) = common_generation_params(body, deployment)?;
-    let tools = body.get("tools").or_else(|| body.get("functions"));
-    let prompt_tokens = tokens::count_chat_prompt(deployment.model.encoding, messages, tools);
+    let prompt_tokens = token_count::count_chat_messages(
+        deployment.model.encoding,
+        messages,
+        body.get("tools"),
+        body.get("functions"),
+    )
+    .map_err(count_error)?
+    .total;
     let mut seed = textgen::hash_json_items(messages);
     if let Some(s) = body.get("seed").and_then(Value::as_i64) {
         seed ^= s as u64;
@@ -455,6 +461,11 @@ fn chat_generation(
         include_usage,
         echo: false,
     })
+}
+
+/// A body the counter refuses, as the service's 400.
+pub(crate) fn count_error(error: CountError) -> AzureError {
+    AzureError::bad_request(error.to_string(), error.param())
 }
 
 /// Default `max_tokens` of the legacy completions API.
@@ -1238,13 +1249,11 @@ async fn embeddings(
         }
     };
     let encoding: Encoding = deployment.model.encoding;
-    let prompt_tokens: u64 = inputs
-        .iter()
-        .map(|i| match i {
-            EmbeddingInput::Text(t) => encoding.count(t),
-            EmbeddingInput::Tokens(t) => t.len() as u64,
-        })
-        .sum();
+    let prompt_tokens = match body.get("input") {
+        Some(input) => token_count::count_embeddings_input(encoding, input)
+            .map_err(|e| count_error(e).into_response())?,
+        None => 0,
+    };
     match apply_faults(
         state,
         ctx,

@@ -12,7 +12,6 @@ pub mod ratelimit;
 pub mod responses;
 pub mod sse;
 pub mod textgen;
-pub mod tokens;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -25,7 +24,7 @@ use axum::Router;
 use crate::config::{ConfigError, DeploymentConfig, ResourceConfig};
 use crate::state::AppState;
 use ratelimit::RateLimiter;
-use tokens::Encoding;
+use token_count::Encoding;
 
 /// What a model can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -238,11 +238,14 @@ async fn create_inner(
             .into_response()),
         },
     };
-    let input_tokens = super::tokens::count_chat_prompt(
+    let input_tokens = token_count::count_chat_messages(
         deployment.model.encoding,
         &conversation,
         body.get("tools"),
-    );
+        None,
+    )
+    .map_err(|error| e(super::handlers::count_error(error)))?
+    .total;
     match apply_faults(
         state,
         ctx,

@@ -169,7 +169,7 @@ fn spaced() -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::tokens::Encoding;
+    use token_count::Encoding;
 
     #[test]
     fn every_vocabulary_word_is_one_token_in_both_encodings() {
