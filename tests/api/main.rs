@@ -11,4 +11,5 @@ mod auth;
 mod isolation;
 mod openai;
 mod processes;
+mod quota;
 mod search;

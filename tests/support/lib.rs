@@ -262,3 +262,84 @@ fn free_port() -> u16 {
 
 /// Base64 of 32 fixed bytes: a master key for tests.
 pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// A TCP proxy a test can cut: the way to take Redis or Postgres away from a gateway (and
+/// give it back) without stopping the machine's server, which other tests use.
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// Forwards every connection to `upstream` (`host:port`) until [`CutProxy::cut`].
+    pub async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy port");
+        let addr = listener.local_addr().expect("proxy address");
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Arc::default();
+        let upstream = upstream.to_owned();
+        let accept = tokio::spawn({
+            let up = Arc::clone(&up);
+            let connections = Arc::clone(&connections);
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    connections.lock().expect("proxy lock").push(task);
+                }
+            }
+        });
+        Self {
+            addr,
+            up,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every open connection and refuses new ones: the server is gone.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().expect("proxy lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        if let Ok(mut connections) = self.connections.lock() {
+            for task in connections.drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// The Redis server the tests use (`REDIS_URL`, default the local one).
+pub fn redis_address() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .and_then(|url| url.strip_prefix("redis://").map(|rest| rest.trim_end_matches('/').to_owned()))
+        .unwrap_or_else(|| "127.0.0.1:6379".into())
+}

@@ -29,6 +29,11 @@
 //! | `BULKHEAD_BREAKER_THRESHOLD` | consecutive failures that open a deployment's breaker (default 5) |
 //! | `BULKHEAD_BREAKER_OPEN_SECONDS` | how long it stays open before one probe (default 30) |
 //! | `BULKHEAD_EXPOSE_DEPLOYMENT_HEADER` | answer with `x-bulkhead-deployment: resource/deployment` (default false) |
+//! | `REDIS_URL` | quota counters in Redis, shared by every replica; unset: in process |
+//! | `BULKHEAD_QUOTA_ON_REDIS_ERROR` | `open` (default: decide in process, per replica) or `closed` (refuse with 503) |
+//! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
+//! | `BULKHEAD_TOKENIZER_MAP` | model to encoding overrides, e.g. `my-model=cl100k_base,ft-*=o200k_base` |
+//! | `BULKHEAD_MODEL_LIMITS` | context window / output cap overrides, e.g. `my-model=32000/4096` |
 //! | `BULKHEAD_LOG` | log filter (default `info`) |
 //! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
 
@@ -177,6 +182,30 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_EMULATOR_CONFIG")]
     pub emulator_config: Option<PathBuf>,
 
+    /// Redis for quota counters (`redis://[:password@]host:port[/db]`), shared by every
+    /// replica. Without it each replica counts in its own memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// What a quota check does when Redis does not answer: `open` decides in this process
+    /// (each replica alone; logged and counted), `closed` refuses with 503.
+    #[arg(long, env = "BULKHEAD_QUOTA_ON_REDIS_ERROR", value_enum, default_value_t = OnRedisError::Open)]
+    pub quota_on_redis_error: OnRedisError,
+
+    /// The longest a quota check waits for Redis.
+    #[arg(long, env = "BULKHEAD_QUOTA_TIMEOUT_MS", default_value_t = 50)]
+    pub quota_timeout_ms: u64,
+
+    /// Which tokenizer a model uses, over the built-in table: `model=encoding` pairs, a
+    /// model name or a prefix ending in `*` (`my-model=cl100k_base,ft-*=o200k_base`).
+    #[arg(long, env = "BULKHEAD_TOKENIZER_MAP", default_value = "")]
+    pub tokenizer_map: token_count::EncodingMap,
+
+    /// Context window and output cap per model, over the built-in table
+    /// (`my-model=32000/4096`).
+    #[arg(long, env = "BULKHEAD_MODEL_LIMITS", default_value = "")]
+    pub model_limits: token_count::LimitsMap,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "BULKHEAD_LOG", default_value = "info")]
     pub log: String,
@@ -184,6 +213,12 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnRedisError {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,6 +264,11 @@ impl Config {
             breaker_threshold: 5,
             breaker_open_seconds: 30,
             expose_deployment_header: true,
+            redis_url: None,
+            quota_on_redis_error: OnRedisError::Open,
+            quota_timeout_ms: 50,
+            tokenizer_map: token_count::EncodingMap::default(),
+            model_limits: token_count::LimitsMap::default(),
             log: "warn".into(),
             log_format: LogFormat::Text,
         }

@@ -62,6 +62,20 @@ pub fn azure_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// [`azure_error`] naming the request parameter at fault (`"param"`), as Azure OpenAI does.
+pub fn azure_error_with_param(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+) -> Response {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(param) = param {
+        error["param"] = json!(param);
+    }
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
 /// An error on an admin route.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -3,6 +3,7 @@
 //! knows both tenants and upstreams.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod emulator;

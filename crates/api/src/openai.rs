@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use tenant_registry::model::OpenAiPlacement;
 use tenant_registry::{Snapshot, TenantEntry};
 
+use crate::admission;
 use crate::auth::{Caller, Credential};
 use crate::error::azure_error;
 use crate::metering::UsageRecord;
@@ -34,10 +35,12 @@ pub fn openai_target(
     let member_of =
         |reference: &tenant_registry::model::DeploymentRef, priority: u32, weight: u32| {
             let resource = catalog.resources.get(&reference.resource)?;
+            let deployment = catalog.deployments.get(reference)?;
             Some(Member {
                 key: reference.to_string(),
                 endpoint: resource.view.endpoint.to_string(),
                 deployment: reference.deployment.to_string(),
+                model: deployment.view.model.clone(),
                 region: resource.view.region.to_string(),
                 data_zone: resource.view.data_zone.as_ref().map(ToString::to_string),
                 credential: snapshot.resource_credential(&reference.resource)?.clone(),
@@ -72,7 +75,6 @@ pub fn openai_target(
                         resource: resource.clone(),
                         deployment: deployment.clone(),
                     };
-                    catalog.deployments.contains_key(&reference).then_some(())?;
                     member_of(&reference, 0, 1)
                 })
                 .collect();
@@ -84,6 +86,8 @@ pub fn openai_target(
                 key: format!("tenant:{}/{alias}", t.id),
                 endpoint: endpoint.to_string(),
                 deployment: alias.to_owned(),
+                // The tenant's own deployment: its name is all we know of its model.
+                model: alias.to_owned(),
                 region: region.to_string(),
                 data_zone: t.data_zone.as_ref().map(ToString::to_string),
                 credential: tenant.openai_credential.clone()?,
@@ -183,11 +187,6 @@ pub async fn model_call(
     .await
 }
 
-/// A rough estimate for steering (prompt bytes / 4 + the output cap).
-fn estimate(facts: &BodyFacts, raw_len: usize) -> u64 {
-    (raw_len as u64 / 4).saturating_add(facts.max_output.unwrap_or(0).saturating_mul(facts.choices))
-}
-
 async fn route(
     state: &AppState,
     caller: &Caller,
@@ -223,11 +222,22 @@ async fn route_to(
     rotation: String,
 ) -> Response {
     let tenant = &caller.tenant.tenant;
+    let model = target
+        .members
+        .first()
+        .map_or(alias, |m| m.model.as_str())
+        .to_owned();
+    let admitted = match admission::admit(state, caller, operation, &model, body, facts).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
+    let remaining = admitted.remaining;
+    let mut reservation = admitted.admission;
     let call = Call {
         operation,
-        estimated_tokens: estimate(&facts, body.len()),
-        body,
-        facts,
+        estimated_tokens: admitted.estimate,
+        body: admitted.body,
+        facts: admitted.facts,
         default_user: tenant.id.to_string(),
         request_id: request_id.and_then(|r| r.0.to_str().ok().map(ToOwned::to_owned)),
     };
@@ -246,6 +256,9 @@ async fn route_to(
     };
     let started = Instant::now();
     let on_done = Box::new(move |usage: openai_router::Usage| {
+        if let Some(reservation) = reservation.take() {
+            admission::settle(reservation, &usage);
+        }
         sink.record(UsageRecord { usage, ..record });
     });
     let answer = match state.openai.send(&target, &rotation, call, on_done).await {
@@ -265,6 +278,7 @@ async fn route_to(
         AnswerBody::Stream(stream) => (answer.status, Body::from_stream(stream)).into_response(),
     };
     response.headers_mut().extend(answer.headers);
+    admission::set_remaining(response.headers_mut(), remaining);
     if operation == Operation::Responses {
         // Internal: tells the response-id rewriting which member holds the state.
         if let Some(member) = answer
@@ -523,4 +537,63 @@ async fn rewrite_response_id(
     parts.headers.remove("x-bulkhead-member");
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(value.to_string()))
+}
+
+/// `POST /v1/tokenize`: the prompt tokens of a chat (`messages`), embeddings (`input`) or
+/// completions (`prompt`) body, counted as admission counts them, without calling Azure.
+/// `model` is an alias the tenant may use (its deployments' model picks the tokenizer).
+pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
+    let facts = match BodyFacts::read(&body) {
+        Ok(facts) => facts,
+        Err(message) => return bad_request(&message),
+    };
+    let Some(alias) = facts.model else {
+        return bad_request("'model' is a required property.");
+    };
+    let snapshot = state.registry.snapshot();
+    let Some((target, _)) = openai_target(&caller.tenant, &snapshot, &alias) else {
+        return deployment_not_found();
+    };
+    let model = target
+        .members
+        .first()
+        .map_or(alias.as_str(), |m| m.model.as_str());
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(error) => {
+            return bad_request(&format!(
+                "We could not parse the JSON body of your request: {error}."
+            ))
+        }
+    };
+    let operation = if value.get("messages").is_some() {
+        token_count::Operation::ChatCompletions
+    } else if value.get("input").is_some() {
+        token_count::Operation::Embeddings
+    } else if value.get("prompt").is_some() {
+        token_count::Operation::Completions
+    } else {
+        return bad_request("The body needs 'messages' (chat), 'input' (embeddings) or 'prompt' (completions).");
+    };
+    let prompt = match state.tokens.count_prompt(operation, model, &value) {
+        Ok(prompt) => prompt,
+        Err(error) => {
+            return crate::error::azure_error_with_param(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &error.to_string(),
+                error.param(),
+            )
+        }
+    };
+    let limits = state.tokens.limits(model);
+    axum::Json(serde_json::json!({
+        "model": alias,
+        "encoding": state.tokens.encoding(model).name(),
+        "prompt_tokens": prompt,
+        "context_window": limits.context_window,
+        "max_output_tokens": limits.max_output,
+        "admission_estimate": token_count::admission_estimate(operation, prompt, &value, limits),
+    }))
+    .into_response()
 }

@@ -128,6 +128,27 @@ impl Application {
                 open_for: Duration::from_secs(config.breaker_open_seconds),
             }),
         )?;
+        let quota = match &config.redis_url {
+            Some(url) => {
+                let limiter = quota::Limiter::new(quota::QuotaConfig {
+                    redis_url: Some(url.clone()),
+                    timeout: Duration::from_millis(config.quota_timeout_ms.max(1)),
+                    on_redis_error: match config.quota_on_redis_error {
+                        crate::config::OnRedisError::Open => quota::OnRedisError::FailOpen,
+                        crate::config::OnRedisError::Closed => quota::OnRedisError::FailClosed,
+                    },
+                    ..quota::QuotaConfig::default()
+                })
+                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+                // Not fatal: the limiter reconnects by itself, and fails open or closed meanwhile.
+                if let Err(error) = limiter.warm_up(Duration::from_secs(2)).await {
+                    tracing::warn!(%error, "Redis is not answering yet; quotas follow BULKHEAD_QUOTA_ON_REDIS_ERROR until it does");
+                }
+                limiter
+            }
+            None => quota::Limiter::in_process(),
+        };
+        token_count::warm_up();
         let state = AppState {
             registry,
             jwt,
@@ -142,6 +163,11 @@ impl Application {
                 Duration::from_millis(config.upstream_total_timeout_ms),
             )?),
             provisioning: Arc::default(),
+            quota,
+            tokens: token_count::Counter::new(
+                config.tokenizer_map.clone(),
+                config.model_limits.clone(),
+            ),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -231,6 +257,7 @@ pub fn router(state: AppState) -> Gate {
         .route("/openai/v1/responses/{id}", get(openai::get_response))
         .route("/v1/chat/completions", post(openai::model_call))
         .route("/v1/embeddings", post(openai::model_call))
+        .route("/v1/tokenize", post(openai::tokenize))
         // Azure AI Search, friendly and OData routes; `search::handle` parses the path.
         .route("/indexes", any(search::handle))
         .route("/indexes/{*rest}", any(search::handle))

@@ -25,6 +25,10 @@ pub struct AppState {
     pub ids: Arc<tenant_registry::MasterKey>,
     /// Calls Azure AI Search services with the gateway's admin keys.
     pub search: Arc<search_router::SearchClient>,
+    /// Token and request quotas (Redis when configured).
+    pub quota: quota::Limiter,
+    /// Prompt token counting and model limits.
+    pub tokens: token_count::Counter,
     /// Search provisioning state of the tenants this replica provisioned.
     pub provisioning: Arc<crate::search_provisioning::Book>,
 }

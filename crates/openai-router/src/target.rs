@@ -12,6 +12,8 @@ pub struct Member {
     /// The resource's base URL (no trailing slash).
     pub endpoint: String,
     pub deployment: String,
+    /// The model the deployment serves (`gpt-4o`): what tokens are counted with.
+    pub model: String,
     pub region: String,
     pub data_zone: Option<String>,
     /// The resource's key; never the tenant's.
@@ -62,6 +64,7 @@ pub(crate) mod tests {
             key: format!("{resource}/gpt-4o"),
             endpoint: format!("http://127.0.0.1:1/r/{resource}"),
             deployment: "gpt-4o".into(),
+            model: "gpt-4o".into(),
             region: "eastus".into(),
             data_zone: Some(
                 if resource.starts_with("eu") {

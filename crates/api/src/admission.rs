@@ -1,0 +1,345 @@
+//! Admission of an Azure OpenAI call, before it goes upstream: the prompt counted with the
+//! model's tokenizer, the context window checked (or the oldest messages dropped, when the
+//! tenant's policy says so), and the admission estimate reserved against the tenant's (and
+//! the key's) quotas. The reservation is settled to the real usage when the call ends.
+//!
+//! The tokenizer runs only when its answer matters: the tenant (or key) has a token limit,
+//! or a bound computed from the body's size does not prove that the prompt fits the context
+//! window. A tenant without limits and an ordinary body costs neither a parse nor a Redis call.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use openai_router::{BodyFacts, Operation};
+use quota::{Refusal, Scope, ScopeLimits};
+use serde_json::Value;
+use tenant_registry::model::Limits;
+
+use crate::auth::{Caller, Credential};
+use crate::error::azure_error_with_param;
+use crate::state::AppState;
+
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+
+/// A call that may go upstream.
+pub struct Admitted {
+    /// The body to send: the caller's, or a truncated one.
+    pub body: Bytes,
+    pub facts: BodyFacts,
+    /// Tokens the call may consume at most (prompt + every possible output token).
+    pub estimate: u64,
+    /// Settled when the call ends; `None` when no scope has a limit.
+    pub admission: Option<quota::Admission>,
+    /// What is left of the tenant's quota, for the response headers.
+    pub remaining: Option<quota::Remaining>,
+}
+
+/// A refusal, already in Azure's error shape.
+pub type Refused = Response;
+
+fn scopes(caller: &Caller) -> Vec<ScopeLimits> {
+    let tenant = &caller.tenant.tenant;
+    let mut scopes = Vec::with_capacity(2);
+    let limits = to_quota(tenant.limits);
+    if !limits.is_unlimited() {
+        scopes.push(ScopeLimits::new(Scope::tenant(tenant.id), limits));
+    }
+    if let Credential::ApiKey { id } = caller.credential {
+        if let Some(key) = key_limits(caller) {
+            let limits = to_quota(key);
+            if !limits.is_unlimited() {
+                scopes.push(ScopeLimits::new(Scope::api_key(id), limits));
+            }
+        }
+    }
+    scopes
+}
+
+// Until the registry carries per-key limits and the overflow policy (registry-limits branch).
+fn key_limits(_caller: &Caller) -> Option<Limits> {
+    None
+}
+
+fn truncates(_caller: &Caller) -> bool {
+    false
+}
+
+fn to_quota(limits: Limits) -> quota::Limits {
+    quota::Limits {
+        tokens_per_minute: limits.tokens_per_minute,
+        requests_per_minute: limits.requests_per_minute,
+        monthly_tokens: limits.monthly_tokens,
+    }
+}
+
+fn counted_operation(operation: Operation) -> Option<token_count::Operation> {
+    match operation {
+        Operation::ChatCompletions => Some(token_count::Operation::ChatCompletions),
+        Operation::Completions => Some(token_count::Operation::Completions),
+        Operation::Embeddings => Some(token_count::Operation::Embeddings),
+        // The responses API's `input` has a shape of its own; it is estimated from its size.
+        Operation::Responses => None,
+    }
+}
+
+/// A bound on the prompt's tokens from the raw body alone: every token is at least one byte
+/// of the JSON text it comes from (message overheads are smaller than the JSON around a
+/// message), except images, which cost a fixed amount whatever their URL's length. Doubled
+/// for numbers that are longer once re-serialised.
+fn raw_bound(body: &[u8]) -> u64 {
+    let images = count_occurrences(body, b"\"image_url\"") as u64;
+    (body.len() as u64)
+        .saturating_mul(2)
+        .saturating_add(images.saturating_mul(token_count::IMAGE_TOKENS_DEFAULT))
+        .saturating_add(16)
+}
+
+fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// Counts, checks and reserves. `model` is the model of the deployments the alias reaches.
+pub async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    operation: Operation,
+    model: &str,
+    body: Bytes,
+    facts: BodyFacts,
+) -> Result<Admitted, Refused> {
+    let scopes = scopes(caller);
+    let limits = state.tokens.limits(model);
+    let needs_tokens = scopes.iter().any(|s| {
+        s.limits.tokens_per_minute.is_some() || s.limits.monthly_tokens.is_some()
+    });
+    let requested_output = facts.max_output.unwrap_or(0).saturating_mul(facts.choices);
+    let (body, facts, estimate) = match counted_operation(operation) {
+        Some(counted)
+            if needs_tokens
+                || raw_bound(&body).saturating_add(requested_output)
+                    > u64::from(limits.context_window) =>
+        {
+            count_and_fit(state, caller, counted, model, body, facts)?
+        }
+        _ => {
+            let rough = (body.len() as u64 / 4).saturating_add(
+                facts
+                    .max_output
+                    .unwrap_or(u64::from(limits.max_output))
+                    .saturating_mul(facts.choices),
+            );
+            (body, facts, rough)
+        }
+    };
+    if scopes.is_empty() {
+        return Ok(Admitted {
+            body,
+            facts,
+            estimate,
+            admission: None,
+            remaining: None,
+        });
+    }
+    match state.quota.reserve(&scopes, estimate).await {
+        Ok(admission) => {
+            let remaining = Some(admission.remaining());
+            Ok(Admitted {
+                body,
+                facts,
+                estimate,
+                admission: Some(admission),
+                remaining,
+            })
+        }
+        Err(refusal) => Err(refused(&refusal)),
+    }
+}
+
+/// The exact prompt count, the context window check (or truncation), and the estimate.
+fn count_and_fit(
+    state: &AppState,
+    caller: &Caller,
+    operation: token_count::Operation,
+    model: &str,
+    body: Bytes,
+    facts: BodyFacts,
+) -> Result<(Bytes, BodyFacts, u64), Refused> {
+    let mut value: Value = serde_json::from_slice(&body).map_err(|error| {
+        bad_request(
+            &format!("We could not parse the JSON body of your request: {error}."),
+            None,
+        )
+    })?;
+    let limits = state.tokens.limits(model);
+    let window = u64::from(limits.context_window);
+    let prompt = state
+        .tokens
+        .count_prompt(operation, model, &value)
+        .map_err(|e| bad_request(&e.to_string(), e.param()))?;
+    let output = token_count::requested_output_tokens(operation, &value).unwrap_or(0);
+    let (body, facts, prompt) = if prompt.saturating_add(output) <= window {
+        (body, facts, prompt)
+    } else if operation == token_count::Operation::ChatCompletions
+        && truncates(caller)
+    {
+        let truncation = state
+            .tokens
+            .truncate_to_fit(model, &mut value, window, output)
+            .map_err(|e| context_exceeded(&e.to_string()))?;
+        tracing::info!(
+            dropped = truncation.dropped.len(),
+            prompt_tokens = truncation.prompt_tokens,
+            "prompt truncated to fit the context window"
+        );
+        let bytes = serde_json::to_vec(&value).map(Bytes::from).map_err(|error| {
+            tracing::error!(%error, "cannot write a truncated body");
+            crate::error::azure_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The server had an error.",
+            )
+        })?;
+        let facts = BodyFacts::read(&bytes).map_err(|m| bad_request(&m, None))?;
+        (bytes, facts, truncation.prompt_tokens)
+    } else {
+        return Err(context_exceeded(&format!(
+            "This model's maximum context length is {window} tokens. However, you requested \
+             {} tokens ({prompt} in the messages, {output} in the completion). Please reduce \
+             the length of the messages or completion.",
+            prompt.saturating_add(output)
+        )));
+    };
+    let estimate = token_count::admission_estimate(operation, prompt, &value, limits);
+    Ok((body, facts, estimate))
+}
+
+fn bad_request(message: &str, param: Option<&str>) -> Response {
+    azure_error_with_param(StatusCode::BAD_REQUEST, "BadRequest", message, param)
+}
+
+fn context_exceeded(message: &str) -> Response {
+    azure_error_with_param(
+        StatusCode::BAD_REQUEST,
+        "context_length_exceeded",
+        message,
+        Some("messages"),
+    )
+}
+
+/// The answer to a refused reservation: 429 with `Retry-After` for a minute limit;
+/// 429 `insufficient_quota` (as OpenAI answers) for a spent monthly budget; 400 for a call
+/// that can never fit a limit; 503 when the quota store is down and the gateway fails closed.
+fn refused(refusal: &Refusal) -> Response {
+    let mut response = match refusal {
+        Refusal::RateLimited {
+            dimension,
+            retry_after,
+            ..
+        } => {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = azure_error_with_param(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429",
+                &format!(
+                    "Requests to this model have exceeded the {dimension} limit of your quota. \
+                     Please retry after {seconds} seconds."
+                ),
+                None,
+            );
+            set_retry_after(response.headers_mut(), *retry_after);
+            response
+        }
+        Refusal::BudgetExhausted { .. } => azure_error_with_param(
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            "You exceeded your monthly token budget. It renews at the start of the next month \
+             (UTC); ask your administrator to raise it.",
+            None,
+        ),
+        Refusal::ExceedsLimit {
+            dimension, limit, ..
+        } => azure_error_with_param(
+            StatusCode::BAD_REQUEST,
+            "RequestExceedsQuota",
+            &format!(
+                "This request can never fit your {dimension} limit of {limit}: lower max_tokens \
+                 (or n) or shorten the prompt."
+            ),
+            Some("max_tokens"),
+        ),
+        Refusal::Unavailable => {
+            let mut response = azure_error_with_param(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "Quotas cannot be checked right now. Please retry shortly.",
+                None,
+            );
+            set_retry_after(response.headers_mut(), Duration::from_secs(1));
+            response
+        }
+    };
+    if let Some(remaining) = refusal.remaining() {
+        set_remaining(response.headers_mut(), Some(remaining));
+    }
+    response
+}
+
+fn set_retry_after(headers: &mut HeaderMap, wait: Duration) {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    headers.insert(
+        HeaderName::from_static("retry-after-ms"),
+        HeaderValue::from(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
+    );
+}
+
+/// `x-ratelimit-remaining-*` of the tenant's quota. The upstream's own figures are never
+/// passed on (they describe a shared deployment, not the tenant); a tenant without limits
+/// gets neither header.
+pub fn set_remaining(headers: &mut HeaderMap, remaining: Option<quota::Remaining>) {
+    headers.remove(&REMAINING_TOKENS);
+    headers.remove(&REMAINING_REQUESTS);
+    let Some(remaining) = remaining else {
+        return;
+    };
+    if let Some(tokens) = remaining.tokens {
+        headers.insert(REMAINING_TOKENS, HeaderValue::from(tokens));
+    }
+    if let Some(requests) = remaining.requests {
+        headers.insert(REMAINING_REQUESTS, HeaderValue::from(requests));
+    }
+}
+
+/// Settles `admission` to what the call consumed. A call that ended without usage figures
+/// because the caller hung up (499) keeps its estimate: Azure may well have spent it.
+pub fn settle(admission: quota::Admission, usage: &openai_router::Usage) {
+    let used = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+    let actual = if usage.status == 499 && used == 0 {
+        admission.estimate()
+    } else {
+        used
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(admission.settle(actual));
+        }
+        // No runtime (a process shutting down): the admission settles itself when dropped.
+        Err(_) => drop(admission),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_bound_counts_images_at_their_fixed_price() {
+        let plain = br#"{"messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(raw_bound(plain), plain.len() as u64 * 2 + 16);
+        let image = br#"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
+        assert!(raw_bound(image) >= token_count::IMAGE_TOKENS_DEFAULT);
+    }
+}

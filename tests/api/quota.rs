@@ -1,0 +1,428 @@
+//! Token accounting and quotas end to end: prompt counting, the context window, `/v1/tokenize`,
+//! and limits that hold across gateway processes sharing Redis (and when Redis goes away).
+
+use std::time::{Duration, Instant};
+
+use azure_sim::{DeploymentConfig, ResourceConfig, Sim, SimConfig, SimHandle};
+use bulkhead_tests::{
+    admin_call, fresh_postgres_database, redis_address, CutProxy, GatewayProcess, TestApp,
+    MASTER_KEY,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const CHAT: &str = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
+
+async fn sim() -> SimHandle {
+    Sim::start(SimConfig::default().with_resource(
+        ResourceConfig::new("aoai-q", "eastus", "key-of-aoai-q")
+            .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o")),
+    ))
+    .await
+    .unwrap()
+}
+
+/// A shared pool `gpt-4o` on the sim's one deployment and tenant `acme` on it (with
+/// `limits`), set up through the admin API at `base`; returns acme's id and key.
+async fn set_up(
+    http: &reqwest::Client,
+    base: &str,
+    sim: &SimHandle,
+    limits: Value,
+) -> (String, String) {
+    let calls = [
+        ("/admin/v1/openai/resources", json!({"name": "aoai-q", "endpoint": sim.resource_url("aoai-q"),
+            "region": "eastus", "api_key": "key-of-aoai-q"})),
+        ("/admin/v1/openai/deployments", json!({"resource": "aoai-q", "name": "gpt-4o",
+            "model": "gpt-4o", "capacity_tpm": 1_000_000})),
+        ("/admin/v1/openai/pools", json!({"alias": "gpt-4o",
+            "members": [{"deployment": "aoai-q/gpt-4o"}]})),
+        ("/admin/v1/tenants", json!({"slug": "acme", "display_name": "Acme",
+            "openai": {"isolation": "shared"}, "limits": limits})),
+        ("/admin/v1/tenants", json!({"slug": "other", "display_name": "Other",
+            "openai": {"isolation": "shared"}})),
+    ];
+    let mut tenant = String::new();
+    for (path, body) in calls {
+        let (status, answer) = admin_call(http, base, Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
+        if answer["slug"] == "acme" {
+            tenant = answer["id"].as_str().unwrap().to_owned();
+        }
+    }
+    let (status, key) = admin_call(
+        http,
+        base,
+        Method::POST,
+        "/admin/v1/tenants/acme/keys",
+        Some(json!({"name": "k"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    (tenant, key["key"].as_str().unwrap().to_owned())
+}
+
+async fn other_key(http: &reqwest::Client, base: &str) -> String {
+    let (status, key) = admin_call(
+        http,
+        base,
+        Method::POST,
+        "/admin/v1/tenants/other/keys",
+        Some(json!({"name": "k"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
+/// A chat body whose completion the sim cuts at exactly `max_tokens`, so the real usage
+/// equals the admission estimate and nothing is refunded.
+fn body(max_tokens: u64) -> Value {
+    json!({"messages": [{"role": "user", "content": "Tell me about the tides of the world."}],
+        "max_tokens": max_tokens})
+}
+
+async fn chat(http: &reqwest::Client, base: &str, key: &str, body: &Value) -> reqwest::Response {
+    http.post(format!("{base}{CHAT}"))
+        .header("api-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn set_limits(http: &reqwest::Client, base: &str, limits: Value) {
+    let (status, answer) = admin_call(
+        http,
+        base,
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(json!({ "limits": limits })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+async fn replicas(database: &str, redis: &str, extra: &[(&str, &str)]) -> Vec<GatewayProcess> {
+    let mut envs = vec![
+        ("DATABASE_URL", database),
+        ("BULKHEAD_MASTER_KEY", MASTER_KEY),
+        ("REDIS_URL", redis),
+        ("BULKHEAD_LOG", "warn"),
+    ];
+    envs.extend_from_slice(extra);
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(GatewayProcess::start(&envs).await);
+    }
+    replicas
+}
+
+/// Waits until every replica refuses a call whose estimate no budget below `limit` holds:
+/// then each has the new limits in its registry snapshot.
+async fn until_every_replica_enforces(
+    http: &reqwest::Client,
+    replicas: &[GatewayProcess],
+    key: &str,
+    probe: &Value,
+) {
+    for replica in replicas {
+        let started = Instant::now();
+        loop {
+            let answer = chat(http, &replica.base, key, probe).await;
+            if answer.status() == StatusCode::TOO_MANY_REQUESTS
+                || answer.status() == StatusCode::BAD_REQUEST
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a replica never saw the new limits"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The usage of one call through `base`, made while the tenant has no limits.
+async fn tokens_of_one_call(http: &reqwest::Client, base: &str, key: &str, body: &Value) -> u64 {
+    let answer = chat(http, base, key, body).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let value: Value = answer.json().await.unwrap();
+    assert_eq!(value["usage"]["completion_tokens"], body["max_tokens"]);
+    value["usage"]["total_tokens"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_holds() {
+    let sim = sim().await;
+    let database = fresh_postgres_database().await;
+    let redis = format!("redis://{}", redis_address());
+    let replicas = replicas(&database, &redis, &[]).await;
+    let http = reqwest::Client::new();
+    let (_, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
+    let other = other_key(&http, &replicas[0].base).await;
+    let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
+    const K: u64 = 37;
+    set_limits(&http, &replicas[0].base, json!({"monthly_tokens": K * per_call})).await;
+    until_every_replica_enforces(&http, &replicas, &key, &body(K * per_call)).await;
+
+    let calls = (0..200).map(|i| {
+        let http = http.clone();
+        let base = replicas[i % 3].base.clone();
+        let key = key.clone();
+        async move {
+            let answer = chat(&http, &base, &key, &body(5)).await;
+            let status = answer.status();
+            let value: Value = answer.json().await.unwrap_or(Value::Null);
+            (status, value)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let admitted = answers.iter().filter(|(s, _)| s.is_success()).count() as u64;
+    assert_eq!(admitted, K, "exactly the calls the budget holds");
+    for (status, value) in answers.iter().filter(|(s, _)| !s.is_success()) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{value}");
+        assert_eq!(value["error"]["code"], "insufficient_quota", "{value}");
+    }
+    // Another tenant on the same pool is not touched by acme's budget.
+    let answer = chat(&http, &replicas[1].base, &other, &body(5)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn three_replicas_hold_a_per_minute_token_limit_within_its_refill() {
+    let sim = sim().await;
+    let database = fresh_postgres_database().await;
+    let redis = format!("redis://{}", redis_address());
+    let replicas = replicas(&database, &redis, &[]).await;
+    let http = reqwest::Client::new();
+    let (_, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
+    let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
+    let limit = 10 * per_call;
+    set_limits(&http, &replicas[0].base, json!({"tokens_per_minute": limit})).await;
+    // An estimate above the whole limit can never be admitted: 400, not a 429 to wait on.
+    until_every_replica_enforces(&http, &replicas, &key, &body(limit + 1)).await;
+    // Let the probes' bucket state settle (they consumed nothing) and start full.
+    let started = Instant::now();
+    let calls = (0..60).map(|i| {
+        let http = http.clone();
+        let base = replicas[i % 3].base.clone();
+        let key = key.clone();
+        async move {
+            let answer = chat(&http, &base, &key, &body(5)).await;
+            let retry_after = answer
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = answer.status();
+            let value: Value = answer.json().await.unwrap_or(Value::Null);
+            (status, retry_after, value)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let admitted = answers.iter().filter(|(s, _, _)| s.is_success()).count() as u64;
+    // The bucket holds `limit` and refills limit/60 per second: nothing more can get in.
+    let refill = (elapsed * limit as f64 / 60.0 / per_call as f64).ceil() as u64;
+    assert!(
+        (10..=10 + refill).contains(&admitted),
+        "{admitted} admitted in {elapsed:.2}s (limit holds 10, refill {refill})"
+    );
+    for (status, retry_after, value) in answers.iter().filter(|(s, _, _)| !s.is_success()) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{value}");
+        assert_eq!(value["error"]["code"], "429", "{value}");
+        let seconds: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&seconds), "retry-after {seconds}");
+    }
+}
+
+/// A gateway whose quota Redis sits behind a proxy the test cuts.
+async fn gateway_behind_cut_redis(
+    sim: &SimHandle,
+    fail: bulkhead_api::config::OnRedisError,
+) -> (TestApp, CutProxy, String, String) {
+    let proxy = CutProxy::start(&redis_address()).await;
+    let url = format!("redis://{}", proxy.addr);
+    let app = TestApp::spawn_with(|c| {
+        c.redis_url = Some(url.into());
+        c.quota_on_redis_error = fail;
+    })
+    .await;
+    let (tenant, key) = set_up(
+        &app.http,
+        &app.base,
+        sim,
+        json!({"monthly_tokens": 1_000_000, "requests_per_minute": 100_000}),
+    )
+    .await;
+    (app, proxy, tenant, key)
+}
+
+async fn month_used_in_redis(tenant: &str) -> Option<u64> {
+    let client = redis::Client::open(format!("redis://{}", redis_address())).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HGET")
+        .arg(format!("bulkhead:quota:t:{tenant}"))
+        .arg("mu")
+        .query_async::<Option<u64>>(&mut connection)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_redis_gone_a_fail_open_gateway_keeps_serving_and_returns_to_redis() {
+    let sim = sim().await;
+    let (app, proxy, tenant, key) =
+        gateway_behind_cut_redis(&sim, bulkhead_api::config::OnRedisError::Open).await;
+    let ok = chat(&app.http, &app.base, &key, &body(5)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let before = month_used_in_redis(&tenant).await.unwrap();
+    assert!(before > 0, "counted in Redis");
+
+    proxy.cut();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+        assert_eq!(answer.status(), StatusCode::OK, "fail-open keeps serving");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(month_used_in_redis(&tenant).await.unwrap(), before, "Redis was not reached");
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        if month_used_in_redis(&tenant).await.unwrap() > before {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never went back to Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_gone_a_fail_closed_gateway_refuses_limited_tenants_until_it_returns() {
+    let sim = sim().await;
+    let (app, proxy, _, key) =
+        gateway_behind_cut_redis(&sim, bulkhead_api::config::OnRedisError::Closed).await;
+    let other = other_key(&app.http, &app.base).await;
+    assert_eq!(chat(&app.http, &app.base, &key, &body(5)).await.status(), StatusCode::OK);
+
+    proxy.cut();
+    let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.headers().contains_key("retry-after"));
+    let value: Value = answer.json().await.unwrap();
+    assert_eq!(value["error"]["code"], "ServiceUnavailable");
+    // A tenant without limits needs no counter and is served.
+    assert_eq!(chat(&app.http, &app.base, &other, &body(5)).await.status(), StatusCode::OK);
+
+    proxy.restore();
+    let started = Instant::now();
+    while chat(&app.http, &app.base, &key, &body(5)).await.status() != StatusCode::OK {
+        assert!(started.elapsed() < Duration::from_secs(10), "never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn remaining_headers_describe_the_tenants_quota_never_the_upstreams() {
+    let sim = sim().await;
+    let app = TestApp::spawn().await;
+    let (_, key) = set_up(
+        &app.http,
+        &app.base,
+        &sim,
+        json!({"monthly_tokens": 100_000, "requests_per_minute": 50}),
+    )
+    .await;
+    let other = other_key(&app.http, &app.base).await;
+
+    let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap())
+    };
+    assert_eq!(header("x-ratelimit-remaining-requests"), Some(49));
+    let tokens = header("x-ratelimit-remaining-tokens").unwrap();
+    assert!(tokens < 100_000 && tokens > 99_000, "{tokens}");
+
+    // The sim sends its own x-ratelimit-* figures; a tenant without limits sees none.
+    let answer = chat(&app.http, &app.base, &other, &body(5)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(!answer.headers().contains_key("x-ratelimit-remaining-tokens"));
+    assert!(!answer.headers().contains_key("x-ratelimit-remaining-requests"));
+}
+
+#[tokio::test]
+async fn a_prompt_over_the_context_window_is_refused_before_azure() {
+    let sim = sim().await;
+    let app = TestApp::spawn_with(|c| {
+        c.model_limits = "gpt-4o=60/20".parse().unwrap();
+    })
+    .await;
+    let (_, key) = set_up(&app.http, &app.base, &sim, json!({})).await;
+    let before = sim.requests(None).len();
+    let long = json!({"messages": [{"role": "user", "content": "word ".repeat(100)}]});
+    let answer = chat(&app.http, &app.base, &key, &long).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let value: Value = answer.json().await.unwrap();
+    assert_eq!(value["error"]["code"], "context_length_exceeded", "{value}");
+    assert!(value["error"]["message"].as_str().unwrap().contains("60 tokens"));
+    assert_eq!(sim.requests(None).len(), before, "Azure was not called");
+    // Short enough, it goes through.
+    let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn tokenize_counts_like_azure_and_only_for_the_tenants_aliases() {
+    let sim = sim().await;
+    let app = TestApp::spawn().await;
+    let (_, key) = set_up(&app.http, &app.base, &sim, json!({})).await;
+    let request = json!({"model": "gpt-4o", "messages": [{"role": "user",
+        "content": "Tell me about the tides of the world."}], "max_tokens": 5});
+    let answer = app
+        .http
+        .post(app.url("/v1/tokenize"))
+        .header("api-key", &key)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let counted: Value = answer.json().await.unwrap();
+    assert_eq!(counted["encoding"], "o200k_base");
+    // What the emulator (Azure's stand-in) says the same prompt cost.
+    let billed: Value = chat(&app.http, &app.base, &key, &request).await.json().await.unwrap();
+    assert_eq!(counted["prompt_tokens"], billed["usage"]["prompt_tokens"]);
+    assert_eq!(counted["admission_estimate"], json!(counted["prompt_tokens"].as_u64().unwrap() + 5));
+
+    for (model, status) in [("no-such-model", StatusCode::NOT_FOUND)] {
+        let answer = app
+            .http
+            .post(app.url("/v1/tokenize"))
+            .header("api-key", &key)
+            .json(&json!({"model": model, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status);
+    }
+    let bad = app
+        .http
+        .post(app.url("/v1/tokenize"))
+        .header("api-key", &key)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": 5}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let value: Value = bad.json().await.unwrap();
+    assert_eq!(value["error"]["param"], "messages[0].content", "{value}");
+}
