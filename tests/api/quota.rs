@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 const CHAT: &str = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21";
 
 async fn sim() -> SimHandle {
-    Sim::start(SimConfig::default().with_resource(
-        ResourceConfig::new("aoai-q", "eastus", "key-of-aoai-q")
-            .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o")),
-    ))
+    Sim::start(
+        SimConfig::default().with_resource(
+            ResourceConfig::new("aoai-q", "eastus", "key-of-aoai-q")
+                .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o")),
+        ),
+    )
     .await
     .unwrap()
 }
@@ -31,16 +33,31 @@ async fn set_up(
     limits: Value,
 ) -> (String, String) {
     let calls = [
-        ("/admin/v1/openai/resources", json!({"name": "aoai-q", "endpoint": sim.resource_url("aoai-q"),
-            "region": "eastus", "api_key": "key-of-aoai-q"})),
-        ("/admin/v1/openai/deployments", json!({"resource": "aoai-q", "name": "gpt-4o",
-            "model": "gpt-4o", "capacity_tpm": 1_000_000})),
-        ("/admin/v1/openai/pools", json!({"alias": "gpt-4o",
-            "members": [{"deployment": "aoai-q/gpt-4o"}]})),
-        ("/admin/v1/tenants", json!({"slug": "acme", "display_name": "Acme",
-            "openai": {"isolation": "shared"}, "limits": limits})),
-        ("/admin/v1/tenants", json!({"slug": "other", "display_name": "Other",
-            "openai": {"isolation": "shared"}})),
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-q", "endpoint": sim.resource_url("aoai-q"),
+            "region": "eastus", "api_key": "key-of-aoai-q"}),
+        ),
+        (
+            "/admin/v1/openai/deployments",
+            json!({"resource": "aoai-q", "name": "gpt-4o",
+            "model": "gpt-4o", "capacity_tpm": 1_000_000}),
+        ),
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "gpt-4o",
+            "members": [{"deployment": "aoai-q/gpt-4o"}]}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "Acme",
+            "openai": {"isolation": "shared"}, "limits": limits}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "other", "display_name": "Other",
+            "openai": {"isolation": "shared"}}),
+        ),
     ];
     let mut tenant = String::new();
     for (path, body) in calls {
@@ -166,7 +183,12 @@ async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_h
     let other = other_key(&http, &replicas[0].base).await;
     let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
     const K: u64 = 37;
-    set_limits(&http, &replicas[0].base, json!({"monthly_tokens": K * per_call})).await;
+    set_limits(
+        &http,
+        &replicas[0].base,
+        json!({"monthly_tokens": K * per_call}),
+    )
+    .await;
     until_every_replica_enforces(&http, &replicas, &key, &body(K * per_call)).await;
 
     let calls = (0..200).map(|i| {
@@ -183,7 +205,10 @@ async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_h
     let answers = futures::future::join_all(calls).await;
     let admitted = answers.iter().filter(|(s, _)| s.is_success()).count() as u64;
     let logs: String = replicas.iter().map(GatewayProcess::output).collect();
-    assert_eq!(admitted, K, "exactly the calls the budget holds; logs:\n{logs}");
+    assert_eq!(
+        admitted, K,
+        "exactly the calls the budget holds; logs:\n{logs}"
+    );
     for (status, value) in answers.iter().filter(|(s, _)| !s.is_success()) {
         assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{value}");
         assert_eq!(value["error"]["code"], "insufficient_quota", "{value}");
@@ -203,7 +228,12 @@ async fn three_replicas_hold_a_per_minute_token_limit_within_its_refill() {
     let (_, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
     let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
     let limit = 10 * per_call;
-    set_limits(&http, &replicas[0].base, json!({"tokens_per_minute": limit})).await;
+    set_limits(
+        &http,
+        &replicas[0].base,
+        json!({"tokens_per_minute": limit}),
+    )
+    .await;
     // An estimate above the whole limit can never be admitted: 400, not a 429 to wait on.
     until_every_replica_enforces(&http, &replicas, &key, &body(limit + 1)).await;
     // Let the probes' bucket state settle (they consumed nothing) and start full.
@@ -290,7 +320,11 @@ async fn with_redis_gone_a_fail_open_gateway_keeps_serving_and_returns_to_redis(
         assert_eq!(answer.status(), StatusCode::OK, "fail-open keeps serving");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
-    assert_eq!(month_used_in_redis(&tenant).await.unwrap(), before, "Redis was not reached");
+    assert_eq!(
+        month_used_in_redis(&tenant).await.unwrap(),
+        before,
+        "Redis was not reached"
+    );
 
     proxy.restore();
     let started = Instant::now();
@@ -300,7 +334,10 @@ async fn with_redis_gone_a_fail_open_gateway_keeps_serving_and_returns_to_redis(
         if month_used_in_redis(&tenant).await.unwrap() > before {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "never went back to Redis");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never went back to Redis"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -311,7 +348,10 @@ async fn with_redis_gone_a_fail_closed_gateway_refuses_limited_tenants_until_it_
     let (app, proxy, _, key) =
         gateway_behind_cut_redis(&sim, bulkhead_api::config::OnRedisError::Closed).await;
     let other = other_key(&app.http, &app.base).await;
-    assert_eq!(chat(&app.http, &app.base, &key, &body(5)).await.status(), StatusCode::OK);
+    assert_eq!(
+        chat(&app.http, &app.base, &key, &body(5)).await.status(),
+        StatusCode::OK
+    );
 
     proxy.cut();
     let answer = chat(&app.http, &app.base, &key, &body(5)).await;
@@ -320,12 +360,18 @@ async fn with_redis_gone_a_fail_closed_gateway_refuses_limited_tenants_until_it_
     let value: Value = answer.json().await.unwrap();
     assert_eq!(value["error"]["code"], "ServiceUnavailable");
     // A tenant without limits needs no counter and is served.
-    assert_eq!(chat(&app.http, &app.base, &other, &body(5)).await.status(), StatusCode::OK);
+    assert_eq!(
+        chat(&app.http, &app.base, &other, &body(5)).await.status(),
+        StatusCode::OK
+    );
 
     proxy.restore();
     let started = Instant::now();
     while chat(&app.http, &app.base, &key, &body(5)).await.status() != StatusCode::OK {
-        assert!(started.elapsed() < Duration::from_secs(10), "never recovered");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never recovered"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -358,8 +404,12 @@ async fn remaining_headers_describe_the_tenants_quota_never_the_upstreams() {
     // The sim sends its own x-ratelimit-* figures; a tenant without limits sees none.
     let answer = chat(&app.http, &app.base, &other, &body(5)).await;
     assert_eq!(answer.status(), StatusCode::OK);
-    assert!(!answer.headers().contains_key("x-ratelimit-remaining-tokens"));
-    assert!(!answer.headers().contains_key("x-ratelimit-remaining-requests"));
+    assert!(!answer
+        .headers()
+        .contains_key("x-ratelimit-remaining-tokens"));
+    assert!(!answer
+        .headers()
+        .contains_key("x-ratelimit-remaining-requests"));
 }
 
 #[tokio::test]
@@ -376,7 +426,10 @@ async fn a_prompt_over_the_context_window_is_refused_before_azure() {
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
     let value: Value = answer.json().await.unwrap();
     assert_eq!(value["error"]["code"], "context_length_exceeded", "{value}");
-    assert!(value["error"]["message"].as_str().unwrap().contains("60 tokens"));
+    assert!(value["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("60 tokens"));
     assert_eq!(sim.requests(None).len(), before, "Azure was not called");
     // Short enough, it goes through.
     let answer = chat(&app.http, &app.base, &key, &body(5)).await;
@@ -402,9 +455,16 @@ async fn tokenize_counts_like_azure_and_only_for_the_tenants_aliases() {
     let counted: Value = answer.json().await.unwrap();
     assert_eq!(counted["encoding"], "o200k_base");
     // What the emulator (Azure's stand-in) says the same prompt cost.
-    let billed: Value = chat(&app.http, &app.base, &key, &request).await.json().await.unwrap();
+    let billed: Value = chat(&app.http, &app.base, &key, &request)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(counted["prompt_tokens"], billed["usage"]["prompt_tokens"]);
-    assert_eq!(counted["admission_estimate"], json!(counted["prompt_tokens"].as_u64().unwrap() + 5));
+    assert_eq!(
+        counted["admission_estimate"],
+        json!(counted["prompt_tokens"].as_u64().unwrap() + 5)
+    );
 
     for (model, status) in [("no-such-model", StatusCode::NOT_FOUND)] {
         let answer = app

@@ -281,8 +281,7 @@ impl CutProxy {
             .expect("proxy port");
         let addr = listener.local_addr().expect("proxy address");
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
-            Arc::default();
+        let connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let upstream = upstream.to_owned();
         let accept = tokio::spawn({
             let up = Arc::clone(&up);
@@ -340,6 +339,9 @@ impl Drop for CutProxy {
 pub fn redis_address() -> String {
     std::env::var("REDIS_URL")
         .ok()
-        .and_then(|url| url.strip_prefix("redis://").map(|rest| rest.trim_end_matches('/').to_owned()))
+        .and_then(|url| {
+            url.strip_prefix("redis://")
+                .map(|rest| rest.trim_end_matches('/').to_owned())
+        })
         .unwrap_or_else(|| "127.0.0.1:6379".into())
 }

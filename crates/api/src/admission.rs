@@ -98,7 +98,10 @@ fn raw_bound(body: &[u8]) -> u64 {
 }
 
 fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
 }
 
 /// Counts, checks and reserves. `model` is the model of the deployments the alias reaches.
@@ -112,9 +115,9 @@ pub async fn admit(
 ) -> Result<Admitted, Refused> {
     let scopes = scopes(caller);
     let limits = state.tokens.limits(model);
-    let needs_tokens = scopes.iter().any(|s| {
-        s.limits.tokens_per_minute.is_some() || s.limits.monthly_tokens.is_some()
-    });
+    let needs_tokens = scopes
+        .iter()
+        .any(|s| s.limits.tokens_per_minute.is_some() || s.limits.monthly_tokens.is_some());
     let requested_output = facts.max_output.unwrap_or(0).saturating_mul(facts.choices);
     let (body, facts, estimate) = match counted_operation(operation) {
         Some(counted)
@@ -182,9 +185,7 @@ fn count_and_fit(
     let output = token_count::requested_output_tokens(operation, &value).unwrap_or(0);
     let (body, facts, prompt) = if prompt.saturating_add(output) <= window {
         (body, facts, prompt)
-    } else if operation == token_count::Operation::ChatCompletions
-        && truncates(caller)
-    {
+    } else if operation == token_count::Operation::ChatCompletions && truncates(caller) {
         let truncation = state
             .tokens
             .truncate_to_fit(model, &mut value, window, output)
@@ -194,14 +195,16 @@ fn count_and_fit(
             prompt_tokens = truncation.prompt_tokens,
             "prompt truncated to fit the context window"
         );
-        let bytes = serde_json::to_vec(&value).map(Bytes::from).map_err(|error| {
-            tracing::error!(%error, "cannot write a truncated body");
-            crate::error::azure_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "The server had an error.",
-            )
-        })?;
+        let bytes = serde_json::to_vec(&value)
+            .map(Bytes::from)
+            .map_err(|error| {
+                tracing::error!(%error, "cannot write a truncated body");
+                crate::error::azure_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "The server had an error.",
+                )
+            })?;
         let facts = BodyFacts::read(&bytes).map_err(|m| bad_request(&m, None))?;
         (bytes, facts, truncation.prompt_tokens)
     } else {

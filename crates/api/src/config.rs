@@ -29,6 +29,7 @@
 //! | `BULKHEAD_BREAKER_THRESHOLD` | consecutive failures that open a deployment's breaker (default 5) |
 //! | `BULKHEAD_BREAKER_OPEN_SECONDS` | how long it stays open before one probe (default 30) |
 //! | `BULKHEAD_EXPOSE_DEPLOYMENT_HEADER` | answer with `x-bulkhead-deployment: resource/deployment` (default false) |
+//! | `BULKHEAD_LEDGER_SPILL_DIR` | where usage records wait on disk while the store is down (default `DATA_DIR/ledger-spill`; one per replica) |
 //! | `REDIS_URL` | quota counters in Redis, shared by every replica; unset: in process |
 //! | `BULKHEAD_QUOTA_ON_REDIS_ERROR` | `open` (default: decide in process, per replica) or `closed` (refuse with 503) |
 //! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
@@ -182,6 +183,11 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_EMULATOR_CONFIG")]
     pub emulator_config: Option<PathBuf>,
 
+    /// Where usage records wait on disk while the store is down (default
+    /// `<data dir>/ledger-spill`). Each replica needs its own.
+    #[arg(long, env = "BULKHEAD_LEDGER_SPILL_DIR")]
+    pub ledger_spill_dir: Option<PathBuf>,
+
     /// Redis for quota counters (`redis://[:password@]host:port[/db]`), shared by every
     /// replica. Without it each replica counts in its own memory.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -264,6 +270,7 @@ impl Config {
             breaker_threshold: 5,
             breaker_open_seconds: 30,
             expose_deployment_header: true,
+            ledger_spill_dir: None,
             redis_url: None,
             quota_on_redis_error: OnRedisError::Open,
             quota_timeout_ms: 50,

@@ -92,6 +92,9 @@ pub enum AdminError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// A store the answer needs is down.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AdminError {
@@ -101,6 +104,7 @@ impl AdminError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Registry(error) => match error {
                 RegistryError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -119,6 +123,7 @@ impl AdminError {
             Self::Invalid { .. } => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
+            Self::Unavailable(_) => "store_unavailable",
             Self::Registry(error) => match error {
                 RegistryError::Invalid { .. } => "invalid_request",
                 RegistryError::NotFound { .. } => "not_found",

@@ -20,6 +20,7 @@ pub mod search_provisioning;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod usage;
 
 pub use config::Config;
 pub use startup::Application;

@@ -1,6 +1,6 @@
-//! Usage records: one per finished data-plane call, handed to a [`UsageSink`]. The durable
-//! ledger (batched into the store, buffered while it is down) comes with the quota issue;
-//! until then the default sink writes each record to the log.
+//! Usage records: one per finished data-plane call, handed to a [`UsageSink`]. The gateway's
+//! sink is [`LedgerSink`]: the durable ledger (`usage-ledger`), batched into the store and
+//! buffered (in memory, then on disk) while the store is down.
 
 use std::sync::Arc;
 
@@ -80,6 +80,38 @@ impl UsageSink for LogSink {
             attempts = r.usage.attempts,
             "usage"
         );
+    }
+}
+
+/// Hands every record to the durable usage ledger (which never blocks nor drops), and counts
+/// tokens for `/metrics`.
+pub struct LedgerSink(pub Arc<usage_ledger::Ledger>);
+
+impl UsageSink for LedgerSink {
+    fn record(&self, r: UsageRecord) {
+        let mut event =
+            usage_ledger::UsageEvent::openai(r.tenant_id, r.alias, r.operation, Utc::now());
+        event.key_id = r.key_id;
+        event.member = r.usage.member;
+        event.deployment = r.usage.deployment;
+        event.region = r.usage.region;
+        event.prompt_tokens = r.usage.prompt_tokens;
+        event.completion_tokens = r.usage.completion_tokens;
+        event.cached_tokens = r.usage.cached_tokens;
+        event.status = r.usage.status;
+        event.latency_ms = u64::try_from(r.usage.latency.as_millis()).unwrap_or(u64::MAX);
+        event.streamed = r.usage.streamed;
+        self.0.record(event);
+    }
+
+    fn record_search(&self, r: SearchUsageRecord) {
+        let mut event =
+            usage_ledger::UsageEvent::search(r.tenant_id, r.index, r.operation, Utc::now());
+        event.key_id = r.key_id;
+        event.documents = r.documents;
+        event.status = r.status;
+        event.latency_ms = u64::try_from(r.latency.as_millis()).unwrap_or(u64::MAX);
+        self.0.record(event);
     }
 }
 

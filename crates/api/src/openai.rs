@@ -573,7 +573,9 @@ pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes
     } else if value.get("prompt").is_some() {
         token_count::Operation::Completions
     } else {
-        return bad_request("The body needs 'messages' (chat), 'input' (embeddings) or 'prompt' (completions).");
+        return bad_request(
+            "The body needs 'messages' (chat), 'input' (embeddings) or 'prompt' (completions).",
+        );
     };
     let prompt = match state.tokens.count_prompt(operation, model, &value) {
         Ok(prompt) => prompt,

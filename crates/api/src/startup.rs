@@ -19,9 +19,9 @@ use crate::config::Config;
 use crate::error::azure_error;
 use crate::gate::Gate;
 use crate::jwt::{ExternalIdp, JwtAuthority};
-use crate::metering::{LogSink, UsageSink};
+use crate::metering::{LedgerSink, UsageSink};
 use crate::state::AppState;
-use crate::{admin, health, me, openai, search};
+use crate::{admin, health, me, openai, search, usage};
 
 /// A built gateway, bound to its port, not yet serving.
 pub struct Application {
@@ -149,13 +149,30 @@ impl Application {
             None => quota::Limiter::in_process(),
         };
         token_count::warm_up();
+        let ledger_url = match config.postgres_url() {
+            Some(url) => url.to_owned(),
+            None => match config.database_url.as_deref() {
+                Some(url) if url.len() > "sqlite:".len() => url.to_owned(),
+                _ => format!("sqlite://{}", config.data_dir.join("registry.db").display()),
+            },
+        };
+        let spill_dir = config
+            .ledger_spill_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("ledger-spill"));
+        let ledger = Arc::new(
+            usage_ledger::Ledger::start(&ledger_url, usage_ledger::LedgerConfig::new(spill_dir))
+                .await
+                .context("starting the usage ledger")?,
+        );
         let state = AppState {
             registry,
             jwt,
             admin_token: Arc::new(AdminToken::new(&secrets.admin)),
             token_ttl: Duration::from_secs(config.jwt_ttl_seconds).min(crate::jwt::MAX_TTL),
             openai: Arc::new(openai),
-            usage: Arc::new(LogSink),
+            usage: Arc::new(LedgerSink(Arc::clone(&ledger))),
+            ledger,
             expose_member: config.expose_deployment_header,
             ids,
             search: Arc::new(search_router::SearchClient::new(
@@ -221,14 +238,28 @@ impl Application {
             },
         );
         let grace = self.grace;
-        tokio::select! {
-            served = server => served.context("serving")?,
+        let ledger = Arc::clone(&self.state.ledger);
+        let served = tokio::select! {
+            served = server => served.context("serving"),
             () = async move {
                 let _ = stopping_rx.await;
                 tokio::time::sleep(grace).await;
-            } => tracing::warn!("grace period over; dropping the requests still in flight"),
+            } => {
+                tracing::warn!("grace period over; dropping the requests still in flight");
+                Ok(())
+            }
+        };
+        // Every finished call's record reaches the store (or, with the store down, the spill
+        // file that the next start replays).
+        match ledger.shutdown().await {
+            Ok(metrics) => tracing::info!(
+                written = metrics.written,
+                spilled = metrics.in_spill,
+                "usage ledger flushed"
+            ),
+            Err(error) => tracing::error!(%error, "usage ledger flush failed"),
         }
-        Ok(())
+        served
     }
 }
 
@@ -258,6 +289,7 @@ pub fn router(state: AppState) -> Gate {
         .route("/v1/chat/completions", post(openai::model_call))
         .route("/v1/embeddings", post(openai::model_call))
         .route("/v1/tokenize", post(openai::tokenize))
+        .route("/v1/usage", get(usage::tenant_usage))
         // Azure AI Search, friendly and OData routes; `search::handle` parses the path.
         .route("/indexes", any(search::handle))
         .route("/indexes/{*rest}", any(search::handle))

@@ -27,6 +27,8 @@ pub struct AppState {
     pub search: Arc<search_router::SearchClient>,
     /// Token and request quotas (Redis when configured).
     pub quota: quota::Limiter,
+    /// The durable usage ledger (what `/v1/usage` and the admin usage route read).
+    pub ledger: Arc<usage_ledger::Ledger>,
     /// Prompt token counting and model limits.
     pub tokens: token_count::Counter,
     /// Search provisioning state of the tenants this replica provisioned.

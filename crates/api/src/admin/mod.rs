@@ -71,6 +71,10 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/tenants/{slug}/keys", post(create_key).get(keys))
         .route("/admin/v1/tenants/{slug}/keys/{id}", delete(revoke_key))
         .route("/admin/v1/tenants/{slug}/tokens", post(issue_token))
+        .route(
+            "/admin/v1/tenants/{slug}/usage",
+            get(crate::usage::admin_usage),
+        )
 }
 
 async fn openapi() -> Response {
