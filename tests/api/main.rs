@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod isolation;
+mod ledger;
 mod openai;
 mod processes;
 mod quota;
