@@ -3,7 +3,8 @@
 //! closed:
 //!
 //! - the routes in [`PUBLIC_ROUTES`] need nothing;
-//! - everything under `/admin/` needs the admin token;
+//! - everything under `/admin/`, and `/metrics` (its labels name tenants), needs the admin
+//!   token;
 //! - everything else needs a tenant credential: an API key (`api-key: bk_...`, or
 //!   `Authorization: Bearer bk_...`; `api-key` wins when both are present) or a JWT in
 //!   `Authorization: Bearer`.
@@ -76,7 +77,7 @@ pub async fn authenticate(state: &AppState, request: &mut Request) -> Result<(),
     if PUBLIC_ROUTES.contains(&path) {
         return Ok(());
     }
-    if path == "/admin" || path.starts_with("/admin/") {
+    if path == "/admin" || path.starts_with("/admin/") || path == "/metrics" {
         if !state.admin_token_matches(request.headers()) {
             return Err(AdminError::Unauthenticated.into_response());
         }

@@ -30,6 +30,7 @@
 //! | `BULKHEAD_BREAKER_OPEN_SECONDS` | how long it stays open before one probe (default 30) |
 //! | `BULKHEAD_EXPOSE_DEPLOYMENT_HEADER` | answer with `x-bulkhead-deployment: resource/deployment` (default false) |
 //! | `BULKHEAD_LEDGER_SPILL_DIR` | where usage records wait on disk while the store is down (default `DATA_DIR/ledger-spill`; one per replica) |
+//! | `BULKHEAD_METRICS_TENANT_LABELS` | label token metrics by tenant (default true; turn off for very large fleets) |
 //! | `REDIS_URL` | quota counters in Redis, shared by every replica; unset: in process |
 //! | `BULKHEAD_QUOTA_ON_REDIS_ERROR` | `open` (default: decide in process, per replica) or `closed` (refuse with 503) |
 //! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
@@ -188,6 +189,11 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_LEDGER_SPILL_DIR")]
     pub ledger_spill_dir: Option<PathBuf>,
 
+    /// Label token metrics by tenant (off for very large fleets: one series per tenant and
+    /// model).
+    #[arg(long, env = "BULKHEAD_METRICS_TENANT_LABELS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics_tenant_labels: bool,
+
     /// Redis for quota counters (`redis://[:password@]host:port[/db]`), shared by every
     /// replica. Without it each replica counts in its own memory.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
@@ -271,6 +277,7 @@ impl Config {
             breaker_open_seconds: 30,
             expose_deployment_header: true,
             ledger_spill_dir: None,
+            metrics_tenant_labels: true,
             redis_url: None,
             quota_on_redis_error: OnRedisError::Open,
             quota_timeout_ms: 50,

@@ -13,6 +13,7 @@ pub mod health;
 pub mod jwt;
 pub mod me;
 pub mod metering;
+pub mod metrics;
 pub mod openai;
 pub mod request_id;
 pub mod search;

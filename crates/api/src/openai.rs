@@ -255,10 +255,25 @@ async fn route_to(
         at: chrono::Utc::now(),
     };
     let started = Instant::now();
+    let tenant_labels = state.metrics_tenant_labels;
     let on_done = Box::new(move |usage: openai_router::Usage| {
         if let Some(reservation) = reservation.take() {
             admission::settle(reservation, &usage);
         }
+        crate::metrics::call(
+            record.operation,
+            &record.alias,
+            usage.member.as_deref(),
+            usage.status,
+            usage.latency.as_secs_f64(),
+        );
+        crate::metrics::tokens(
+            tenant_labels.then_some(record.tenant.as_str()),
+            &record.alias,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+        );
         sink.record(UsageRecord { usage, ..record });
     });
     let answer = match state.openai.send(&target, &rotation, call, on_done).await {

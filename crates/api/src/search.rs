@@ -313,6 +313,13 @@ pub async fn handle(
         }
     };
     let documents = response.extensions().get::<Documents>().map_or(0, |d| d.0);
+    crate::metrics::call(
+        operation,
+        &name,
+        None,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     state.usage.record_search(SearchUsageRecord {
         tenant_id: tenant.tenant.id,
         tenant: tenant.tenant.slug.to_string(),

@@ -149,6 +149,7 @@ impl Application {
             None => quota::Limiter::in_process(),
         };
         token_count::warm_up();
+        crate::metrics::install();
         let ledger_url = match config.postgres_url() {
             Some(url) => url.to_owned(),
             None => match config.database_url.as_deref() {
@@ -173,6 +174,7 @@ impl Application {
             openai: Arc::new(openai),
             usage: Arc::new(LedgerSink(Arc::clone(&ledger))),
             ledger,
+            metrics_tenant_labels: config.metrics_tenant_labels,
             expose_member: config.expose_deployment_header,
             ids,
             search: Arc::new(search_router::SearchClient::new(
@@ -269,6 +271,7 @@ pub fn router(state: AppState) -> Gate {
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::render))
         .route("/v1/me", get(me::me))
         .route(
             "/openai/deployments/{alias}/chat/completions",

@@ -29,6 +29,8 @@ pub struct AppState {
     pub quota: quota::Limiter,
     /// The durable usage ledger (what `/v1/usage` and the admin usage route read).
     pub ledger: Arc<usage_ledger::Ledger>,
+    /// Whether token metrics carry a `tenant` label.
+    pub metrics_tenant_labels: bool,
     /// Prompt token counting and model limits.
     pub tokens: token_count::Counter,
     /// Search provisioning state of the tenants this replica provisioned.

@@ -166,6 +166,28 @@ impl HealthBook {
         self.member(key).lock().remaining_tokens = Some((left, Instant::now()));
     }
 
+    /// Every member seen so far, with its breaker and how long its cooldown still runs: for
+    /// the metrics endpoint.
+    pub fn states(&self, now: Instant) -> Vec<(String, BreakerState, Option<Duration>)> {
+        let members: Vec<_> = self
+            .members
+            .read()
+            .iter()
+            .map(|(key, member)| (key.clone(), Arc::clone(member)))
+            .collect();
+        members
+            .into_iter()
+            .map(|(key, member)| {
+                let health = member.lock();
+                let cooling = health
+                    .cooldown_until
+                    .filter(|until| *until > now)
+                    .map(|until| until - now);
+                (key, health.breaker, cooling)
+            })
+            .collect()
+    }
+
     pub fn breaker(&self, key: &str) -> BreakerState {
         self.members
             .read()
