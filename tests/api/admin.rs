@@ -183,6 +183,14 @@ async fn bad_onboarding_bodies_are_422_naming_the_field_and_write_nothing() {
             "limits.tokens_per_minute",
         ),
         (
+            json!({"slug": "acme", "display_name": "x", "limits": {"monthly_tokens": "lots"}}),
+            "limits.monthly_tokens",
+        ),
+        (
+            json!({"slug": "acme", "display_name": "x", "context_overflow": "drop"}),
+            "context_overflow",
+        ),
+        (
             json!({"slug": "acme", "display_name": "x", "data_zone": "EU!"}),
             "data_zone",
         ),
@@ -316,6 +324,265 @@ async fn a_key_is_shown_once_listed_without_its_secret_and_revocable() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["field"], "scope");
+}
+
+#[tokio::test]
+async fn the_context_overflow_policy_defaults_to_reject_and_is_set_and_patched() {
+    let app = TestApp::spawn().await;
+    app.onboard("plain").await;
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({"slug": "trunc", "display_name": "Trunc",
+                "context_overflow": "truncate_oldest"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["context_overflow"], "truncate_oldest");
+    let (_, plain) = app
+        .admin(Method::GET, "/admin/v1/tenants/plain", None)
+        .await;
+    assert_eq!(plain["context_overflow"], "reject", "the default");
+    let (_, list) = app.admin(Method::GET, "/admin/v1/tenants", None).await;
+    let policies: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["context_overflow"].as_str().unwrap())
+        .collect();
+    assert_eq!(policies, ["reject", "truncate_oldest"]);
+    let (status, body) = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/plain",
+            Some(json!({"context_overflow": "truncate_oldest"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["context_overflow"], "truncate_oldest");
+    let (status, body) = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/plain",
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["context_overflow"], "truncate_oldest",
+        "a patch without it keeps it"
+    );
+    for bad in [json!("truncate"), json!(1), json!("REJECT")] {
+        let (status, body) = app
+            .admin(
+                Method::PATCH,
+                "/admin/v1/tenants/plain",
+                Some(json!({"context_overflow": bad})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["error"]["field"], "context_overflow", "{body}");
+    }
+    let (_, plain) = app
+        .admin(Method::GET, "/admin/v1/tenants/plain", None)
+        .await;
+    assert_eq!(plain["context_overflow"], "truncate_oldest");
+}
+
+/// Every body of the keys routes, as text: none may contain the key's secret.
+fn assert_no_key_secret(secret: &str, body: &Value) {
+    let text = body.to_string();
+    assert!(!text.contains(secret), "the key's secret was shown: {text}");
+    assert!(body.get("key").is_none(), "a key field was shown: {text}");
+}
+
+#[tokio::test]
+async fn a_key_carries_limits_that_a_patch_changes_without_ever_showing_its_secret() {
+    let app = TestApp::spawn().await;
+    app.onboard("acme").await;
+    let (status, created) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "batch", "scope": "read-write",
+                "limits": {"tokens_per_minute": 1000, "requests_per_minute": 60}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["limits"],
+        json!({"tokens_per_minute": 1000, "requests_per_minute": 60, "monthly_tokens": null})
+    );
+    let (_, plain) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "plain"})),
+        )
+        .await;
+    assert_eq!(
+        plain["limits"],
+        json!({"tokens_per_minute": null, "requests_per_minute": null, "monthly_tokens": null}),
+        "no limits: unlimited"
+    );
+    let (status, list) = app
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_no_key_secret(&secret, &list);
+    assert_eq!(list["data"][0]["limits"], created["limits"]);
+
+    let path = format!("/admin/v1/tenants/acme/keys/{id}");
+    let (status, patched) = app
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"limits": {"tokens_per_minute": null, "monthly_tokens": 5000}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_no_key_secret(&secret, &patched);
+    assert_eq!(
+        patched["limits"],
+        json!({"tokens_per_minute": null, "requests_per_minute": 60, "monthly_tokens": 5000}),
+        "absent keeps, null removes"
+    );
+    assert_eq!(patched["id"], id.as_str());
+    assert_eq!(patched["name"], "batch");
+    assert_eq!(patched["hint"], &secret[secret.len() - 4..]);
+    let (_, list) = app
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await;
+    assert_no_key_secret(&secret, &list);
+    assert_eq!(list["data"][0]["limits"], patched["limits"]);
+    assert_eq!(
+        list["data"][1]["limits"], plain["limits"],
+        "the other key is untouched"
+    );
+    let (status, same) = app.admin(Method::PATCH, &path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(
+        same["limits"], patched["limits"],
+        "an empty patch changes nothing"
+    );
+    assert_no_key_secret(&secret, &same);
+    let (status, _) = app.me(&[("api-key", &secret)]).await;
+    assert_eq!(status, StatusCode::OK, "the key still works");
+}
+
+#[tokio::test]
+async fn bad_key_limits_are_422_naming_the_field_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    app.onboard("acme").await;
+    let bad = [
+        (json!({"tokens_per_minute": -1}), "limits.tokens_per_minute"),
+        (
+            json!({"requests_per_minute": "ten"}),
+            "limits.requests_per_minute",
+        ),
+        (json!({"monthly_tokens": 1.5}), "limits.monthly_tokens"),
+        (json!({"monthly_tokens": u64::MAX}), "limits.monthly_tokens"),
+        (json!({"colour": 1}), "limits.colour"),
+    ];
+    for (limits, field) in &bad {
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants/acme/keys",
+                Some(json!({"name": "x", "limits": limits})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{limits}: {body}");
+        assert_eq!(body["error"]["field"], *field, "{limits}: {body}");
+    }
+    let (_, list) = app
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await;
+    assert_eq!(list["data"], json!([]), "nothing was written");
+
+    let (status, created) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "k", "limits": {"tokens_per_minute": 100}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["key"].as_str().unwrap();
+    let path = format!(
+        "/admin/v1/tenants/acme/keys/{}",
+        created["id"].as_str().unwrap()
+    );
+    let mut patches: Vec<(Value, &str)> = bad
+        .iter()
+        .map(|(limits, field)| (json!({"limits": limits}), *field))
+        .collect();
+    // only the limits of a key can change
+    patches.push((json!({"name": "renamed"}), "name"));
+    patches.push((json!({"scope": "read"}), "scope"));
+    for (patch, field) in patches {
+        let (status, body) = app.admin(Method::PATCH, &path, Some(patch.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {body}");
+        assert_eq!(body["error"]["field"], field, "{patch}: {body}");
+        assert_no_key_secret(secret, &body);
+    }
+    let (_, list) = app
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await;
+    assert_eq!(
+        list["data"][0]["limits"], created["limits"],
+        "nothing changed"
+    );
+    assert_eq!(list["data"][0]["name"], "k");
+    assert_eq!(list["data"][0]["scope"], "read-write");
+}
+
+#[tokio::test]
+async fn a_tenants_slug_cannot_patch_another_tenants_key() {
+    let app = TestApp::spawn().await;
+    app.onboard("acme").await;
+    app.onboard("beta").await;
+    let (status, created) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "k", "limits": {"tokens_per_minute": 100}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["key"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let unlimited = json!({"limits": {"tokens_per_minute": null}});
+    for path in [
+        format!("/admin/v1/tenants/beta/keys/{id}"),
+        format!("/admin/v1/tenants/nobody/keys/{id}"),
+        format!(
+            "/admin/v1/tenants/acme/keys/{}",
+            "00000000-0000-0000-0000-000000000000"
+        ),
+        "/admin/v1/tenants/acme/keys/not-a-uuid".to_owned(),
+    ] {
+        let (status, body) = app
+            .admin(Method::PATCH, &path, Some(unlimited.clone()))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+        assert_no_key_secret(secret, &body);
+    }
+    let (_, acme) = app
+        .admin(Method::GET, "/admin/v1/tenants/acme/keys", None)
+        .await;
+    assert_eq!(
+        acme["data"][0]["limits"]["tokens_per_minute"], 100,
+        "the key kept its limit"
+    );
+    let (_, beta) = app
+        .admin(Method::GET, "/admin/v1/tenants/beta/keys", None)
+        .await;
+    assert_eq!(beta["data"], json!([]));
 }
 
 #[tokio::test]

@@ -164,9 +164,14 @@ impl IntoResponse for AdminError {
 }
 
 /// The field a JSON body error is about. axum reports serde errors with their path
-/// (`openai.models: ...`); an unknown or missing field names itself in backquotes.
+/// (`openai.models: ...`); an unknown or missing field names itself in backquotes. serde_json
+/// reports some type errors as syntax errors (a number where an enum's string belongs), which
+/// axum words differently but still gives the path of.
 fn field_of(message: &str) -> Option<String> {
-    let detail = message.split_once("target type: ")?.1;
+    let detail = message
+        .split_once("target type: ")
+        .or_else(|| message.split_once("as JSON: "))?
+        .1;
     let (path, rest) = match detail.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') => (Some(path), rest),
         _ => (None, detail),
@@ -224,6 +229,8 @@ mod tests {
             ("Failed to deserialize the JSON body into the target type: colour: unknown field `colour`, expected one of `slug` at line 1 column 9", Some("colour")),
             ("Failed to deserialize the JSON body into the target type: openai: missing field `resources` at line 1 column 40", Some("openai.resources")),
             ("Failed to parse the request body as JSON: EOF while parsing", None),
+            ("Failed to parse the request body as JSON: context_overflow: expected value at line 1 column 21", Some("context_overflow")),
+            ("Failed to parse the request body as JSON: key must be a string at line 1 column 2", None),
         ];
         for (message, field) in cases {
             assert_eq!(field_of(message).as_deref(), field, "{message}");

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use crate::model::{
-    Deployment, DeploymentKind, DeploymentRef, IndexTemplate, Limits, Member, OpenAiPlacement,
-    OpenAiResource, Pool, SearchPlacement, SearchService, Tenant, TenantStatus,
+    ContextOverflow, Deployment, DeploymentKind, DeploymentRef, IndexTemplate, Limits, Member,
+    OpenAiPlacement, OpenAiResource, Pool, SearchPlacement, SearchService, Tenant, TenantStatus,
 };
 use crate::names::{
     DataZone, DeploymentName, Endpoint, IndexName, ModelAlias, Region, ResourceName, TenantSlug,
@@ -38,6 +38,19 @@ fn unsigned(what: &str, value: Option<i64>) -> Result<Option<u64>> {
     value
         .map(|v| u64::try_from(v).map_err(|_| RegistryError::Corrupt(format!("{what}: {v}"))))
         .transpose()
+}
+
+/// Limits read from their three columns (a tenant's or a key's).
+pub(crate) fn limits(
+    tokens_per_minute: Option<i64>,
+    requests_per_minute: Option<i64>,
+    monthly_tokens: Option<i64>,
+) -> Result<Limits> {
+    Ok(Limits {
+        tokens_per_minute: unsigned("tokens per minute", tokens_per_minute)?,
+        requests_per_minute: unsigned("requests per minute", requests_per_minute)?,
+        monthly_tokens: unsigned("monthly tokens", monthly_tokens)?,
+    })
 }
 
 pub(crate) fn to_u32(what: &str, value: i32) -> Result<u32> {
@@ -272,11 +285,14 @@ impl Catalog {
             data_zone: opt("data zone", row.data_zone.clone(), DataZone::parse)?,
             openai,
             search,
-            limits: Limits {
-                tokens_per_minute: unsigned("tokens per minute", row.tokens_per_minute)?,
-                requests_per_minute: unsigned("requests per minute", row.requests_per_minute)?,
-                monthly_tokens: unsigned("monthly tokens", row.monthly_tokens)?,
-            },
+            limits: limits(
+                row.tokens_per_minute,
+                row.requests_per_minute,
+                row.monthly_tokens,
+            )?,
+            context_overflow: ContextOverflow::from_db(&row.context_overflow).ok_or_else(|| {
+                RegistryError::Corrupt(format!("context overflow {}", row.context_overflow))
+            })?,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

@@ -100,7 +100,37 @@ impl DeploymentKind {
     }
 }
 
-/// A tenant's limits; `None` is unlimited.
+/// What the gateway does with a chat request that does not fit the model's context window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextOverflow {
+    /// Refuse it, as Azure would.
+    #[default]
+    Reject,
+    /// Drop the oldest messages until it fits; system and developer messages and the last
+    /// user message are kept.
+    TruncateOldest,
+}
+
+impl ContextOverflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::TruncateOldest => "truncate_oldest",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        match value {
+            "reject" => Some(Self::Reject),
+            "truncate_oldest" => Some(Self::TruncateOldest),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's or an API key's limits; `None` is unlimited. A key's limits apply on top of
+/// its tenant's (a call must fit both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -112,7 +142,8 @@ pub struct Limits {
     pub monthly_tokens: Option<u64>,
 }
 
-/// A change to some of a tenant's limits: a field absent keeps its value, `null` removes it.
+/// A change to some of a tenant's or a key's limits: a field absent keeps its value, `null`
+/// removes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsPatch {
@@ -293,6 +324,8 @@ pub struct NewTenant {
     pub search: Option<SearchPlacement>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub context_overflow: ContextOverflow,
 }
 
 /// A change to a tenant: absent fields keep their value.
@@ -311,6 +344,8 @@ pub struct TenantPatch {
     pub search: Option<Option<SearchPlacement>>,
     #[serde(default)]
     pub limits: Option<LimitsPatch>,
+    #[serde(default)]
+    pub context_overflow: Option<ContextOverflow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -323,6 +358,7 @@ pub struct Tenant {
     pub openai: Option<OpenAiPlacement>,
     pub search: Option<SearchPlacement>,
     pub limits: Limits,
+    pub context_overflow: ContextOverflow,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -452,6 +488,18 @@ pub struct NewApiKey {
     pub scope: KeyScope,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own limits, on top of its tenant's.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A change to a key: absent fields keep their value. Only its limits can change; its name,
+/// scope and expiry are fixed when it is issued.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyPatch {
+    #[serde(default)]
+    pub limits: Option<LimitsPatch>,
 }
 
 /// An API key as admins see it: never the secret, only its last four characters.
@@ -464,6 +512,7 @@ pub struct ApiKey {
     pub hint: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub limits: Limits,
     pub created_at: DateTime<Utc>,
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::catalog::Catalog;
 use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
 use crate::model::{
-    ApiKey, Deployment, IndexTemplate, KeyScope, Member, NewApiKey, NewDeployment,
+    ApiKey, ApiKeyPatch, Deployment, IndexTemplate, KeyScope, Member, NewApiKey, NewDeployment,
     NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant, OpenAiPlacementSpec,
     OpenAiResource, Page, Pool, SearchPlacement, SearchService, Tenant, TenantPatch, TenantStatus,
     RESERVED_FIELD_PREFIX,
@@ -23,8 +23,8 @@ use crate::model::{
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
 use crate::store::{
-    DeploymentRow, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, ServiceRow, Store, TemplateRow,
-    TenantRecord, TenantRow,
+    DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, ServiceRow,
+    Store, TemplateRow, TenantRecord, TenantRow,
 };
 use crate::RegistryError;
 
@@ -440,6 +440,7 @@ impl Registry {
                 new.limits.requests_per_minute,
             )?,
             monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
+            context_overflow: new.context_overflow.as_str().to_owned(),
             created_at: now,
             updated_at: now,
         };
@@ -542,6 +543,9 @@ impl Registry {
             record.row.requests_per_minute =
                 opt_i64("limits.requests_per_minute", merged.requests_per_minute)?;
             record.row.monthly_tokens = opt_i64("limits.monthly_tokens", merged.monthly_tokens)?;
+        }
+        if let Some(policy) = patch.context_overflow {
+            record.row.context_overflow = policy.as_str().to_owned();
         }
         match &patch.openai {
             Some(spec) => {
@@ -704,6 +708,12 @@ impl Registry {
             expires_at: new.expires_at,
             revoked_at: None,
             created_at: now,
+            tokens_per_minute: opt_i64("limits.tokens_per_minute", new.limits.tokens_per_minute)?,
+            requests_per_minute: opt_i64(
+                "limits.requests_per_minute",
+                new.limits.requests_per_minute,
+            )?,
+            monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
         };
         self.store.insert_key(&row).await?;
         self.written().await;
@@ -730,6 +740,30 @@ impl Registry {
         self.written().await;
         Ok(())
     }
+
+    /// Changes a key's limits: an absent limit keeps its value, `null` removes it. Only a key
+    /// of the tenant `slug` can be changed through it; any other id is not found.
+    pub async fn update_key(&self, slug: &str, id: &str, patch: ApiKeyPatch) -> Result<ApiKey> {
+        let record = self.record(slug).await?;
+        let not_found = || RegistryError::not_found("key", id);
+        let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+        let limits = patch.limits.unwrap_or_default();
+        let change = KeyLimitsChange {
+            tokens_per_minute: patch_i64("limits.tokens_per_minute", limits.tokens_per_minute)?,
+            requests_per_minute: patch_i64(
+                "limits.requests_per_minute",
+                limits.requests_per_minute,
+            )?,
+            monthly_tokens: patch_i64("limits.monthly_tokens", limits.monthly_tokens)?,
+        };
+        let row = self
+            .store
+            .update_key_limits(record.row.id, id, &change)
+            .await?
+            .ok_or_else(not_found)?;
+        self.written().await;
+        key_view(&row, slug)
+    }
 }
 
 fn key_view(row: &KeyRow, slug: &str) -> Result<ApiKey> {
@@ -742,6 +776,11 @@ fn key_view(row: &KeyRow, slug: &str) -> Result<ApiKey> {
         hint: row.hint.clone(),
         expires_at: row.expires_at,
         revoked_at: row.revoked_at,
+        limits: crate::catalog::limits(
+            row.tokens_per_minute,
+            row.requests_per_minute,
+            row.monthly_tokens,
+        )?,
         created_at: row.created_at,
     })
 }
@@ -940,6 +979,10 @@ fn to_i64(field: &str, value: u64) -> Result<i64> {
 
 fn opt_i64(field: &str, value: Option<u64>) -> Result<Option<i64>> {
     value.map(|v| to_i64(field, v)).transpose()
+}
+
+fn patch_i64(field: &str, value: Option<Option<u64>>) -> Result<Option<Option<i64>>> {
+    value.map(|v| opt_i64(field, v)).transpose()
 }
 
 const FIELD_TYPES: &[&str] = &[

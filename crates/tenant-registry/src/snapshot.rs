@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::catalog::Catalog;
 use crate::crypto::{hash_api_key, KeyHash, MasterKey};
-use crate::model::{KeyScope, Tenant};
+use crate::model::{ContextOverflow, KeyScope, Limits, Tenant};
 use crate::names::ResourceName;
 use crate::store::Rows;
 use crate::RegistryError;
@@ -23,6 +23,18 @@ pub struct TenantEntry {
     pub openai_credential: Option<SecretString>,
 }
 
+impl TenantEntry {
+    /// The tenant's limits (`None` is unlimited).
+    pub fn limits(&self) -> Limits {
+        self.tenant.limits
+    }
+
+    /// What to do with a chat request larger than the model's context window.
+    pub fn context_overflow(&self) -> ContextOverflow {
+        self.tenant.context_overflow
+    }
+}
+
 /// A live (unrevoked) API key.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
@@ -30,6 +42,8 @@ pub struct KeyEntry {
     pub tenant_id: Uuid,
     pub scope: KeyScope,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own limits, which apply on top of its tenant's (`None` is unlimited).
+    pub limits: Limits,
 }
 
 impl KeyEntry {
@@ -44,6 +58,7 @@ pub struct Snapshot {
     tenants: HashMap<Uuid, Arc<TenantEntry>>,
     slugs: HashMap<String, Uuid>,
     keys: HashMap<KeyHash, KeyEntry>,
+    key_ids: HashMap<Uuid, KeyHash>,
     resource_credentials: HashMap<ResourceName, SecretString>,
     service_credentials: HashMap<ResourceName, SecretString>,
 }
@@ -105,13 +120,20 @@ impl Snapshot {
             );
         }
         for row in rows.keys {
-            let (Ok(hash), Some(scope)) = (
+            // A key whose row cannot be read is left out: it stops working (fails closed).
+            let (Ok(hash), Some(scope), Ok(limits)) = (
                 KeyHash::try_from(row.hash.as_slice()),
                 KeyScope::from_db(&row.scope),
+                crate::catalog::limits(
+                    row.tokens_per_minute,
+                    row.requests_per_minute,
+                    row.monthly_tokens,
+                ),
             ) else {
                 problems.push(format!("api key {} is unreadable", row.id));
                 continue;
             };
+            snapshot.key_ids.insert(row.id, hash);
             snapshot.keys.insert(
                 hash,
                 KeyEntry {
@@ -119,6 +141,7 @@ impl Snapshot {
                     tenant_id: row.tenant_id,
                     scope,
                     expires_at: row.expires_at,
+                    limits,
                 },
             );
         }
@@ -129,6 +152,12 @@ impl Snapshot {
     /// The live key whose secret is `presented`, if any (revoked keys are not in the view).
     pub fn key(&self, presented: &str) -> Option<&KeyEntry> {
         self.keys.get(&hash_api_key(presented))
+    }
+
+    /// The live key with this id, if any: for a caller already authenticated by
+    /// [`Snapshot::key`] (revoked keys are not in the view).
+    pub fn key_by_id(&self, id: Uuid) -> Option<&KeyEntry> {
+        self.key_ids.get(&id).and_then(|hash| self.keys.get(hash))
     }
 
     pub fn tenant(&self, id: Uuid) -> Option<&Arc<TenantEntry>> {

@@ -107,6 +107,7 @@ pub struct TenantRow {
     pub tokens_per_minute: Option<i64>,
     pub requests_per_minute: Option<i64>,
     pub monthly_tokens: Option<i64>,
+    pub context_overflow: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -130,6 +131,18 @@ pub struct KeyRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub tokens_per_minute: Option<i64>,
+    pub requests_per_minute: Option<i64>,
+    pub monthly_tokens: Option<i64>,
+}
+
+/// A change to a key's limit columns: `None` keeps a column, `Some(value)` writes `value`
+/// (`Some(None)` removes the limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyLimitsChange {
+    pub tokens_per_minute: Option<Option<i64>>,
+    pub requests_per_minute: Option<Option<i64>>,
+    pub monthly_tokens: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -199,6 +212,14 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_key(&self, row: &KeyRow) -> Result<()>;
     async fn keys(&self, tenant_id: Uuid) -> Result<Vec<KeyRow>>;
     async fn revoke_key(&self, tenant_id: Uuid, id: Uuid, at: DateTime<Utc>) -> Result<bool>;
+    /// Changes the limits of the tenant's key `id` in one statement, so concurrent changes of
+    /// different limits all hold. `None` when the tenant has no such key.
+    async fn update_key_limits(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        change: &KeyLimitsChange,
+    ) -> Result<Option<KeyRow>>;
 }
 
 #[derive(Debug, Clone)]
@@ -256,7 +277,8 @@ macro_rules! catalog_in {
 
 const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_isolation, \
     openai_endpoint, openai_region, openai_credential, search_isolation, search_service_id, \
-    tokens_per_minute, requests_per_minute, monthly_tokens, created_at, updated_at";
+    tokens_per_minute, requests_per_minute, monthly_tokens, context_overflow, created_at, \
+    updated_at";
 
 const TENANT_MEMBERS: &str =
     "SELECT tenant_id AS owner, alias, deployment_id, priority, weight FROM tenant_openai_members";
@@ -623,7 +645,7 @@ impl Store for SqlStore {
             let mut tx = pool.begin().await?;
             sqlx::query(&format!(
                 "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
             ))
             .bind(row.id)
             .bind(&row.slug)
@@ -639,6 +661,7 @@ impl Store for SqlStore {
             .bind(row.tokens_per_minute)
             .bind(row.requests_per_minute)
             .bind(row.monthly_tokens)
+            .bind(&row.context_overflow)
             .bind(row.created_at)
             .bind(row.updated_at)
             .execute(&mut *tx)
@@ -690,7 +713,7 @@ impl Store for SqlStore {
                  openai_isolation = $5, openai_endpoint = $6, openai_region = $7, \
                  openai_credential = $8, search_isolation = $9, search_service_id = $10, \
                  tokens_per_minute = $11, requests_per_minute = $12, monthly_tokens = $13, \
-                 updated_at = $14 WHERE id = $1",
+                 context_overflow = $14, updated_at = $15 WHERE id = $1",
             )
             .bind(row.id)
             .bind(&row.display_name)
@@ -705,6 +728,7 @@ impl Store for SqlStore {
             .bind(row.tokens_per_minute)
             .bind(row.requests_per_minute)
             .bind(row.monthly_tokens)
+            .bind(&row.context_overflow)
             .bind(row.updated_at)
             .execute(&mut *tx)
             .await
@@ -856,8 +880,9 @@ impl Store for SqlStore {
         on_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO api_keys \
-                 (id, tenant_id, name, scope, hash, hint, expires_at, revoked_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 (id, tenant_id, name, scope, hash, hint, expires_at, revoked_at, created_at, \
+                 tokens_per_minute, requests_per_minute, monthly_tokens) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(row.id)
             .bind(row.tenant_id)
@@ -868,6 +893,9 @@ impl Store for SqlStore {
             .bind(row.expires_at)
             .bind(row.revoked_at)
             .bind(row.created_at)
+            .bind(row.tokens_per_minute)
+            .bind(row.requests_per_minute)
+            .bind(row.monthly_tokens)
             .execute(pool)
             .await
             .map_err(on_constraint(|| {
@@ -900,6 +928,33 @@ impl Store for SqlStore {
             .execute(pool)
             .await?;
             Ok(done.rows_affected() > 0)
+        })
+    }
+    async fn update_key_limits(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        change: &KeyLimitsChange,
+    ) -> Result<Option<KeyRow>> {
+        on_pool!(self, |pool| {
+            // A flag per column says whether to write it: an absent limit keeps its value.
+            Ok(sqlx::query_as(
+                "UPDATE api_keys SET \
+                 tokens_per_minute = CASE WHEN $3 THEN $4 ELSE tokens_per_minute END, \
+                 requests_per_minute = CASE WHEN $5 THEN $6 ELSE requests_per_minute END, \
+                 monthly_tokens = CASE WHEN $7 THEN $8 ELSE monthly_tokens END \
+                 WHERE tenant_id = $1 AND id = $2 RETURNING *",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(change.tokens_per_minute.is_some())
+            .bind(change.tokens_per_minute.flatten())
+            .bind(change.requests_per_minute.is_some())
+            .bind(change.requests_per_minute.flatten())
+            .bind(change.monthly_tokens.is_some())
+            .bind(change.monthly_tokens.flatten())
+            .fetch_optional(pool)
+            .await?)
         })
     }
 }

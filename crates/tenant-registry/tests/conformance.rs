@@ -14,8 +14,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tenant_registry::model::{
-    NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService,
-    NewTenant, TenantPatch, TenantStatus,
+    ApiKeyPatch, ContextOverflow, Limits, NewApiKey, NewDeployment, NewIndexTemplate,
+    NewOpenAiResource, NewPool, NewSearchService, NewTenant, TenantPatch, TenantStatus,
 };
 use tenant_registry::{MasterKey, Registry, RegistryError, SqlStore, Store};
 
@@ -478,6 +478,224 @@ mod scenarios {
         assert!(r.snapshot().key(secret.expose_secret()).is_some());
     }
 
+    pub async fn key_limits_round_trip_and_reach_the_snapshot(r: Arc<Registry>) {
+        r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme",
+            "limits": {"tokens_per_minute": 1000}})))
+            .await
+            .unwrap();
+        let (plain, plain_secret) = r
+            .create_key("acme", from(json!({"name": "plain"})))
+            .await
+            .unwrap();
+        assert_eq!(plain.limits, Limits::default(), "no limits: unlimited");
+        let (key, secret) = r
+            .create_key(
+                "acme",
+                from(json!({"name": "batch", "limits":
+                    {"tokens_per_minute": 100, "requests_per_minute": 0, "monthly_tokens": null}})),
+            )
+            .await
+            .unwrap();
+        let expected = Limits {
+            tokens_per_minute: Some(100),
+            requests_per_minute: Some(0),
+            monthly_tokens: None,
+        };
+        assert_eq!(key.limits, expected);
+        assert_eq!(
+            r.keys("acme").await.unwrap(),
+            vec![plain.clone(), key.clone()]
+        );
+        let snapshot = r.snapshot();
+        let live = snapshot.key(secret.expose_secret()).unwrap();
+        assert_eq!(live.limits, expected);
+        assert_eq!(snapshot.key_by_id(key.id).unwrap().limits, expected);
+        assert_eq!(
+            snapshot.key(plain_secret.expose_secret()).unwrap().limits,
+            Limits::default()
+        );
+        assert_eq!(
+            snapshot
+                .tenant(live.tenant_id)
+                .unwrap()
+                .limits()
+                .tokens_per_minute,
+            Some(1000),
+            "the tenant's limits are its own"
+        );
+        let too_large: NewApiKey =
+            from(json!({"name": "big", "limits": {"monthly_tokens": u64::MAX}}));
+        is_invalid(
+            r.create_key("acme", too_large).await,
+            "limits.monthly_tokens",
+        );
+        assert_eq!(
+            r.keys("acme").await.unwrap().len(),
+            2,
+            "nothing written on error"
+        );
+    }
+
+    pub async fn a_key_patch_keeps_absent_limits_and_removes_null_ones(r: Arc<Registry>) {
+        r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"})))
+            .await
+            .unwrap();
+        let (key, secret) = r
+            .create_key(
+                "acme",
+                from(json!({"name": "k", "limits":
+                    {"tokens_per_minute": 100, "requests_per_minute": 10, "monthly_tokens": 5000}})),
+            )
+            .await
+            .unwrap();
+        let id = key.id.to_string();
+        let patch: ApiKeyPatch =
+            from(json!({"limits": {"tokens_per_minute": null, "monthly_tokens": 7000}}));
+        let changed = r.update_key("acme", &id, patch).await.unwrap();
+        let expected = Limits {
+            tokens_per_minute: None,
+            requests_per_minute: Some(10),
+            monthly_tokens: Some(7000),
+        };
+        assert_eq!(changed.limits, expected);
+        assert_eq!(
+            (changed.id, &changed.name, changed.scope, &changed.hint),
+            (key.id, &key.name, key.scope, &key.hint),
+            "only the limits change"
+        );
+        assert_eq!(r.keys("acme").await.unwrap(), vec![changed.clone()]);
+        assert_eq!(
+            r.snapshot().key(secret.expose_secret()).unwrap().limits,
+            expected,
+            "the change reaches the snapshot"
+        );
+        // an empty patch (or one without limits) changes nothing
+        for body in [json!({}), json!({"limits": {}})] {
+            let same = r.update_key("acme", &id, from(body)).await.unwrap();
+            assert_eq!(same, changed);
+        }
+        is_invalid(
+            r.update_key(
+                "acme",
+                &id,
+                from(json!({"limits": {"requests_per_minute": u64::MAX}})),
+            )
+            .await,
+            "limits.requests_per_minute",
+        );
+        assert_eq!(r.keys("acme").await.unwrap(), vec![changed]);
+        for (slug, id) in [
+            ("acme", "not-a-uuid".to_owned()),
+            ("acme", uuid::Uuid::now_v7().to_string()),
+            ("nobody", id.clone()),
+        ] {
+            assert!(
+                matches!(
+                    r.update_key(slug, &id, ApiKeyPatch::default()).await,
+                    Err(RegistryError::NotFound { .. })
+                ),
+                "{slug}/{id}"
+            );
+        }
+    }
+
+    pub async fn a_key_of_one_tenant_cannot_be_changed_through_another(r: Arc<Registry>) {
+        for slug in ["acme", "beta"] {
+            r.onboard(tenant(json!({"slug": slug, "display_name": slug})))
+                .await
+                .unwrap();
+        }
+        let (key, secret) = r
+            .create_key(
+                "acme",
+                from(json!({"name": "k", "limits": {"tokens_per_minute": 100}})),
+            )
+            .await
+            .unwrap();
+        let patch: ApiKeyPatch = from(json!({"limits": {"tokens_per_minute": null}}));
+        assert!(matches!(
+            r.update_key("beta", &key.id.to_string(), patch).await,
+            Err(RegistryError::NotFound { .. })
+        ));
+        assert_eq!(
+            r.keys("acme").await.unwrap()[0].limits.tokens_per_minute,
+            Some(100)
+        );
+        assert_eq!(
+            r.snapshot()
+                .key(secret.expose_secret())
+                .unwrap()
+                .limits
+                .tokens_per_minute,
+            Some(100)
+        );
+    }
+
+    pub async fn the_context_overflow_policy_defaults_to_reject_and_round_trips(r: Arc<Registry>) {
+        let plain = r
+            .onboard(tenant(json!({"slug": "plain", "display_name": "Plain"})))
+            .await
+            .unwrap();
+        assert_eq!(plain.context_overflow, ContextOverflow::Reject);
+        let trunc = r
+            .onboard(tenant(json!({"slug": "trunc", "display_name": "Trunc",
+                "context_overflow": "truncate_oldest"})))
+            .await
+            .unwrap();
+        assert_eq!(trunc.context_overflow, ContextOverflow::TruncateOldest);
+        assert_eq!(r.tenant("trunc").await.unwrap(), trunc);
+        assert_eq!(r.tenant("plain").await.unwrap(), plain);
+        let listed = r.tenants(None, None).await.unwrap().data;
+        assert_eq!(listed, vec![plain.clone(), trunc.clone()]);
+        let snapshot = r.snapshot();
+        assert_eq!(
+            snapshot.tenant_by_slug("trunc").unwrap().context_overflow(),
+            ContextOverflow::TruncateOldest
+        );
+        assert_eq!(
+            snapshot.tenant(plain.id).unwrap().context_overflow(),
+            ContextOverflow::Reject
+        );
+        // a patch without the field keeps it; with it, changes it
+        let t = r
+            .update_tenant("trunc", from(json!({"display_name": "Renamed"})))
+            .await
+            .unwrap();
+        assert_eq!(t.context_overflow, ContextOverflow::TruncateOldest);
+        let t = r
+            .update_tenant("trunc", from(json!({"context_overflow": "reject"})))
+            .await
+            .unwrap();
+        assert_eq!(t.context_overflow, ContextOverflow::Reject);
+        let t = r
+            .update_tenant(
+                "plain",
+                from(json!({"context_overflow": "truncate_oldest"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(t.context_overflow, ContextOverflow::TruncateOldest);
+        assert_eq!(
+            r.snapshot().tenant(plain.id).unwrap().context_overflow(),
+            ContextOverflow::TruncateOldest,
+            "the change reaches the snapshot"
+        );
+        // suspending (a full row rewrite) keeps the policy
+        let t = r
+            .update_tenant("plain", from(json!({"status": "suspended"})))
+            .await
+            .unwrap();
+        assert_eq!(t.context_overflow, ContextOverflow::TruncateOldest);
+        assert!(serde_json::from_value::<NewTenant>(
+            json!({"slug": "x", "display_name": "x", "context_overflow": "truncate"})
+        )
+        .is_err());
+        assert_eq!(
+            serde_json::to_value(&t).unwrap()["context_overflow"],
+            "truncate_oldest"
+        );
+    }
+
     pub async fn offboarding_removes_the_tenant_its_keys_and_reserved_resources(r: Arc<Registry>) {
         r.create_resource(resource("aoai-acme", None, Some("acme")))
             .await
@@ -631,6 +849,10 @@ conformance!(
     patch_changes_status_limits_and_placement_under_the_same_rules,
     keys_are_hashed_listed_without_secret_and_revocable,
     a_key_of_one_tenant_cannot_be_revoked_through_another,
+    key_limits_round_trip_and_reach_the_snapshot,
+    a_key_patch_keeps_absent_limits_and_removes_null_ones,
+    a_key_of_one_tenant_cannot_be_changed_through_another,
+    the_context_overflow_policy_defaults_to_reject_and_round_trips,
     offboarding_removes_the_tenant_its_keys_and_reserved_resources,
     tenants_are_listed_in_pages,
     index_templates_are_validated_like_azure_indexes,
@@ -668,6 +890,27 @@ async fn a_change_reaches_another_replica_by_notification(pool: sqlx::PgPool) {
     assert!(
         until(true).await,
         "the new key did not reach the other replica within 2 s"
+    );
+    let patch: ApiKeyPatch = from(json!({"limits": {"tokens_per_minute": 42}}));
+    writer
+        .update_key("acme", &key.id.to_string(), patch)
+        .await
+        .unwrap();
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = reader
+            .snapshot()
+            .key(secret.expose_secret())
+            .and_then(|k| k.limits.tokens_per_minute);
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(42),
+        "a key's new limits did not reach the other replica within 2 s"
     );
     writer
         .revoke_key("acme", &key.id.to_string())
@@ -722,4 +965,82 @@ async fn credentials_are_sealed_at_rest(pool: sqlx::PgPool) {
         )),
         "sqlite"
     );
+}
+
+/// What migration 0003 adds, checked in the schema itself (on both backends): a tenant row
+/// written without a policy (as every row before 0003 was) reads back as `reject`, and the
+/// columns refuse an unknown policy and a negative key limit.
+macro_rules! schema_checks {
+    ($pool:expr, $store:expr) => {{
+        let pool = $pool;
+        let r = open($store).await;
+        let (key, _) = {
+            r.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"})))
+                .await
+                .unwrap();
+            r.create_key("acme", from(json!({"name": "k"})))
+                .await
+                .unwrap()
+        };
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, display_name, status, created_at, updated_at) \
+             VALUES ($1, 'legacy', 'Legacy', 'active', $2, $2)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(chrono::Utc::now())
+        .execute(&pool)
+        .await
+        .unwrap();
+        r.reload().await.unwrap();
+        assert_eq!(
+            r.snapshot()
+                .tenant_by_slug("legacy")
+                .unwrap()
+                .context_overflow(),
+            ContextOverflow::Reject
+        );
+        assert!(
+            sqlx::query("UPDATE tenants SET context_overflow = 'drop'")
+                .execute(&pool)
+                .await
+                .is_err(),
+            "an unknown policy is refused"
+        );
+        assert!(
+            sqlx::query("UPDATE tenants SET context_overflow = NULL")
+                .execute(&pool)
+                .await
+                .is_err(),
+            "the policy is never null"
+        );
+        for column in ["tokens_per_minute", "requests_per_minute", "monthly_tokens"] {
+            assert!(
+                sqlx::query(&format!("UPDATE api_keys SET {column} = -1 WHERE id = $1"))
+                    .bind(key.id)
+                    .execute(&pool)
+                    .await
+                    .is_err(),
+                "a negative {column} is refused"
+            );
+        }
+    }};
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_schema_defaults_the_policy_and_checks_the_new_columns_on_postgres(pool: sqlx::PgPool) {
+    schema_checks!(pool.clone(), SqlStore::from_postgres(pool));
+}
+
+#[tokio::test]
+async fn the_schema_defaults_the_policy_and_checks_the_new_columns_on_sqlite() {
+    let dir = temp_dir();
+    let store = SqlStore::sqlite(tenant_registry::SqliteLocation::Dir(&dir))
+        .await
+        .unwrap();
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("registry.db").display()))
+            .await
+            .unwrap();
+    schema_checks!(pool, store);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tenant_registry::model::{
-    KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
+    ApiKeyPatch, KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
     NewSearchService, NewTenant, TenantPatch, TenantStatus,
 };
 
@@ -69,7 +69,10 @@ pub fn routes() -> Router<AppState> {
             get(tenant).patch(update_tenant).delete(offboard),
         )
         .route("/admin/v1/tenants/{slug}/keys", post(create_key).get(keys))
-        .route("/admin/v1/tenants/{slug}/keys/{id}", delete(revoke_key))
+        .route(
+            "/admin/v1/tenants/{slug}/keys/{id}",
+            delete(revoke_key).patch(update_key),
+        )
         .route("/admin/v1/tenants/{slug}/tokens", post(issue_token))
         .route(
             "/admin/v1/tenants/{slug}/usage",
@@ -275,12 +278,21 @@ async fn create_key(
         "scope": key.scope,
         "hint": key.hint,
         "expires_at": key.expires_at,
+        "limits": key.limits,
         "created_at": key.created_at,
     })))
 }
 
 async fn keys(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
     Ok(list(state.registry.keys(&slug).await?))
+}
+
+async fn update_key(
+    State(state): State<AppState>,
+    Path((slug, id)): Path<(String, String)>,
+    Body(patch): Body<ApiKeyPatch>,
+) -> Result<Response> {
+    Ok(Json(state.registry.update_key(&slug, &id, patch).await?).into_response())
 }
 
 async fn revoke_key(
