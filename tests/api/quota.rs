@@ -489,3 +489,161 @@ async fn tokenize_counts_like_azure_and_only_for_the_tenants_aliases() {
     let value: Value = bad.json().await.unwrap();
     assert_eq!(value["error"]["param"], "messages[0].content", "{value}");
 }
+
+#[tokio::test]
+async fn a_keys_own_limits_apply_on_top_of_its_tenants_and_touch_no_other_key() {
+    let sim = sim().await;
+    let app = TestApp::spawn().await;
+    let (_, unlimited) = set_up(&app.http, &app.base, &sim, json!({})).await;
+    let (status, limited) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "batch-job", "limits": {"requests_per_minute": 2}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{limited}");
+    let limited = limited["key"].as_str().unwrap().to_owned();
+    let first = chat(&app.http, &app.base, &limited, &body(5)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(
+        chat(&app.http, &app.base, &limited, &body(5))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let third = chat(&app.http, &app.base, &limited, &body(5)).await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(third.headers().contains_key("retry-after"));
+    // The tenant's other key, and the other tenant, are not held back by it.
+    assert_eq!(
+        chat(&app.http, &app.base, &unlimited, &body(5))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let other = other_key(&app.http, &app.base).await;
+    assert_eq!(
+        chat(&app.http, &app.base, &other, &body(5)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn truncate_oldest_drops_the_oldest_turns_to_fit_and_keeps_system_and_last_user() {
+    let sim = sim().await;
+    let app = TestApp::spawn_with(|c| {
+        c.model_limits = "gpt-4o=120/20".parse().unwrap();
+    })
+    .await;
+    let (_, key) = set_up(&app.http, &app.base, &sim, json!({})).await;
+    let (status, answer) = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/acme",
+            Some(json!({"context_overflow": "truncate_oldest"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let old = "an old turn about the weather ".repeat(6);
+    let request = json!({"messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": format!("first {old}")},
+        {"role": "assistant", "content": format!("second {old}")},
+        {"role": "user", "content": format!("third {old}")},
+        {"role": "assistant", "content": "fourth"},
+        {"role": "user", "content": "What now?"}], "max_tokens": 5});
+    let started = Instant::now();
+    let answer = loop {
+        // The policy reaches the snapshot at once on the embedded store; be patient anyway.
+        let answer = chat(&app.http, &app.base, &key, &request).await;
+        if answer.status() == StatusCode::OK || started.elapsed() > Duration::from_secs(3) {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer.status(), StatusCode::OK);
+    let sent: Value = serde_json::from_slice(&sim.requests(None).last().unwrap().body).unwrap();
+    let contents: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents.first(), Some(&"You are terse."));
+    assert_eq!(contents.last(), Some(&"What now?"));
+    assert!(
+        !contents.iter().any(|c| c.starts_with("first")),
+        "{contents:?}"
+    );
+    assert!(contents.len() < 6, "{contents:?}");
+
+    // Another tenant keeps the default policy: the same request is refused.
+    let other = other_key(&app.http, &app.base).await;
+    let refused = chat(&app.http, &app.base, &other, &request).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn metrics_need_the_admin_token_and_count_calls_tokens_and_refusals() {
+    let sim = sim().await;
+    let app = TestApp::spawn().await;
+    let (_, key) = set_up(
+        &app.http,
+        &app.base,
+        &sim,
+        json!({"requests_per_minute": 1}),
+    )
+    .await;
+    assert_eq!(
+        chat(&app.http, &app.base, &key, &body(5)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        chat(&app.http, &app.base, &key, &body(5)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A tenant's key does not open the metrics (their labels name every tenant).
+    let denied = app
+        .http
+        .get(app.url("/metrics"))
+        .header("api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(bulkhead_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |needle: &str| text.lines().any(|l| l.contains(needle));
+    assert!(
+        has(
+            r#"bulkhead_requests_total{route="chat/completions",alias="gpt-4o",member="aoai-q/gpt-4o",status="200"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(r#"bulkhead_tokens_total{tenant="acme",model="gpt-4o",type="completion"}"#),
+        "{text}"
+    );
+    assert!(has("bulkhead_request_duration_seconds_bucket"), "{text}");
+    let refusals: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"bulkhead_quota_refusals_total{reason="rate_limited"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(refusals >= 1.0, "{text}");
+    assert!(
+        has(r#"bulkhead_member_breaker_state{member="aoai-q/gpt-4o"} 0"#),
+        "{text}"
+    );
+    assert!(has("bulkhead_ledger_buffered"), "{text}");
+}

@@ -15,7 +15,7 @@ use axum::response::Response;
 use openai_router::{BodyFacts, Operation};
 use quota::{Refusal, Scope, ScopeLimits};
 use serde_json::Value;
-use tenant_registry::model::Limits;
+use tenant_registry::model::{ContextOverflow, Limits};
 
 use crate::auth::{Caller, Credential};
 use crate::error::azure_error_with_param;
@@ -40,7 +40,7 @@ pub struct Admitted {
 /// A refusal, already in Azure's error shape.
 pub type Refused = Response;
 
-fn scopes(caller: &Caller) -> Vec<ScopeLimits> {
+fn scopes(state: &AppState, caller: &Caller) -> Vec<ScopeLimits> {
     let tenant = &caller.tenant.tenant;
     let mut scopes = Vec::with_capacity(2);
     let limits = to_quota(tenant.limits);
@@ -48,7 +48,8 @@ fn scopes(caller: &Caller) -> Vec<ScopeLimits> {
         scopes.push(ScopeLimits::new(Scope::tenant(tenant.id), limits));
     }
     if let Credential::ApiKey { id } = caller.credential {
-        if let Some(key) = key_limits(caller) {
+        let snapshot = state.registry.snapshot();
+        if let Some(key) = snapshot.key_by_id(id).map(|k| k.limits) {
             let limits = to_quota(key);
             if !limits.is_unlimited() {
                 scopes.push(ScopeLimits::new(Scope::api_key(id), limits));
@@ -56,15 +57,6 @@ fn scopes(caller: &Caller) -> Vec<ScopeLimits> {
         }
     }
     scopes
-}
-
-// Until the registry carries per-key limits and the overflow policy (registry-limits branch).
-fn key_limits(_caller: &Caller) -> Option<Limits> {
-    None
-}
-
-fn truncates(_caller: &Caller) -> bool {
-    false
 }
 
 fn to_quota(limits: Limits) -> quota::Limits {
@@ -113,7 +105,7 @@ pub async fn admit(
     body: Bytes,
     facts: BodyFacts,
 ) -> Result<Admitted, Refused> {
-    let scopes = scopes(caller);
+    let scopes = scopes(state, caller);
     let limits = state.tokens.limits(model);
     let needs_tokens = scopes
         .iter()
@@ -185,7 +177,9 @@ fn count_and_fit(
     let output = token_count::requested_output_tokens(operation, &value).unwrap_or(0);
     let (body, facts, prompt) = if prompt.saturating_add(output) <= window {
         (body, facts, prompt)
-    } else if operation == token_count::Operation::ChatCompletions && truncates(caller) {
+    } else if operation == token_count::Operation::ChatCompletions
+        && caller.tenant.context_overflow() == ContextOverflow::TruncateOldest
+    {
         let truncation = state
             .tokens
             .truncate_to_fit(model, &mut value, window, output)
