@@ -257,8 +257,10 @@ start_gateway() {
   port="$(free_port)"
   data="$WORK/gateway-data-$RANDOM"
   admin="bench-admin-$RANDOM$RANDOM$RANDOM"
-  BULKHEAD_DATA_DIR="$data" BULKHEAD_ADMIN_TOKEN="$admin" BULKHEAD_LISTEN="127.0.0.1:$port" \
-    BULKHEAD_LOG=warn \
+  local redis=()
+  [ "${BENCH_QUOTA:-none}" = redis ] && redis=(REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}")
+  env BULKHEAD_DATA_DIR="$data" BULKHEAD_ADMIN_TOKEN="$admin" BULKHEAD_LISTEN="127.0.0.1:$port" \
+    BULKHEAD_LOG=warn "${redis[@]}" \
     "${PRIO[@]}" taskset -c "$SUT_CPUS" "$BULKHEAD" >"$WORK/gateway.log" 2>&1 &
   GATEWAY_PID=$!
   PIDS+=("$GATEWAY_PID")
@@ -273,9 +275,13 @@ start_gateway() {
     "capacity_tpm":100000000}' >/dev/null
   post /admin/v1/openai/pools '{"alias":"gpt-4o","members":[{"deployment":"aoai-bench/gpt-4o",
     "priority":0,"weight":1}]}' >/dev/null
-  post /admin/v1/tenants '{"slug":"bench","display_name":"Bench","openai":{"isolation":"shared"},
-    "limits":{"tokens_per_minute":1000000000,"requests_per_minute":100000000,
-    "monthly_tokens":1000000000000}}' >/dev/null
+  # BENCH_QUOTA=none (default): no limits, so no tokenizer and no quota check on the hot
+  # path; local: limits counted in process; redis: limits counted in Redis (REDIS_URL).
+  local limits='{}'
+  [ "${BENCH_QUOTA:-none}" != none ] && limits='{"tokens_per_minute":1000000000,
+    "requests_per_minute":100000000,"monthly_tokens":1000000000000}'
+  post /admin/v1/tenants "{\"slug\":\"bench\",\"display_name\":\"Bench\",
+    \"openai\":{\"isolation\":\"shared\"},\"limits\":$limits}" >/dev/null
   KEY="$(post /admin/v1/tenants/bench/keys '{"name":"bench","scope":"read-write"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
 }

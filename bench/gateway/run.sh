@@ -15,6 +15,8 @@
 #                        wake-up; the kernel's RT throttling still leaves them 5% of each CPU),
 #                        nice (`nice -n -10`), none (default when not root)
 #   BENCH_DIRECT=1       also measure the upstream alone (no proxy), as a floor
+#   BENCH_QUOTA=none     the tenant's limits: none (no tokenizer, no quota check), local (counted in
+#                        process), redis (counted in Redis at REDIS_URL, default 127.0.0.1:6379)
 #   BENCH_SKIP_BUILD=1   use the binaries already in $CARGO_TARGET_DIR/release
 #   BENCH_OUT=DIR        where raw outputs and results.tsv go (default: a new /tmp dir)
 #   BENCH_KEEP=1         keep the temporary working directory (configs, logs, data dir)
@@ -80,8 +82,8 @@ scenario() { # fixed | sim, RUN
   echo "scheduling: ${PRIO[*]:-default} for every benchmark process (BENCH_SCHED=$SCHED)"
   echo "duration ${DURATION}s per measurement (after ${WARMUP}s warm-up), runs: $RUNS (+$SIM_RUNS on azure-sim)"
   echo "closed: wrk -t2 -c$CONNS; fixed: oha -q $RATE --latency-correction -c $CONNS; single: wrk -t1 -c1"
-  echo "gateway: BULKHEAD_LOG=warn (usage records are built and handed to the log sink, whose"
-  echo "         info-level line is filtered out), API key auth, shared pool, 1 upstream member"
+  echo "gateway: BULKHEAD_LOG=warn (usage records go to the durable ledger, SQLite in the gateway's data dir;"
+  echo "         limits: ${BENCH_QUOTA:-none}), API key auth, shared pool, 1 upstream member"
 } | tee "$OUT/header.txt"
 
 for run in $(seq 1 "$RUNS"); do scenario fixed "$run"; done
