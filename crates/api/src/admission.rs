@@ -37,8 +37,9 @@ pub struct Admitted {
     pub remaining: Option<quota::Remaining>,
 }
 
-/// A refusal, already in Azure's error shape.
-pub type Refused = Response;
+/// A refusal, already in Azure's error shape (boxed: a `Response` is large and refusals are
+/// the rare path).
+pub type Refused = Box<Response>;
 
 fn scopes(state: &AppState, caller: &Caller) -> Vec<ScopeLimits> {
     let tenant = &caller.tenant.tenant;
@@ -149,7 +150,7 @@ pub async fn admit(
                 remaining,
             })
         }
-        Err(refusal) => Err(refused(&refusal)),
+        Err(refusal) => Err(Box::new(refused(&refusal))),
     }
 }
 
@@ -193,11 +194,11 @@ fn count_and_fit(
             .map(Bytes::from)
             .map_err(|error| {
                 tracing::error!(%error, "cannot write a truncated body");
-                crate::error::azure_error(
+                Box::new(crate::error::azure_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "InternalServerError",
                     "The server had an error.",
-                )
+                ))
             })?;
         let facts = BodyFacts::read(&bytes).map_err(|m| bad_request(&m, None))?;
         (bytes, facts, truncation.prompt_tokens)
@@ -213,17 +214,22 @@ fn count_and_fit(
     Ok((body, facts, estimate))
 }
 
-fn bad_request(message: &str, param: Option<&str>) -> Response {
-    azure_error_with_param(StatusCode::BAD_REQUEST, "BadRequest", message, param)
+fn bad_request(message: &str, param: Option<&str>) -> Refused {
+    Box::new(azure_error_with_param(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        message,
+        param,
+    ))
 }
 
-fn context_exceeded(message: &str) -> Response {
-    azure_error_with_param(
+fn context_exceeded(message: &str) -> Refused {
+    Box::new(azure_error_with_param(
         StatusCode::BAD_REQUEST,
         "context_length_exceeded",
         message,
         Some("messages"),
-    )
+    ))
 }
 
 /// The answer to a refused reservation: 429 with `Retry-After` for a minute limit;

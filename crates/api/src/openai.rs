@@ -229,7 +229,7 @@ async fn route_to(
         .to_owned();
     let admitted = match admission::admit(state, caller, operation, &model, body, facts).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let remaining = admitted.remaining;
     let mut reservation = admitted.admission;
