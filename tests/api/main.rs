@@ -14,3 +14,4 @@ mod openai;
 mod processes;
 mod quota;
 mod search;
+mod traces;

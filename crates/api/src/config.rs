@@ -36,6 +36,7 @@
 //! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
 //! | `BULKHEAD_TOKENIZER_MAP` | model to encoding overrides, e.g. `my-model=cl100k_base,ft-*=o200k_base` |
 //! | `BULKHEAD_MODEL_LIMITS` | context window / output cap overrides, e.g. `my-model=32000/4096` |
+//! | `BULKHEAD_OTLP_ENDPOINT` | OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://collector:4318`); unset: no traces |
 //! | `BULKHEAD_LOG` | log filter (default `info`) |
 //! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
 
@@ -218,6 +219,11 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_MODEL_LIMITS", default_value = "")]
     pub model_limits: token_count::LimitsMap,
 
+    /// OpenTelemetry collector to send traces to, over OTLP/HTTP with protobuf (its base URL;
+    /// `/v1/traces` is appended). Unset: no traces.
+    #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "BULKHEAD_LOG", default_value = "info")]
     pub log: String,
@@ -283,6 +289,7 @@ impl Config {
             quota_timeout_ms: 50,
             tokenizer_map: token_count::EncodingMap::default(),
             model_limits: token_count::LimitsMap::default(),
+            otlp_endpoint: None,
             log: "warn".into(),
             log_format: LogFormat::Text,
         }

@@ -63,7 +63,10 @@ async fn serve(inner: &Inner, mut request: Request) -> Response {
     );
     let started = Instant::now();
     let mut response = async {
-        match crate::auth::authenticate(&inner.state, &mut request).await {
+        let authenticated = crate::auth::authenticate(&inner.state, &mut request)
+            .instrument(tracing::info_span!("authenticate"))
+            .await;
+        match authenticated {
             Ok(()) => match inner.router.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},

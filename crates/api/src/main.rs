@@ -9,7 +9,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    telemetry::init(&config.log, config.log_format);
+    let _telemetry = telemetry::init(
+        &config.log,
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+    );
     let _emulator = match config.emulator {
         Some(addr) => {
             let emulator = emulator::start(addr, config.emulator_config.as_deref()).await?;

@@ -16,6 +16,8 @@ use serde_json::{Map, Value};
 use tenant_registry::model::OpenAiPlacement;
 use tenant_registry::{Snapshot, TenantEntry};
 
+use tracing::Instrument;
+
 use crate::admission;
 use crate::auth::{Caller, Credential};
 use crate::error::azure_error;
@@ -276,7 +278,18 @@ async fn route_to(
         );
         sink.record(UsageRecord { usage, ..record });
     });
-    let answer = match state.openai.send(&target, &rotation, call, on_done).await {
+    let span = tracing::info_span!(
+        "route",
+        alias,
+        operation = operation.path(),
+        members = target.members.len()
+    );
+    let sent = state
+        .openai
+        .send(&target, &rotation, call, on_done)
+        .instrument(span)
+        .await;
+    let answer = match sent {
         Ok(answer) => answer,
         Err(error) => {
             tracing::error!(%error, "routing failed");

@@ -1,19 +1,104 @@
-//! Logging: JSON lines (or text) on stdout, filtered by `BULKHEAD_LOG`.
+//! Logging: JSON lines (or text) on stdout, filtered by `BULKHEAD_LOG`. Tracing: with
+//! `BULKHEAD_OTLP_ENDPOINT`, spans go to an OpenTelemetry collector over OTLP/HTTP (protobuf):
+//! `request` (the whole call), `authenticate`, `route` (alias, operation) and one
+//! `upstream attempt` per try (member, attempt number, outcome, status), with a `retrying`
+//! event between attempts. The trace filter is its own (`info` for the gateway's crates), so
+//! `BULKHEAD_LOG=warn` keeps logs quiet without losing traces.
 
-use tracing_subscriber::EnvFilter;
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
-pub fn init(filter: &str, format: LogFormat) {
+/// Flushes the spans still buffered when dropped (at the end of `main`).
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                tracing::warn!(%error, "flushing traces failed");
+            }
+        }
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync + 'static>;
+
+/// Installs logging, and tracing over OTLP when `otlp_endpoint` (the collector's base URL,
+/// like `OTEL_EXPORTER_OTLP_ENDPOINT`: `http://collector:4318`) is given.
+pub fn init(filter: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> Telemetry {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Json => builder
+    let logs: BoxedLayer = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
     };
+    let mut layers = vec![logs];
+    let mut provider = None;
+    let mut failure = None;
+    if let Some(endpoint) = otlp_endpoint {
+        match tracer_provider(endpoint) {
+            Ok(built) => {
+                let tracer = built.tracer("bulkhead");
+                let only_ours = Targets::new()
+                    .with_target("bulkhead_api", Level::INFO)
+                    .with_target("openai_router", Level::INFO)
+                    .with_target("search_router", Level::INFO);
+                layers.push(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(only_ours)
+                        .boxed(),
+                );
+                provider = Some(built);
+            }
+            Err(error) => failure = Some(error),
+        }
+    }
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    if let Some(error) = failure {
+        tracing::error!(%error, "OTLP exporter not started; no traces will be sent");
+    }
+    Telemetry { provider }
+}
+
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let batches = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_span_processor(batches)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("bulkhead")
+                .build(),
+        )
+        .build())
 }

@@ -24,6 +24,8 @@ use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use tracing::Instrument;
+
 use crate::body::{upstream_body, with_model, BodyFacts};
 use crate::health::HealthBook;
 use crate::plan::{plan, NoMember};
@@ -322,9 +324,35 @@ impl OpenAiRouter {
             else {
                 break;
             };
+            if attempts > 0 {
+                tracing::info!(member = %member.key, attempt = attempts + 1, "retrying");
+            }
             tried.push(&member.key);
             attempts += 1;
-            match self.attempt(member, &call, body.clone(), deadline).await {
+            let span = tracing::info_span!(
+                "upstream attempt",
+                member = %member.key,
+                attempt = attempts,
+                outcome = tracing::field::Empty,
+                status = tracing::field::Empty,
+            );
+            let outcome = self
+                .attempt(member, &call, body.clone(), deadline)
+                .instrument(span.clone())
+                .await;
+            match &outcome {
+                Attempt::Done(response) => {
+                    span.record("outcome", "answered");
+                    span.record("status", response.status().as_u16());
+                }
+                Attempt::Retry { throttled, last } => {
+                    span.record("outcome", if *throttled { "throttled" } else { "failed" });
+                    if let Some((status, _, _)) = last {
+                        span.record("status", status.as_u16());
+                    }
+                }
+            }
+            match outcome {
                 Attempt::Done(response) => {
                     return Ok(self
                         .answer(
