@@ -85,6 +85,18 @@ async fn chat(http: &reqwest::Client, base: &str, key: &str) -> StatusCode {
         .unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
+/// A tenant's GET of `url`, as JSON.
+async fn tenant_get(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url)
+        .header("api-key", key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn events_in_postgres(database: &str, tenant: &str) -> (i64, i64) {
     use sqlx::Connection;
     let mut db = sqlx::PgConnection::connect(database).await.unwrap();
@@ -234,41 +246,24 @@ async fn usage_is_queryable_as_json_and_csv_and_each_tenant_sees_only_its_own() 
     assert!(row["prompt_tokens"].as_u64().unwrap() > 0);
 
     // The tenant's own view: the same numbers, and never another tenant's.
-    let own: Value = http
-        .get(format!("{}/v1/usage?group_by=model", gateway.base))
-        .header("api-key", acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let own = tenant_get(
+        &http,
+        &format!("{}/v1/usage?group_by=model", gateway.base),
+        acme,
+    )
+    .await;
     assert_eq!(own["tenant"], "acme");
     assert_eq!(own["rows"][0]["requests"], 5, "{own}");
-    let theirs: Value = http
-        .get(format!("{}/v1/usage", gateway.base))
-        .header("api-key", beta)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs = tenant_get(&http, &format!("{}/v1/usage", gateway.base), beta).await;
     assert_eq!(theirs["tenant"], "beta");
     assert_eq!(theirs["rows"][0]["requests"], 1, "{theirs}");
     // No query parameter names another tenant: `tenant=acme` is not a parameter at all.
-    let sneaky: Value = http
-        .get(format!(
-            "{}/v1/usage?tenant=acme&tenant_id=acme",
-            gateway.base
-        ))
-        .header("api-key", beta)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sneaky = tenant_get(
+        &http,
+        &format!("{}/v1/usage?tenant=acme&tenant_id=acme", gateway.base),
+        beta,
+    )
+    .await;
     assert_eq!(sneaky["rows"][0]["requests"], 1, "{sneaky}");
 
     let csv = http

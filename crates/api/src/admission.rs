@@ -299,12 +299,9 @@ fn set_retry_after(headers: &mut HeaderMap, wait: Duration) {
     );
 }
 
-/// `x-ratelimit-remaining-*` of the tenant's quota. The upstream's own figures are never
-/// passed on (they describe a shared deployment, not the tenant); a tenant without limits
-/// gets neither header.
+/// `x-ratelimit-remaining-*` of the tenant's quota (the router never passes the upstream's
+/// on); a tenant without limits gets neither header.
 pub fn set_remaining(headers: &mut HeaderMap, remaining: Option<quota::Remaining>) {
-    headers.remove(&REMAINING_TOKENS);
-    headers.remove(&REMAINING_REQUESTS);
     let Some(remaining) = remaining else {
         return;
     };

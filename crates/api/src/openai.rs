@@ -103,6 +103,12 @@ pub fn openai_target(
     (!target.members.is_empty()).then_some((target, rotation))
 }
 
+/// The model an alias reaches (its members serve one model), which picks the tokenizer and
+/// the model's limits; the alias itself when nothing better is known.
+fn model_of<'a>(target: &'a Target, alias: &'a str) -> &'a str {
+    target.members.first().map_or(alias, |m| m.model.as_str())
+}
+
 fn deployment_not_found() -> Response {
     azure_error(
         StatusCode::NOT_FOUND,
@@ -224,11 +230,7 @@ async fn route_to(
     rotation: String,
 ) -> Response {
     let tenant = &caller.tenant.tenant;
-    let model = target
-        .members
-        .first()
-        .map_or(alias, |m| m.model.as_str())
-        .to_owned();
+    let model = model_of(&target, alias).to_owned();
     let admitted = match admission::admit(state, caller, operation, &model, body, facts).await {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
@@ -582,10 +584,7 @@ pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes
     let Some((target, _)) = openai_target(&caller.tenant, &snapshot, &alias) else {
         return deployment_not_found();
     };
-    let model = target
-        .members
-        .first()
-        .map_or(alias.as_str(), |m| m.model.as_str());
+    let model = model_of(&target, &alias);
     let value: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => {

@@ -32,13 +32,13 @@ use crate::plan::{plan, NoMember};
 use crate::target::{Member, Target};
 use crate::RouteError;
 
-/// Headers of the upstream's answer that the caller gets as they are.
+/// Headers of the upstream's answer that the caller gets as they are. Not the upstream's
+/// `x-ratelimit-remaining-*`: they describe a deployment shared by many tenants (the router
+/// reads them for steering; `api` answers with the tenant's own quota instead).
 pub const PASSED_HEADERS: &[&str] = &[
     "x-ms-region",
     "apim-request-id",
     "x-request-id",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-remaining-requests",
     "retry-after",
     "retry-after-ms",
     "x-ms-client-request-id",
