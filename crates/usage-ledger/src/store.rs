@@ -244,8 +244,28 @@ impl LedgerStore {
         }
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let mut new_ids: HashSet<Uuid> = HashSet::with_capacity(events.len());
+            // The ids already stored (a retried batch, a replayed spill file): normally none,
+            // so this answers no rows. `RETURNING id` on the insert would tell the same, but
+            // SQLite's driver hands every returned row from its thread to ours one at a time,
+            // which cost more than the insert itself.
+            let mut stored: HashSet<Uuid> = HashSet::new();
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
+                let mut select = builder(pool, "SELECT id FROM usage_events WHERE id IN (");
+                let mut ids = select.separated(", ");
+                for e in chunk {
+                    ids.push_bind(e.id);
+                }
+                select.push(")");
+                let found: Vec<Uuid> = select.build_query_scalar().fetch_all(&mut *tx).await?;
+                stored.extend(found);
+            }
+            // Each new id once, even if the batch carried it twice.
+            let mut fresh_ids: HashSet<Uuid> = HashSet::with_capacity(events.len());
+            let fresh: Vec<&UsageEvent> = events
+                .iter()
+                .filter(|e| !stored.contains(&e.id) && fresh_ids.insert(e.id))
+                .collect();
+            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = builder(pool, INSERT_EVENTS);
                 insert.push_values(chunk, |mut row, e| {
                     row.push_bind(e.id)
@@ -266,14 +286,18 @@ impl LedgerStore {
                         .push_bind(e.streamed)
                         .push_bind(to_micros(e.finished_at));
                 });
-                // Both backends return only the rows this statement inserted.
-                insert.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                let ids: Vec<Uuid> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
-                new_ids.extend(ids);
+                insert.push(" ON CONFLICT (id) DO NOTHING");
+                let written = insert.build().execute(&mut *tx).await?.rows_affected();
+                if written != chunk.len() as u64 {
+                    // Another writer stored some of these ids since the SELECT (a retry racing
+                    // a write that was still running). Roll back; the retry sees them.
+                    return Err(sqlx::Error::Protocol(
+                        "usage events were stored concurrently; the batch will be retried".into(),
+                    ));
+                }
             }
-            let inserted = new_ids.len();
-            // `remove` counts an id once even if the batch carried it twice.
-            let rollups = rollups(events.iter().filter(|e| new_ids.remove(&e.id)));
+            let inserted = fresh.len();
+            let rollups = rollups(fresh.into_iter());
             for chunk in rollups.chunks(ROWS_PER_STATEMENT) {
                 let mut upsert = builder(pool, UPSERT_HOURLY);
                 upsert.push_values(chunk, |mut row, (key, sums)| {
