@@ -276,6 +276,9 @@ def gateway(sim: SimProcess) -> GatewayProcess:
             "BULKHEAD_DATA_DIR": tmp,
             "BULKHEAD_ADMIN_TOKEN": GATEWAY_ADMIN_TOKEN,
             "BULKHEAD_LOG_FORMAT": "text",
+            # The SDK suite runs the single-threaded scheduler (what a one-CPU replica runs);
+            # the Rust process tests run the default work-stealing pool.
+            "BULKHEAD_WORKER_THREADS": "1",
         }
         process = subprocess.Popen([str(binary)], env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"

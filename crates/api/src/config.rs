@@ -224,6 +224,13 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// Threads that serve requests. Default: one per CPU the process may run on (its
+    /// affinity and cgroup quota count). With one, the gateway runs tokio's single-threaded
+    /// scheduler, which costs less per request than a one-worker pool: no cross-thread
+    /// wake-ups, no work stealing.
+    #[arg(long, env = "BULKHEAD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "BULKHEAD_LOG", default_value = "info")]
     pub log: String,
@@ -292,6 +299,7 @@ impl Config {
             otlp_endpoint: None,
             log: "warn".into(),
             log_format: LogFormat::Text,
+            worker_threads: None,
         }
     }
 }
