@@ -684,22 +684,25 @@ fn upstream_request(
         RouteError::Internal(format!("the key of {} is not a header value", member.key))
     })?;
     key.set_sensitive(true);
-    let mut builder = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header(API_KEY, key);
-    if !body.is_empty() {
-        builder = builder.header(
+    let uri = http::Uri::try_from(url)
+        .map_err(|e| RouteError::Internal(format!("upstream request for {}: {e}", member.key)))?;
+    let json = !body.is_empty();
+    // Filled in place: `http::request::Builder` moves the whole request head on every call.
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(API_KEY, key);
+    if json {
+        headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
     }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        builder = builder.header(CLIENT_REQUEST_ID, id);
+        headers.insert(CLIENT_REQUEST_ID, id);
     }
-    builder
-        .body(Full::new(body))
-        .map_err(|e| RouteError::Internal(format!("upstream request for {}: {e}", member.key)))
+    Ok(request)
 }
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
