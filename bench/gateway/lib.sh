@@ -40,6 +40,18 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$BULKHEAD" ] && [ -x "$AZURE_SIM" ] || { echo "binaries missing in $TARGET_DIR/release" >&2; exit 2; }
 
+# The floor (bench/floor): a bare hyper proxy on the gateway's own runtime and HTTP stack, to
+# tell what the stack costs from what the gateway adds. Its own crate, not in the workspace.
+FLOOR_RUN="${BENCH_FLOOR:-1}"
+FLOOR_TARGET_DIR="${BENCH_FLOOR_TARGET_DIR:-$TARGET_DIR/floor}"
+FLOOR="$FLOOR_TARGET_DIR/release/bench-floor"
+if [ "$FLOOR_RUN" = 1 ]; then
+  if [ "${BENCH_SKIP_BUILD:-0}" != 1 ] || [ ! -x "$FLOOR" ]; then
+    CARGO_TARGET_DIR="$FLOOR_TARGET_DIR" cargo build --release --manifest-path "$ROOT/bench/floor/Cargo.toml" >&2
+  fi
+  [ -x "$FLOOR" ] || { echo "bench-floor missing in $FLOOR_TARGET_DIR/release" >&2; exit 2; }
+fi
+
 WORK="$(mktemp -d /tmp/bulkhead-bench-work.XXXXXX)"
 OUT="${BENCH_OUT:-$(mktemp -d /tmp/bulkhead-bench.XXXXXX)}"
 mkdir -p "$OUT"
@@ -172,6 +184,22 @@ background_busy() {
     "$b0" "$b1" "$t0" "$t1"
 }
 
+# Work a server does after the load stopped still belongs to the requests it served (the
+# gateway's usage ledger may still be writing their records), and it must not run into the
+# next measurement. Waits until the server uses less than 2% of a core over half a second
+# (at most 120 s) and prints its CPU time (ns) then.
+settle() { # PID
+  local previous now
+  previous="$(proc_cpu_ns "$1")"
+  for _ in $(seq 1 240); do
+    sleep 0.5
+    now="$(proc_cpu_ns "$1")"
+    [ $((now - previous)) -lt 10000000 ] && break
+    previous="$now"
+  done
+  echo "$now"
+}
+
 # One measurement. MODE: closed | fixed | single. Appends a row to results.tsv.
 measure() { # SCENARIO RUN TARGET MODE URL KEY SUT_PID
   local scenario="$1" run="$2" target="$3" mode="$4" url="$5" key="$6" sut="$7"
@@ -182,6 +210,7 @@ measure() { # SCENARIO RUN TARGET MODE URL KEY SUT_PID
   # Warm-up (connections, pools, caches), not recorded.
   BENCH_BODY="$BODY" BENCH_KEY="$key" timeout -k 5 $((WARMUP + 10)) \
     "${PRIO[@]}" taskset -c "$AUX_CPUS" wrk -t2 -c"$CONNS" -d"${WARMUP}s" -s "$HERE/chat.lua" "$url" >/dev/null
+  settle "$sut" >/dev/null
   local background
   background="$(background_busy)"
   local before_busy before_total before_sut started
@@ -204,15 +233,16 @@ measure() { # SCENARIO RUN TARGET MODE URL KEY SUT_PID
         -D "$BODY" "$url" >"$raw" 2>"$raw.err"
       ;;
   esac
-  local after_busy after_total after_sut elapsed
+  local after_busy after_total after_sut elapsed settled
   elapsed="$(python3 -c "import sys,time; print(time.time() - float(sys.argv[1]))" "$started")"
   after_busy="$(cpu_ticks)"
   after_total="$(total_ticks)"
   after_sut="$(proc_cpu_ns "$sut")"
+  settled="$(settle "$sut")"
   python3 "$HERE/parse.py" "$mode" "$raw" "$scenario" "$run" "$target" \
     "$before_busy" "$after_busy" "$before_total" "$after_total" "$background" \
-    $((after_sut - before_sut)) "$elapsed" >>"$RESULTS"
-  tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-8s %-7s rps=%-9s p50=%sus p99=%sus bad=%s cpu0/1=%s/%s%% bg=%s%% server=%s%% (%sus/req)\n", $3, $4, $5, $6, $8, $12 + $13, $14, $15, $16, $17, $18}'
+    $((after_sut - before_sut)) "$elapsed" $((settled - after_sut)) >>"$RESULTS"
+  tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-8s %-7s rps=%-9s p50=%sus p99=%sus bad=%s cpu0/1=%s/%s%% bg=%s%% server=%s%% (%sus/req, +%s after)\n", $3, $4, $5, $6, $8, $12 + $13, $14, $15, $16, $17, $18, $19}'
 }
 
 check_answer() { # URL KEY: a real chat completion must come back through it
@@ -284,6 +314,19 @@ start_gateway() {
     \"openai\":{\"isolation\":\"shared\"},\"limits\":$limits}" >/dev/null
   KEY="$(post /admin/v1/tenants/bench/keys '{"name":"bench","scope":"read-write"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+}
+
+# Starts the bare hyper proxy of bench/floor in front of the upstream. Sets FLOOR_PID/FLOOR_URL.
+start_floor() {
+  local port
+  port="$(free_port)"
+  "${PRIO[@]}" taskset -c "$SUT_CPUS" "$FLOOR" "127.0.0.1:$port" "$UPSTREAM_BASE" "$UPSTREAM_KEY" \
+    >"$WORK/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  PIDS+=("$FLOOR_PID")
+  FLOOR_URL="http://127.0.0.1:$port"
+  wait_http "$FLOOR_URL/"
+  main_thread_first "$FLOOR_PID"
 }
 
 start_proxy() {

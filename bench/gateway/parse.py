@@ -1,13 +1,15 @@
 """Turns one raw load-generator output into a results.tsv row (used by run.sh).
 
     parse.py MODE RAW SCENARIO RUN TARGET BUSY_BEFORE BUSY_AFTER TOTAL_BEFORE TOTAL_AFTER \
-             BACKGROUND_PERCENT SUT_CPU_NS SECONDS
+             BACKGROUND_PERCENT SUT_CPU_NS SECONDS SUT_AFTER_NS
 
 closed/single: wrk output with chat.lua's RESULT line; fixed: `oha --output-format json`.
 Latencies are in microseconds; cpu0/cpu1 are the busy share of each CPU during the run;
 bg is the busy share of the machine in the second before it (other people's work: our
 processes are idle then); sut_cpu is the CPU time of the server under test (all its threads
-and worker processes) as a share of one core, and sut_us_per_req the same per request.
+and worker processes) as a share of one core, and sut_us_per_req the same per request;
+sut_after_us_per_req is the CPU time the server spent after the load stopped, until it went
+idle (the gateway's usage ledger writing the last records), per request of the run.
 """
 
 import json
@@ -46,6 +48,7 @@ def main():
     busy0, busy1 = (list(map(int, a.split())) for a in sys.argv[6:8])
     total0, total1 = (list(map(int, a.split())) for a in sys.argv[8:10])
     background, sut_ns, seconds = sys.argv[10], int(sys.argv[11]), float(sys.argv[12])
+    after_ns = int(sys.argv[13])
     text = open(raw, encoding="utf-8", errors="replace").read()
     row = oha(text) if mode == "fixed" else wrk(text)
     cpu = [100.0 * (b1 - b0) / max(1, t1 - t0)
@@ -57,7 +60,8 @@ def main():
                      row["p99_us"], row["p999_us"], row["max_us"], row["requests"],
                      row["non2xx"], row["errors"], f"{cpu[0]:.0f}", f"{cpu[1]:.0f}", background,
                      f"{100 * sut_seconds / seconds:.0f}",
-                     f"{1e6 * sut_seconds / requests:.1f}"]))
+                     f"{1e6 * sut_seconds / requests:.1f}",
+                     f"{1e-3 * after_ns / requests:.1f}"]))
 
 
 if __name__ == "__main__":

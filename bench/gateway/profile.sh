@@ -22,7 +22,7 @@ MAX_SECONDS=$((PROFILE_SECONDS * 12 + 900))
 source "$(dirname "$0")/lib.sh"
 command -v perf >/dev/null || { echo "missing: perf (apt-get install linux-perf)" >&2; exit 2; }
 
-printf 'scenario\trun\ttarget\tmode\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\tnon2xx\terrors\tcpu0\tcpu1\tbg\tsut_cpu\tsut_us_per_req\n' >"$RESULTS"
+printf 'scenario\trun\ttarget\tmode\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\tnon2xx\terrors\tcpu0\tcpu1\tbg\tsut_cpu\tsut_us_per_req\tsut_after_us_per_req\n' >"$RESULTS"
 REPORT="$OUT/profile.md"
 LIBC="$(ldd "$BULKHEAD" | awk '/libc\.so\.6/ {print $3}')"
 PROBE=""

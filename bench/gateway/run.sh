@@ -15,6 +15,8 @@
 #                        wake-up; the kernel's RT throttling still leaves them 5% of each CPU),
 #                        nice (`nice -n -10`), none (default when not root)
 #   BENCH_DIRECT=1       also measure the upstream alone (no proxy), as a floor
+#   BENCH_FLOOR=1        also measure bench/floor (a bare hyper proxy on the gateway's stack);
+#                        built into $CARGO_TARGET_DIR/floor unless BENCH_SKIP_BUILD=1 finds it
 #   BENCH_QUOTA=none     the tenant's limits: none (no tokenizer, no quota check), local (counted in
 #                        process), redis (counted in Redis at REDIS_URL, default 127.0.0.1:6379)
 #   BENCH_SKIP_BUILD=1   use the binaries already in $CARGO_TARGET_DIR/release
@@ -31,11 +33,11 @@ RUNS="${2:-3}"
 SIM_RUNS="${BENCH_SIM_RUNS:-1}"
 DIRECT="${BENCH_DIRECT:-1}"
 # Upper bound of the whole run (seconds); normally it takes about a third of this.
-MAX_SECONDS=$(( (RUNS + SIM_RUNS) * (2 + DIRECT) * 3 * (${DURATION%s} + 40) + 300 ))
+MAX_SECONDS=$(( (RUNS + SIM_RUNS) * (2 + DIRECT + ${BENCH_FLOOR:-1}) * 3 * (${DURATION%s} + 40) + 300 ))
 # shellcheck source=bench/gateway/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-printf 'scenario\trun\ttarget\tmode\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\tnon2xx\terrors\tcpu0\tcpu1\tbg\tsut_cpu\tsut_us_per_req\n' >"$RESULTS"
+printf 'scenario\trun\ttarget\tmode\trps\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\trequests\tnon2xx\terrors\tcpu0\tcpu1\tbg\tsut_cpu\tsut_us_per_req\tsut_after_us_per_req\n' >"$RESULTS"
 
 scenario() { # fixed | sim, RUN
   local upstream="$1" run="$2"
@@ -47,12 +49,18 @@ scenario() { # fixed | sim, RUN
   check_answer "$PROXY$URL_PATH" "$KEY"
   check_answer "$UPSTREAM_BASE$URL_PATH" "$UPSTREAM_KEY"
   local targets=(gateway nginx)
+  if [ "$FLOOR_RUN" = 1 ]; then
+    start_floor
+    check_answer "$FLOOR_URL$URL_PATH" "$KEY"
+    targets+=(floor)
+  fi
   [ "$DIRECT" = 1 ] && targets+=(direct)
   for mode in closed fixed single; do
     for target in "${targets[@]}"; do
       case "$target" in
         gateway) measure "$upstream" "$run" gateway "$mode" "$GATEWAY$URL_PATH" "$KEY" "$GATEWAY_PID" ;;
         nginx) measure "$upstream" "$run" nginx "$mode" "$PROXY$URL_PATH" "$KEY" "$PROXY_PID" ;;
+        floor) measure "$upstream" "$run" floor "$mode" "$FLOOR_URL$URL_PATH" "$KEY" "$FLOOR_PID" ;;
         # No proxy: the upstream's own key; the "server" is the upstream itself.
         direct) measure "$upstream" "$run" direct "$mode" "$UPSTREAM_BASE$URL_PATH" "$UPSTREAM_KEY" "$UPSTREAM_PID" ;;
       esac
@@ -65,6 +73,7 @@ scenario() { # fixed | sim, RUN
   cp "$WORK/gateway.log" "$OUT/$upstream-$run-gateway.log"
   stop_pid "$GATEWAY_PID"
   stop_pid "$PROXY_PID"
+  [ "$FLOOR_RUN" = 1 ] && stop_pid "$FLOOR_PID"
   stop_pid "$UPSTREAM_PID"
 }
 
