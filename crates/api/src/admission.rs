@@ -91,10 +91,7 @@ fn raw_bound(body: &[u8]) -> u64 {
 }
 
 fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
+    memchr::memmem::find_iter(haystack, needle).count()
 }
 
 /// Counts, checks and reserves. `model` is the model of the deployments the alias reaches.

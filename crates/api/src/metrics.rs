@@ -13,14 +13,17 @@
 //! - `bulkhead_quota_*`: admissions, refusals by reason, Redis errors, fail-open decisions;
 //! - `bulkhead_ledger_*`: buffered records, lag, written, spilled, write errors, store up.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 use crate::state::AppState;
 
@@ -54,34 +57,111 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Registered series, by the hash of their labels, so that a call after the first records
+/// into its handles directly: looking a series up in the recorder (owned label strings,
+/// hashing, a sharded map) cost more than recording into it. Entries keep their labels and
+/// are checked on every hit; a label set that collides with another, or one beyond
+/// [`MAX_CACHED`], is looked up in the recorder every time as before.
+struct SeriesCache<L, H> {
+    entries: RwLock<HashMap<u64, (L, H)>>,
+}
+
+/// Series kept per cache: enough for every alias x member x status (calls) and tenant x model
+/// (tokens) of a large fleet; beyond it, series are still recorded, only slower.
+const MAX_CACHED: usize = 100_000;
+
+impl<L: PartialEq, H: Clone> SeriesCache<L, H> {
+    fn new() -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, hash: u64, labels: &impl Fn(&L) -> bool) -> Option<H> {
+        let entries = self.entries.read();
+        let (kept, handles) = entries.get(&hash)?;
+        labels(kept).then(|| handles.clone())
+    }
+
+    fn keep(&self, hash: u64, labels: L, handles: H) {
+        let mut entries = self.entries.write();
+        if entries.len() < MAX_CACHED {
+            entries.entry(hash).or_insert((labels, handles));
+        }
+    }
+}
+
+fn hash_of(parts: impl Hash) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    parts.hash(&mut hasher);
+    hasher.finish()
+}
+
+type CallLabels = (&'static str, Box<str>, Box<str>, u16);
+static CALLS: LazyLock<SeriesCache<CallLabels, (Counter, Histogram)>> =
+    LazyLock::new(SeriesCache::new);
+
+type TokenLabels = (Option<Box<str>>, Box<str>);
+static TOKENS: LazyLock<SeriesCache<TokenLabels, [Counter; 3]>> = LazyLock::new(SeriesCache::new);
+
 /// One finished call.
 pub fn call(route: &'static str, alias: &str, member: Option<&str>, status: u16, seconds: f64) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("alias", alias.to_owned()),
-        ("member", member.unwrap_or("none").to_owned()),
-        ("status", status.to_string()),
-    ];
-    counter!("bulkhead_requests_total", &labels).increment(1);
-    histogram!("bulkhead_request_duration_seconds", &labels).record(seconds);
+    let member = member.unwrap_or("none");
+    let hash = hash_of((route, alias, member, status));
+    let same = |l: &CallLabels| l.0 == route && &*l.1 == alias && &*l.2 == member && l.3 == status;
+    let (requests, duration) = match CALLS.get(hash, &same) {
+        Some(handles) => handles,
+        None => {
+            let labels = [
+                ("route", route.to_owned()),
+                ("alias", alias.to_owned()),
+                ("member", member.to_owned()),
+                ("status", status.to_string()),
+            ];
+            let handles = (
+                counter!("bulkhead_requests_total", &labels),
+                histogram!("bulkhead_request_duration_seconds", &labels),
+            );
+            CALLS.keep(
+                hash,
+                (route, alias.into(), member.into(), status),
+                handles.clone(),
+            );
+            handles
+        }
+    };
+    requests.increment(1);
+    duration.record(seconds);
 }
 
 /// Tokens one call consumed; `tenant` is `None` when tenant labels are off.
 pub fn tokens(tenant: Option<&str>, model: &str, prompt: u64, completion: u64, cached: u64) {
-    for (kind, n) in [
-        ("prompt", prompt),
-        ("completion", completion),
-        ("cached", cached),
-    ] {
-        if n == 0 {
-            continue;
+    if prompt == 0 && completion == 0 && cached == 0 {
+        return;
+    }
+    let hash = hash_of((tenant, model));
+    let same = |l: &TokenLabels| l.0.as_deref() == tenant && &*l.1 == model;
+    let counters = match TOKENS.get(hash, &same) {
+        Some(counters) => counters,
+        None => {
+            let counters = ["prompt", "completion", "cached"].map(|kind| match tenant {
+                Some(tenant) => counter!("bulkhead_tokens_total",
+                    "tenant" => tenant.to_owned(), "model" => model.to_owned(), "type" => kind),
+                None => {
+                    counter!("bulkhead_tokens_total", "model" => model.to_owned(), "type" => kind)
+                }
+            });
+            TOKENS.keep(
+                hash,
+                (tenant.map(Into::into), model.into()),
+                counters.clone(),
+            );
+            counters
         }
-        match tenant {
-            Some(tenant) => counter!("bulkhead_tokens_total",
-                "tenant" => tenant.to_owned(), "model" => model.to_owned(), "type" => kind)
-            .increment(n),
-            None => counter!("bulkhead_tokens_total", "model" => model.to_owned(), "type" => kind)
-                .increment(n),
+    };
+    for (counter, n) in counters.iter().zip([prompt, completion, cached]) {
+        if n > 0 {
+            counter.increment(n);
         }
     }
 }
@@ -130,4 +210,62 @@ pub async fn render(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn cached_series_keep_counting_and_other_labels_get_their_own() {
+        let handle = install().expect("a recorder");
+        call("chat/completions", "cache-a", Some("r/d"), 200, 0.01);
+        call("chat/completions", "cache-a", Some("r/d"), 200, 0.02);
+        call("chat/completions", "cache-a", Some("r/d"), 429, 0.02);
+        call("embeddings", "cache-a", Some("r/d"), 200, 0.02);
+        call("chat/completions", "cache-b", None, 200, 0.02);
+        tokens(Some("tenant-1"), "cache-model", 5, 7, 0);
+        tokens(Some("tenant-1"), "cache-model", 1, 1, 2);
+        tokens(Some("tenant-2"), "cache-model", 3, 0, 0);
+        tokens(None, "cache-model", 4, 0, 0);
+        let text = handle.render();
+        let requests = |route: &str, alias: &str, member: &str, status: u16| {
+            value(
+                &text,
+                &format!(
+                    r#"bulkhead_requests_total{{route="{route}",alias="{alias}",member="{member}",status="{status}"}}"#
+                ),
+            )
+        };
+        assert_eq!(
+            requests("chat/completions", "cache-a", "r/d", 200),
+            Some(2.0)
+        );
+        assert_eq!(
+            requests("chat/completions", "cache-a", "r/d", 429),
+            Some(1.0)
+        );
+        assert_eq!(requests("embeddings", "cache-a", "r/d", 200), Some(1.0));
+        assert_eq!(
+            requests("chat/completions", "cache-b", "none", 200),
+            Some(1.0)
+        );
+        let tokens = |tenant: Option<&str>, kind: &str| {
+            let tenant = tenant.map_or(String::new(), |t| format!(r#"tenant="{t}","#));
+            value(
+                &text,
+                &format!(r#"bulkhead_tokens_total{{{tenant}model="cache-model",type="{kind}"}}"#),
+            )
+        };
+        assert_eq!(tokens(Some("tenant-1"), "prompt"), Some(6.0));
+        assert_eq!(tokens(Some("tenant-1"), "completion"), Some(8.0));
+        assert_eq!(tokens(Some("tenant-1"), "cached"), Some(2.0));
+        assert_eq!(tokens(Some("tenant-2"), "prompt"), Some(3.0));
+        assert_eq!(tokens(None, "prompt"), Some(4.0));
+    }
 }
