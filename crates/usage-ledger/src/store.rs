@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use crate::{LedgerError, UsageEvent, UsageKind};
 
-/// Rows per INSERT statement: 17 parameters each stays far below both backends' limits
-/// (SQLite 32766, Postgres 65535).
-const ROWS_PER_STATEMENT: usize = 500;
+/// Rows per statement. Building a statement's arguments runs on the request threads, without
+/// a yield: at 500 rows it held requests up for long enough to show in the gateway's p99 at
+/// 1000 req/s. Small statements hand the thread back between them; 17 parameters each stays
+/// far below both backends' limits (SQLite 32766, Postgres 65535).
+const ROWS_PER_STATEMENT: usize = 64;
 
 /// How long an SQLite connection waits for another writer (the registry shares the file).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
