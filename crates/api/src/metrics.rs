@@ -70,7 +70,7 @@ struct SeriesCache<L, H> {
 /// (tokens) of a large fleet; beyond it, series are still recorded, only slower.
 const MAX_CACHED: usize = 100_000;
 
-impl<L: PartialEq, H: Clone> SeriesCache<L, H> {
+impl<L, H: Clone> SeriesCache<L, H> {
     fn new() -> Self {
         Self {
             entries: RwLock::new(HashMap::new()),
