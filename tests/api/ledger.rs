@@ -3,11 +3,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azure_sim::{DeploymentConfig, ResourceConfig, Sim, SimConfig, SimHandle};
 use bulkhead_tests::{
-    admin_call, fresh_postgres_database, CutProxy, GatewayProcess, ADMIN_TOKEN, MASTER_KEY,
+    admin_call, eventually, fresh_postgres_database, CutProxy, GatewayProcess, ADMIN_TOKEN,
+    MASTER_KEY,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -183,21 +184,23 @@ async fn with_postgres_gone_mid_load_keys_keep_working_and_no_usage_record_is_lo
     );
     let calls = finished.load(Ordering::SeqCst) as i64;
 
-    let started = Instant::now();
-    loop {
-        let (events, rolled) = events_in_postgres(&database, &tenant).await;
-        if events == calls {
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        async || {
+            let (events, rolled) = events_in_postgres(&database, &tenant).await;
+            assert!(events <= calls, "{events} records for {calls} calls");
+            if events < calls {
+                return Err(format!(
+                    "{events} of {calls} records written; output:\n{}",
+                    gateway.output()
+                ));
+            }
             assert_eq!(rolled, calls, "the hourly rollups count each call once");
-            break;
-        }
-        assert!(events < calls, "{events} records for {calls} calls");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{events} of {calls} records written; output:\n{}",
-            gateway.output()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+            Ok(())
+        },
+    )
+    .await;
     let ready: Value = http
         .get(format!("{}/readyz", gateway.base))
         .send()
@@ -223,23 +226,27 @@ async fn usage_is_queryable_as_json_and_csv_and_each_tenant_sees_only_its_own() 
     assert_eq!(chat(&http, &gateway.base, beta).await, StatusCode::OK);
 
     // The ledger writes in batches: wait for the five calls to be there.
-    let started = Instant::now();
-    let admin = loop {
-        let (status, usage) = admin_call(
-            &http,
-            &gateway.base,
-            Method::GET,
-            "/admin/v1/tenants/acme/usage?granularity=hour&group_by=model",
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{usage}");
-        if usage["rows"][0]["requests"] == 5 {
-            break usage;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{usage}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let admin = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let (status, usage) = admin_call(
+                &http,
+                &gateway.base,
+                Method::GET,
+                "/admin/v1/tenants/acme/usage?granularity=hour&group_by=model",
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{usage}");
+            if usage["rows"][0]["requests"] == 5 {
+                Ok(usage)
+            } else {
+                Err(usage.to_string())
+            }
+        },
+    )
+    .await;
     let row = &admin["rows"][0];
     assert_eq!(row["group"], "gpt-4o");
     assert_eq!(row["completion_tokens"], 15);

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use azure_sim::{DeploymentConfig, ResourceConfig, Sim, SimConfig, SimHandle};
 use bulkhead_tests::{
-    admin_call, fresh_postgres_database, redis_address, CutProxy, GatewayProcess, TestApp,
-    MASTER_KEY,
+    admin_call, eventually, fresh_postgres_database, redis_address, CutProxy, GatewayProcess,
+    TestApp, MASTER_KEY,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -144,20 +144,15 @@ async fn until_every_replica_enforces(
     probe: &Value,
 ) {
     for replica in replicas {
-        let started = Instant::now();
-        loop {
-            let answer = chat(http, &replica.base, key, probe).await;
-            if answer.status() == StatusCode::TOO_MANY_REQUESTS
-                || answer.status() == StatusCode::BAD_REQUEST
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "a replica never saw the new limits"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            async || match chat(http, &replica.base, key, probe).await.status() {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::BAD_REQUEST => Ok(()),
+                status => Err(format!("a replica never saw the new limits ({status})")),
+            },
+        )
+        .await;
     }
 }
 
@@ -327,19 +322,20 @@ async fn with_redis_gone_a_fail_open_gateway_keeps_serving_and_returns_to_redis(
     );
 
     proxy.restore();
-    let started = Instant::now();
-    loop {
-        let answer = chat(&app.http, &app.base, &key, &body(5)).await;
-        assert_eq!(answer.status(), StatusCode::OK);
-        if month_used_in_redis(&tenant).await.unwrap() > before {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never went back to Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+            assert_eq!(answer.status(), StatusCode::OK);
+            if month_used_in_redis(&tenant).await.unwrap() > before {
+                Ok(())
+            } else {
+                Err("never went back to Redis".to_owned())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -366,14 +362,15 @@ async fn with_redis_gone_a_fail_closed_gateway_refuses_limited_tenants_until_it_
     );
 
     proxy.restore();
-    let started = Instant::now();
-    while chat(&app.http, &app.base, &key, &body(5)).await.status() != StatusCode::OK {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || match chat(&app.http, &app.base, &key, &body(5)).await.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(format!("never recovered ({status})")),
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

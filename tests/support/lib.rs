@@ -18,6 +18,24 @@ use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
+/// Runs `check` every `every` until it gives `Ok`, and returns that. Each `Err` says what was
+/// seen instead; the last one is the failure message once `within` has passed. For what the
+/// gateway does in the background (ledger batches, registry notifications, reconnections).
+pub async fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(seen) if started.elapsed() >= within => panic!("after {within:?}: {seen}"),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
 
