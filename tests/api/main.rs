@@ -13,5 +13,6 @@ mod ledger;
 mod openai;
 mod processes;
 mod quota;
+mod responses;
 mod search;
 mod traces;

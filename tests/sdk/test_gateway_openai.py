@@ -70,3 +70,31 @@ def test_plain_openai_client_on_v1_paths(gateway: GatewayProcess, tenant_key: st
     assert completion.choices[0].message.content
     embedding = client.embeddings.create(model="text-embedding-3-small", input="hello")
     assert embedding.data[0].embedding
+
+
+def _responses_round_trip(client: openai.OpenAI | openai.AzureOpenAI) -> None:
+    first = client.responses.create(model="gpt-4o", input="Remember the number 7")
+    assert first.id.startswith("resp_bk")
+    assert first.output_text
+    assert client.responses.retrieve(first.id).id == first.id
+    follow_up = client.responses.create(
+        model="gpt-4o", input="Which number?", previous_response_id=first.id)
+    assert follow_up.previous_response_id == first.id
+    client.responses.delete(follow_up.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(follow_up.id)
+
+
+def test_azure_client_responses_create_retrieve_continue_delete(
+        gateway: GatewayProcess, tenant_key: str) -> None:
+    # The Azure client calls /openai/responses?api-version=... (not the v1 path).
+    client = openai.AzureOpenAI(azure_endpoint=gateway.base_url, api_key=tenant_key,
+                                api_version="2025-03-01-preview", max_retries=0)
+    _responses_round_trip(client)
+
+
+@pytest.mark.parametrize("path", ["/openai/v1", "/v1"])
+def test_plain_openai_client_responses_on_v1_paths(
+        gateway: GatewayProcess, tenant_key: str, path: str) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.base_url}{path}", api_key=tenant_key, max_retries=0)
+    _responses_round_trip(client)

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openai_router::{AnswerBody, BodyFacts, Call, Member, Operation, Target};
 use serde_json::{Map, Value};
@@ -384,25 +384,97 @@ fn response_not_found(id: &str) -> Response {
     )
 }
 
-/// The member a binding names, if the tenant may still use it.
-fn bound_member(
+/// Where a response's state lives, as the member key in its binding says: a resource of the
+/// catalog (`resource/deployment`), or the tenant's own endpoint (`tenant:{id}/{alias}`).
+/// Azure keeps a response on the resource that created it, whichever deployment did.
+#[derive(Debug, PartialEq, Eq)]
+enum Holder<'a> {
+    Resource(&'a str),
+    TenantProvided,
+}
+
+fn holder_of(member_key: &str) -> Option<Holder<'_>> {
+    if member_key.starts_with("tenant:") {
+        return Some(Holder::TenantProvided);
+    }
+    member_key
+        .split_once('/')
+        .map(|(resource, _)| Holder::Resource(resource))
+}
+
+/// The resource that holds a bound response, as a member to read it from. It need not be in
+/// the tenant's placement any more (the binding is sealed with the tenant, so only a
+/// response the tenant created opens here): its responses stay where they were made.
+fn holder_member(
     tenant: &TenantEntry,
     snapshot: &Snapshot,
     binding: &response_ids::Binding,
 ) -> Option<Member> {
-    let alias = binding.member.rsplit('/').next()?;
-    let (target, _) = openai_target(tenant, snapshot, alias)?;
-    target.members.into_iter().find(|m| m.key == binding.member)
+    let (endpoint, region, data_zone, credential) = match holder_of(&binding.member)? {
+        Holder::Resource(name) => {
+            let name = tenant_registry::names::ResourceName::parse(name).ok()?;
+            let resource = snapshot.catalog.resources.get(&name)?;
+            (
+                resource.view.endpoint.to_string(),
+                resource.view.region.to_string(),
+                resource.view.data_zone.as_ref().map(ToString::to_string),
+                snapshot.resource_credential(&name)?.clone(),
+            )
+        }
+        Holder::TenantProvided => match tenant.tenant.openai.as_ref()? {
+            OpenAiPlacement::TenantProvided { endpoint, region } => (
+                endpoint.to_string(),
+                region.to_string(),
+                tenant.tenant.data_zone.as_ref().map(ToString::to_string),
+                tenant.openai_credential.clone()?,
+            ),
+            _ => return None,
+        },
+    };
+    Some(Member {
+        key: binding.member.clone(),
+        endpoint,
+        // Reading, deleting: the v1 path names no deployment.
+        deployment: String::new(),
+        model: String::new(),
+        region,
+        data_zone,
+        credential,
+        priority: 0,
+        weight: 1,
+    })
 }
 
-/// `POST /openai/v1/responses`: created on a member of the alias in `model`, or on the
-/// member that holds `previous_response_id`.
+/// Whether `uri` is the Azure SDK's spelling (`/openai/responses...`), which needs an
+/// `api-version` like every other versioned Azure route; the v1 spellings do not.
+fn needs_api_version(uri: &axum::http::Uri) -> bool {
+    uri.path().starts_with("/openai/responses")
+}
+
+fn has_api_version(uri: &axum::http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.starts_with("api-version=") && p.len() > 12)
+    })
+}
+
+fn missing_api_version() -> Response {
+    bad_request("Missing required query parameter: api-version")
+}
+
+/// `POST /openai/v1/responses`, `/openai/responses?api-version=`, `/v1/responses`: created
+/// on a member of the alias in `model`, or on the resource that holds
+/// `previous_response_id`.
 pub async fn create_response(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
+    uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
+    if needs_api_version(&uri) && !has_api_version(&uri) {
+        return missing_api_version();
+    }
     if let Err(message) = BodyFacts::read(&body) {
         return bad_request(&message);
     }
@@ -435,8 +507,12 @@ pub async fn create_response(
         let Some(binding) = response_ids::unwrap(&state.ids, previous, tenant_id) else {
             return response_not_found(previous);
         };
-        // A follow-up must reach the resource that holds the state, and only it.
-        target.members.retain(|m| m.key == binding.member);
+        // A follow-up must reach the resource that holds the state, and only it; any of the
+        // alias's deployments on that resource will do.
+        let holder = holder_of(&binding.member);
+        target
+            .members
+            .retain(|m| holder.is_some() && holder_of(&m.key) == holder);
         if target.members.is_empty() {
             return response_not_found(previous);
         }
@@ -475,28 +551,47 @@ pub async fn create_response(
     rewrite_response_id(&state, tenant_id, response).await
 }
 
-/// `GET /openai/v1/responses/{id}`: read from the one resource that holds it.
+/// `GET .../responses/{id}`: read from the one resource that holds it.
 pub async fn get_response(
     State(state): State<AppState>,
     caller: Caller,
+    uri: axum::http::Uri,
     Path(id): Path<String>,
 ) -> Response {
+    stored_response(&state, &caller, &uri, Method::GET, &id).await
+}
+
+/// `DELETE .../responses/{id}`: deleted on the one resource that holds it (read-write
+/// credentials only, like every DELETE).
+pub async fn delete_response(
+    State(state): State<AppState>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    Path(id): Path<String>,
+) -> Response {
+    stored_response(&state, &caller, &uri, Method::DELETE, &id).await
+}
+
+async fn stored_response(
+    state: &AppState,
+    caller: &Caller,
+    uri: &axum::http::Uri,
+    method: Method,
+    id: &str,
+) -> Response {
+    if needs_api_version(uri) && !has_api_version(uri) {
+        return missing_api_version();
+    }
     let tenant_id = caller.tenant.tenant.id;
-    let Some(binding) = response_ids::unwrap(&state.ids, &id, tenant_id) else {
-        return response_not_found(&id);
+    let Some(binding) = response_ids::unwrap(&state.ids, id, tenant_id) else {
+        return response_not_found(id);
     };
     let snapshot = state.registry.snapshot();
-    let Some(member) = bound_member(&caller.tenant, &snapshot, &binding) else {
-        return response_not_found(&id);
+    let Some(member) = holder_member(&caller.tenant, &snapshot, &binding) else {
+        return response_not_found(id);
     };
-    match state
-        .openai
-        .fetch(
-            &member,
-            &format!("/openai/v1/responses/{}", binding.upstream),
-        )
-        .await
-    {
+    let path = format!("/openai/v1/responses/{}", binding.upstream);
+    match state.openai.fetch(method, &member, &path).await {
         Ok((status, headers, bytes)) => {
             let mut response = (status, bytes).into_response();
             response.headers_mut().extend(headers);
@@ -509,10 +604,10 @@ pub async fn get_response(
                     .headers_mut()
                     .insert(HeaderName::from_static("x-bulkhead-member"), member);
             }
-            rewrite_response_id(&state, tenant_id, response).await
+            rewrite_response_id(state, tenant_id, response).await
         }
         Err(error) => {
-            tracing::warn!(%error, "reading a stored response failed");
+            tracing::warn!(%error, "reaching a stored response failed");
             azure_error(
                 StatusCode::BAD_GATEWAY,
                 "UpstreamError",

@@ -287,8 +287,23 @@ pub fn router(state: AppState) -> Gate {
         )
         .route("/openai/v1/chat/completions", post(openai::model_call))
         .route("/openai/v1/embeddings", post(openai::model_call))
+        // The Responses API in every spelling the SDKs use: the v1 API, the Azure client's
+        // versioned path, and the plain OpenAI client with `base_url=.../v1`.
         .route("/openai/v1/responses", post(openai::create_response))
-        .route("/openai/v1/responses/{id}", get(openai::get_response))
+        .route("/openai/responses", post(openai::create_response))
+        .route("/v1/responses", post(openai::create_response))
+        .route(
+            "/openai/v1/responses/{id}",
+            get(openai::get_response).delete(openai::delete_response),
+        )
+        .route(
+            "/openai/responses/{id}",
+            get(openai::get_response).delete(openai::delete_response),
+        )
+        .route(
+            "/v1/responses/{id}",
+            get(openai::get_response).delete(openai::delete_response),
+        )
         .route("/v1/chat/completions", post(openai::model_call))
         .route("/v1/embeddings", post(openai::model_call))
         .route("/v1/tokenize", post(openai::tokenize))

@@ -241,15 +241,17 @@ impl OpenAiRouter {
         })
     }
 
-    /// A plain GET of `path` (below the resource's base URL) on one member: for reading
-    /// state that lives on that resource only (a stored response). Not retried elsewhere.
+    /// A bodiless `method` (GET, DELETE) of `path` (below the resource's base URL) on one
+    /// member: for state that lives on that resource only (a stored response). Not retried
+    /// elsewhere.
     pub async fn fetch(
         &self,
+        method: Method,
         member: &Member,
         path: &str,
     ) -> Result<(StatusCode, HeaderMap, Bytes), RouteError> {
         let request = upstream_request(
-            Method::GET,
+            method,
             &format!("{}{path}", member.endpoint),
             member,
             None,

@@ -1,0 +1,245 @@
+//! The stateful Responses API through the gateway: a sealed response id opens (read, continue,
+//! delete) on the resource that holds it for every placement, whatever the alias is called,
+//! through every path spelling the SDKs use; and never for another tenant.
+
+use azure_sim::{DeploymentConfig, ResourceConfig, Sim, SimConfig, SimHandle};
+use bulkhead_tests::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+struct World {
+    app: TestApp,
+    _sim: SimHandle,
+    keys: std::collections::HashMap<&'static str, String>,
+}
+
+fn resource(name: &str, deployments: &[(&str, &str)]) -> ResourceConfig {
+    deployments.iter().fold(
+        ResourceConfig::new(name, "eastus", format!("key-of-{name}")),
+        |r, (d, model)| r.with_deployment(DeploymentConfig::new(*d, *model)),
+    )
+}
+
+/// One tenant per placement, each calling an alias that is not the name of the deployment
+/// behind it (except where the placement makes them equal: a dedicated resource and a
+/// tenant-provided endpoint are called by deployment name, which is not the model's).
+async fn world() -> World {
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_resource(resource(
+                "aoai-a",
+                &[("gpt4o", "gpt-4o"), ("dd-chat", "gpt-4o")],
+            ))
+            .with_resource(resource("aoai-b", &[("gpt4o", "gpt-4o")]))
+            .with_resource(resource("aoai-own", &[("mini", "gpt-4o-mini")]))
+            .with_resource(resource("aoai-byo", &[("their-dep", "gpt-4o")])),
+    )
+    .await
+    .unwrap();
+    let app = TestApp::spawn().await;
+    let post = |path: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let (status, answer) = app.admin(Method::POST, path, Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
+        }
+    };
+    for (name, owner) in [("aoai-a", None), ("aoai-b", None), ("aoai-own", Some("dr"))] {
+        post(
+            "/admin/v1/openai/resources",
+            json!({"name": name, "endpoint": sim.resource_url(name), "region": "eastus",
+                   "api_key": format!("key-of-{name}"), "owner_tenant": owner}),
+        )
+        .await;
+    }
+    for (resource, name, model, owner) in [
+        ("aoai-a", "gpt4o", "gpt-4o", None),
+        ("aoai-b", "gpt4o", "gpt-4o", None),
+        ("aoai-a", "dd-chat", "gpt-4o", Some("dd")),
+        ("aoai-own", "mini", "gpt-4o-mini", None),
+    ] {
+        post(
+            "/admin/v1/openai/deployments",
+            json!({"resource": resource, "name": name, "model": model, "capacity_tpm": 100000,
+                   "owner_tenant": owner}),
+        )
+        .await;
+    }
+    post(
+        "/admin/v1/openai/pools",
+        json!({"alias": "chat", "members": [
+            {"deployment": "aoai-a/gpt4o", "priority": 0, "weight": 1},
+            {"deployment": "aoai-b/gpt4o", "priority": 0, "weight": 1}]}),
+    )
+    .await;
+    post(
+        "/admin/v1/tenants",
+        json!({"slug": "shared", "display_name": "S", "openai": {"isolation": "shared"}}),
+    )
+    .await;
+    post(
+        "/admin/v1/tenants",
+        json!({"slug": "dd", "display_name": "DD", "openai": {"isolation": "dedicated_deployment",
+               "models": {"chat": [{"deployment": "aoai-a/dd-chat"}]}}}),
+    )
+    .await;
+    post(
+        "/admin/v1/tenants",
+        json!({"slug": "dr", "display_name": "DR", "openai": {"isolation": "dedicated_resource",
+               "resources": ["aoai-own"]}}),
+    )
+    .await;
+    post(
+        "/admin/v1/tenants",
+        json!({"slug": "byo", "display_name": "BYO", "openai": {"isolation": "tenant_provided",
+               "endpoint": sim.resource_url("aoai-byo"), "api_key": "key-of-aoai-byo",
+               "region": "eastus"}}),
+    )
+    .await;
+    let mut keys = std::collections::HashMap::new();
+    for slug in ["shared", "dd", "dr", "byo"] {
+        keys.insert(slug, app.key(slug, "read-write").await.1);
+    }
+    World {
+        app,
+        _sim: sim,
+        keys,
+    }
+}
+
+/// The three spellings: the v1 API, the Azure client's versioned path, and the plain OpenAI
+/// client with `base_url=<gateway>/v1`. Each is (collection path, query).
+const SPELLINGS: [(&str, &str); 3] = [
+    ("/openai/v1/responses", ""),
+    ("/openai/responses", "?api-version=2025-03-01-preview"),
+    ("/v1/responses", ""),
+];
+
+impl World {
+    async fn call(
+        &self,
+        tenant: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .app
+            .http
+            .request(method, self.app.url(path))
+            .header("api-key", &self.keys[tenant]);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn a_response_opens_for_its_tenant_whatever_the_alias_placement_or_spelling() {
+    let w = world().await;
+    let cases = [
+        ("shared", "chat"),
+        ("dd", "chat"),
+        ("dr", "mini"),
+        ("byo", "their-dep"),
+    ];
+    for (tenant, alias) in cases {
+        for (collection, query) in SPELLINGS {
+            let case = format!("{tenant} via {collection}");
+            let (status, created) = w
+                .call(
+                    tenant,
+                    Method::POST,
+                    &format!("{collection}{query}"),
+                    Some(json!({"model": alias, "input": "remember the number 7"})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{case}: {created}");
+            let id = created["id"].as_str().unwrap().to_owned();
+            assert!(id.starts_with("resp_bk"), "{case}: {id}");
+            let item = format!("{collection}/{id}{query}");
+
+            let (status, read) = w.call(tenant, Method::GET, &item, None).await;
+            assert_eq!(status, StatusCode::OK, "{case}: read: {read}");
+            assert_eq!(read["id"], id.as_str(), "{case}");
+
+            // Continuing, several times: the shared pool's rotation must not matter.
+            for _ in 0..3 {
+                let (status, next) = w
+                    .call(
+                        tenant,
+                        Method::POST,
+                        &format!("{collection}{query}"),
+                        Some(json!({"model": alias, "input": "and now?",
+                                    "previous_response_id": id})),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{case}: continue: {next}");
+                assert_eq!(next["previous_response_id"], id.as_str(), "{case}");
+            }
+
+            // Another tenant sees nothing, by any route.
+            let other = if tenant == "shared" { "dd" } else { "shared" };
+            let (status, _) = w.call(other, Method::GET, &item, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{case}: read by {other}");
+            let (status, _) = w.call(other, Method::DELETE, &item, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{case}: deleted by {other}");
+
+            let (status, deleted) = w.call(tenant, Method::DELETE, &item, None).await;
+            assert_eq!(status, StatusCode::OK, "{case}: delete: {deleted}");
+            assert_eq!(deleted["id"], id.as_str(), "{case}: the caller's own id");
+            assert_eq!(deleted["deleted"], true, "{case}");
+            let (status, _) = w.call(tenant, Method::GET, &item, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{case}: read after delete");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_versioned_spelling_needs_an_api_version() {
+    let w = world().await;
+    let (status, body) = w
+        .call(
+            "shared",
+            Method::POST,
+            "/openai/responses",
+            Some(json!({"model": "chat", "input": "hi"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("api-version"));
+}
+
+#[tokio::test]
+async fn a_read_only_key_reads_a_response_but_cannot_delete_it() {
+    let w = world().await;
+    let (_, read_key) = w.app.key("shared", "read").await;
+    let (status, created) = w
+        .call(
+            "shared",
+            Method::POST,
+            "/openai/v1/responses",
+            Some(json!({"model": "chat", "input": "hi"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/openai/v1/responses/{}", created["id"].as_str().unwrap());
+    let delete = w
+        .app
+        .http
+        .delete(w.app.url(&path))
+        .header("api-key", &read_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::FORBIDDEN);
+    let (status, _) = w.call("shared", Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "still there");
+}
