@@ -208,154 +208,207 @@ async fn suspended_tenants_are_403_and_read_keys_cannot_write() {
     assert_eq!(app.me(&[("api-key", &write)]).await.0, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn gateway_tokens_are_refused_unless_everything_is_right() {
-    let app = TestApp::spawn().await;
-    let acme = app.onboard("acme").await;
-    let good = sign(Algorithm::HS256, None, &gateway_claims(&acme));
-    let (status, me) = app.me(&[("authorization", &bearer(&good))]).await;
-    assert_eq!(
-        (status, me["slug"].as_str()),
-        (StatusCode::OK, Some("acme"))
-    );
-    assert_eq!(me["credential"]["kind"], "token");
+fn b64(value: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
 
-    let mut expired = gateway_claims(&acme);
-    expired["exp"] = json!(now() - 120);
-    let mut wrong_issuer = gateway_claims(&acme);
-    wrong_issuer["iss"] = json!("someone-else");
-    let mut wrong_audience = gateway_claims(&acme);
-    wrong_audience["aud"] = json!("another-api");
-    let mut no_exp = gateway_claims(&acme);
-    no_exp.as_object_mut().unwrap().remove("exp");
-    let mut unknown_tenant = gateway_claims(&acme);
-    unknown_tenant["tid"] = json!(uuid::Uuid::now_v7().to_string());
-    let mut no_tenant = gateway_claims(&acme);
-    no_tenant.as_object_mut().unwrap().remove("tid");
-    let wrong_secret = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &gateway_claims(&acme),
-        &EncodingKey::from_secret(b"not-the-gateway-secret"),
-    )
-    .unwrap();
-    let hs384 = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS384),
-        &gateway_claims(&acme),
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap();
-    // alg "none": header {"alg":"none","typ":"JWT"}, no signature
-    let b64 = |v: &Value| {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
-    let none = format!(
-        "{}.{}.",
-        b64(&json!({"alg": "none", "typ": "JWT"})),
-        b64(&gateway_claims(&acme))
-    );
-    let tampered = {
-        let parts: Vec<&str> = good.split('.').collect();
-        let mut claims = gateway_claims(&acme);
-        claims["scope"] = json!("read-write admin");
-        format!("{}.{}.{}", parts[0], b64(&claims), parts[2])
-    };
-    let cases = [
-        ("expired", sign(Algorithm::HS256, None, &expired)),
-        ("wrong issuer", sign(Algorithm::HS256, None, &wrong_issuer)),
-        (
-            "wrong audience",
-            sign(Algorithm::HS256, None, &wrong_audience),
-        ),
-        ("no exp", sign(Algorithm::HS256, None, &no_exp)),
-        (
-            "unknown tenant",
-            sign(Algorithm::HS256, None, &unknown_tenant),
-        ),
-        ("no tenant claim", sign(Algorithm::HS256, None, &no_tenant)),
-        ("wrong secret", wrong_secret),
-        ("HS384", hs384),
-        ("alg none", none),
-        ("tampered payload", tampered),
+/// `token` with its payload replaced by `claims`, the header and signature kept.
+fn swapped_payload(token: &str, claims: &Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    format!("{}.{}.{}", parts[0], b64(claims), parts[2])
+}
+
+/// Every way a token can be wrong, for both families: the gateway's own HS256 tokens and
+/// the identity provider's RS256/ES256 tokens. Each must be a 401 in Azure's shape; the
+/// well-formed tokens beside them (including `nbf` in the past, or a few seconds ahead
+/// within the clock leeway) must pass, so the matrix cannot pass by refusing everything.
+#[tokio::test]
+async fn every_token_wrong_in_any_way_is_refused_and_only_right_ones_pass() {
+    let app = app_with_idp().await;
+    let acme = app.onboard("acme").await;
+    type Claims = fn(&str) -> Value;
+    let families: [(&str, Algorithm, Option<&str>, Claims); 3] = [
+        ("gateway HS256", Algorithm::HS256, None, gateway_claims),
+        ("IdP RS256", Algorithm::RS256, Some("rsa-1"), idp_claims),
+        ("IdP ES256", Algorithm::ES256, Some("ec-1"), idp_claims),
+    ];
+    for (family, alg, kid, claims) in families {
+        let with = |change: &dyn Fn(&mut Value)| {
+            let mut c = claims(&acme);
+            change(&mut c);
+            sign(alg, kid, &c)
+        };
+        // Right: accepted.
+        let right = [
+            ("plain", with(&|_| {})),
+            ("nbf in the past", with(&|c| c["nbf"] = json!(now() - 60))),
+            (
+                "nbf within the leeway",
+                with(&|c| c["nbf"] = json!(now() + 10)),
+            ),
+            ("tenant by slug", with(&|c| c["tid"] = json!("acme"))),
+        ];
+        for (case, token) in right {
+            let (status, me) = app.me(&[("authorization", &bearer(&token))]).await;
+            assert_eq!(
+                (status, me["slug"].as_str()),
+                (StatusCode::OK, Some("acme")),
+                "{family}, {case}: {me}"
+            );
+        }
+        // Wrong: refused.
+        let good = with(&|_| {});
+        let public_jwks = include_str!("../fixtures/idp-jwks.json");
+        let confused = jsonwebtoken::encode(
+            &Header {
+                kid: Some("rsa-1".into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            &claims(&acme),
+            &EncodingKey::from_secret(public_jwks.as_bytes()),
+        )
+        .unwrap();
+        let confused_pem = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(&acme),
+            &EncodingKey::from_secret(include_bytes!("../fixtures/idp-rsa.pem")),
+        )
+        .unwrap();
+        let another_key = match alg {
+            Algorithm::HS256 => jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims(&acme),
+                &EncodingKey::from_secret(b"not-the-gateway-secret-at-all-0123"),
+            )
+            .unwrap(),
+            // A key the JWKS does not hold, under a kid it does.
+            _ => {
+                let mut header = Header::new(Algorithm::HS384);
+                header.kid = kid.map(ToOwned::to_owned);
+                jsonwebtoken::encode(
+                    &header,
+                    &claims(&acme),
+                    &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+                )
+                .unwrap()
+            }
+        };
+        let mut unknown_kid = Header::new(alg);
+        unknown_kid.kid = Some("rsa-9".into());
+        let unknown_kid = match alg {
+            Algorithm::HS256 => String::new(), // no kids on the gateway's own tokens
+            _ => jsonwebtoken::encode(
+                &unknown_kid,
+                &claims(&acme),
+                &match alg {
+                    Algorithm::RS256 => {
+                        EncodingKey::from_rsa_pem(include_bytes!("../fixtures/idp-rsa.pem"))
+                            .unwrap()
+                    }
+                    _ => {
+                        EncodingKey::from_ec_pem(include_bytes!("../fixtures/idp-ec.pem")).unwrap()
+                    }
+                },
+            )
+            .unwrap(),
+        };
+        let mut elevated = claims(&acme);
+        elevated["scope"] = json!("read-write admin");
+        elevated["tid"] = json!(uuid::Uuid::now_v7().to_string());
+        let mut longer = claims(&acme);
+        longer["exp"] = json!(now() + 86_400 * 365);
+        let wrong = [
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    b64(&json!({"alg": "none", "typ": "JWT"})),
+                    b64(&claims(&acme))
+                ),
+            ),
+            ("HS256 keyed with the IdP's public JWKS", confused),
+            ("HS256 keyed with the IdP's private PEM", confused_pem),
+            ("another key", another_key),
+            ("unknown kid", unknown_kid),
+            ("expired", with(&|c| c["exp"] = json!(now() - 120))),
+            (
+                "no exp",
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+            ),
+            ("not yet valid", with(&|c| c["nbf"] = json!(now() + 3600))),
+            (
+                "not yet valid, past the leeway",
+                with(&|c| c["nbf"] = json!(now() + 120)),
+            ),
+            ("wrong audience", with(&|c| c["aud"] = json!("another-api"))),
+            (
+                "wrong issuer",
+                with(&|c| c["iss"] = json!("https://evil.example")),
+            ),
+            (
+                "unknown tenant",
+                with(&|c| c["tid"] = json!(uuid::Uuid::now_v7().to_string())),
+            ),
+            ("unknown tenant slug", with(&|c| c["tid"] = json!("nobody"))),
+            (
+                "missing tenant claim",
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("tid");
+                }),
+            ),
+            (
+                "payload swapped onto a valid signature",
+                swapped_payload(&good, &elevated),
+            ),
+            (
+                "a longer life swapped onto a valid signature",
+                swapped_payload(&good, &longer),
+            ),
+            ("garbage", "garbage".to_owned()),
+            ("three garbage parts", "a.b.c".to_owned()),
+            ("empty", String::new()),
+        ];
+        for (case, token) in wrong {
+            if token.is_empty() && case != "empty" {
+                continue;
+            }
+            assert_unauthenticated(
+                &app,
+                &[("authorization", &bearer(&token))],
+                &format!("{family}: {case}"),
+            )
+            .await;
+        }
+    }
+    // An IdP token without a configured IdP; a gateway token under another gateway's secret.
+    let plain = TestApp::spawn_with(|config| config.jwt_secret = None).await;
+    let beta = plain.onboard("beta").await;
+    for (case, token) in [
         (
             "RS256 without a configured IdP",
-            sign(Algorithm::RS256, Some("rsa-1"), &idp_claims(&acme)),
+            sign(Algorithm::RS256, Some("rsa-1"), &idp_claims(&beta)),
         ),
-    ];
-    for (case, token) in cases {
-        assert_unauthenticated(&app, &[("authorization", &bearer(&token))], case).await;
+        (
+            "HS256 signed with a secret the gateway does not hold",
+            sign(Algorithm::HS256, None, &gateway_claims(&beta)),
+        ),
+    ] {
+        assert_unauthenticated(&plain, &[("authorization", &bearer(&token))], case).await;
     }
 }
 
 #[tokio::test]
-async fn identity_provider_tokens_are_verified_against_its_jwks() {
+async fn identity_provider_tokens_without_a_scope_claim_only_read() {
     let app = app_with_idp().await;
     let acme = app.onboard("acme").await;
-    for (alg, kid) in [(Algorithm::RS256, "rsa-1"), (Algorithm::ES256, "ec-1")] {
-        let token = sign(alg, Some(kid), &idp_claims(&acme));
-        let (status, me) = app.me(&[("authorization", &bearer(&token))]).await;
-        assert_eq!(
-            (status, me["slug"].as_str()),
-            (StatusCode::OK, Some("acme")),
-            "{alg:?}"
-        );
-        assert_eq!(
-            me["credential"]["scope"], "read",
-            "no scope claim means read-only"
-        );
-    }
-    // the tenant claim may also carry the slug
-    let by_slug = sign(Algorithm::RS256, Some("rsa-1"), &idp_claims("acme"));
-    assert_eq!(
-        app.me(&[("authorization", &bearer(&by_slug))]).await.0,
-        StatusCode::OK
-    );
-
-    let mut wrong_audience = idp_claims(&acme);
-    wrong_audience["aud"] = json!("api://other");
-    let mut wrong_issuer = idp_claims(&acme);
-    wrong_issuer["iss"] = json!("https://evil.example");
-    let mut expired = idp_claims(&acme);
-    expired["exp"] = json!(now() - 120);
-    // algorithm confusion: an HS256 token whose "secret" is the IdP's public key
-    let public = include_str!("../fixtures/idp-jwks.json");
-    let confused = jsonwebtoken::encode(
-        &Header {
-            kid: Some("rsa-1".into()),
-            ..Header::new(Algorithm::HS256)
-        },
-        &idp_claims(&acme),
-        &EncodingKey::from_secret(public.as_bytes()),
-    )
-    .unwrap();
-    let cases = [
-        (
-            "wrong audience",
-            sign(Algorithm::RS256, Some("rsa-1"), &wrong_audience),
-        ),
-        (
-            "wrong issuer",
-            sign(Algorithm::RS256, Some("rsa-1"), &wrong_issuer),
-        ),
-        ("expired", sign(Algorithm::ES256, Some("ec-1"), &expired)),
-        (
-            "unknown kid",
-            sign(Algorithm::RS256, Some("rsa-9"), &idp_claims(&acme)),
-        ),
-        ("no kid", sign(Algorithm::RS256, None, &idp_claims(&acme))),
-        (
-            "kid of another algorithm",
-            sign(Algorithm::ES256, Some("rsa-1"), &idp_claims(&acme)),
-        ),
-        ("HS256 keyed with the public key", confused),
-        (
-            "unknown tenant",
-            sign(Algorithm::RS256, Some("rsa-1"), &idp_claims("nobody")),
-        ),
-    ];
-    for (case, token) in cases {
-        assert_unauthenticated(&app, &[("authorization", &bearer(&token))], case).await;
-    }
+    let token = sign(Algorithm::RS256, Some("rsa-1"), &idp_claims(&acme));
+    let (status, me) = app.me(&[("authorization", &bearer(&token))]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["credential"]["kind"], "token");
+    assert_eq!(me["credential"]["scope"], "read");
 }
 
 #[tokio::test]

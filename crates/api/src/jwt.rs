@@ -23,6 +23,8 @@ use uuid::Uuid;
 pub const GATEWAY_AUDIENCE: &str = "bulkhead";
 /// The longest lifetime a gateway-issued token may have.
 pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECONDS: u64 = 30;
 /// How often the JWKS is fetched again when a token names a key id it does not know.
 const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
 
@@ -195,7 +197,10 @@ fn decode(
 ) -> Result<Map<String, Value>, TokenError> {
     let mut validation = validation.clone();
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    validation.leeway = 30;
+    // `nbf` is optional, but when present it is enforced with the same leeway as `exp`
+    // (jsonwebtoken ignores it unless told).
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECONDS;
     Ok(jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)?.claims)
 }
 
