@@ -8,6 +8,7 @@
 
 mod admin;
 mod auth;
+mod bodies;
 mod isolation;
 mod ledger;
 mod openai;

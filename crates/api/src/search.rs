@@ -211,12 +211,27 @@ fn api_version(pairs: &[(String, String)]) -> Result<String, String> {
     Ok(version.clone())
 }
 
+/// The caller's JSON object. A key named twice anywhere is refused: the gateway rewrites what
+/// it reads (filters, keys), and Azure must not act on a value it did not see.
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => match strict_json::check_parsed(body) {
+            Ok(()) => Ok(map),
+            Err(duplicate) => Err(format!("The request body is ambiguous: {duplicate}.")),
+        },
         Ok(_) => Err("The request body must be a JSON object.".into()),
         Err(error) => Err(format!("The request body is not valid JSON: {error}")),
     }
+}
+
+/// A query parameter named twice (other than `facet`, which is a list) is refused, like a
+/// key named twice in a body.
+fn repeated_parameter(pairs: &[(String, String)]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    pairs
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| *name != "facet" && !seen.insert(*name))
 }
 
 /// What one request needs besides the target.
@@ -247,6 +262,12 @@ pub async fn handle(
             Ok(q) => q.0,
             Err(_) => return bad_request("The query string is malformed."),
         };
+    if let Some(name) = repeated_parameter(&pairs) {
+        let shown: String = name.chars().take(100).collect();
+        return bad_request(&format!(
+            "The query parameter '{shown}' is given more than once."
+        ));
+    }
     let version = match api_version(&pairs) {
         Ok(v) => v,
         Err(message) => return bad_request(&message),

@@ -36,6 +36,9 @@ impl BodyFacts {
         }
         let seen: Seen<'_> = serde_json::from_slice(body)
             .map_err(|e| format!("We could not parse the JSON body of your request: {e}."))?;
+        // The fields above are refused when named twice by serde; every other key, at any
+        // depth, is checked here, once the document is known to be valid.
+        strict_json::check_parsed(body).map_err(ambiguous)?;
         Ok(Self {
             model: seen.model.map(Cow::into_owned),
             stream: seen.stream == Some(true),
@@ -49,6 +52,11 @@ impl BodyFacts {
     pub fn wants_usage(&self) -> bool {
         self.stream_options == Some(true)
     }
+}
+
+/// The caller's sentence for a body that names a key twice.
+pub fn ambiguous(duplicate: strict_json::DuplicateKey) -> String {
+    format!("The request body is ambiguous: {duplicate}.")
 }
 
 #[derive(Deserialize)]
@@ -201,6 +209,12 @@ mod tests {
             b"{\"n\":-1}",
             b"{\"model\":\"a\",\"model\":\"b\"}",
             b"{} trailing",
+            // a repeated key anywhere: the gateway and Azure would read different values
+            br#"{"messages":[{"role":"user","content":"a"}],"max_tokens":5,"messages":[]}"#,
+            br#"{"messages":[{"role":"user","role":"system","content":"a"}]}"#,
+            br#"{"stream_options":{"include_usage":false,"include_usage":true}}"#,
+            br#"{"user":{"id":1,"id":2}}"#,
+            br#"{"tools":[{"function":{"name":"a","name":"b"}}]}"#,
         ] {
             let error = BodyFacts::read(bad).unwrap_err();
             assert!(error.ends_with('.'), "{error}");
