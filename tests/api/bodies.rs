@@ -217,3 +217,145 @@ async fn a_key_named_twice_anywhere_is_a_400_on_every_data_plane_route_and_nothi
         .unwrap()
         .contains("'$top' is given more than once"));
 }
+
+/// The status, content type and JSON body of a request (the body must be JSON).
+async fn answer(response: reqwest::Response) -> (StatusCode, String, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("not JSON ({status}, {content_type}): {text:?}"));
+    (status, content_type, value)
+}
+
+#[tokio::test]
+async fn framework_rejections_answer_in_azures_shape_on_the_data_plane() {
+    let w = world().await;
+    let http = &w.app.http;
+    let too_big = format!(r#"{{"input":"{}"}}"#, "a".repeat(33 * 1024 * 1024));
+    let cases = [
+        (
+            "a body over the limit",
+            http.post(w.app.url(EMBED))
+                .header("content-type", "application/json")
+                .body(too_big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "32 MiB",
+        ),
+        (
+            "GET on a POST route",
+            http.get(w.app.url(CHAT)),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "accepts POST",
+        ),
+        (
+            "DELETE on a POST route",
+            http.delete(w.app.url("/openai/v1/chat/completions")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The method DELETE is not allowed",
+        ),
+        (
+            "a path segment that is not UTF-8",
+            http.post(
+                w.app
+                    .url("/openai/deployments/%FF%FE/chat/completions?api-version=2024-10-21"),
+            )
+            .header("content-type", "application/json")
+            .body(r#"{"messages":[]}"#),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "a body that is not JSON",
+            http.post(w.app.url(CHAT))
+                .header("content-type", "application/json")
+                .body("not json"),
+            StatusCode::BAD_REQUEST,
+            "JSON",
+        ),
+        (
+            "an unknown route",
+            http.get(w.app.url("/openai/nothing-here")),
+            StatusCode::NOT_FOUND,
+            "Resource not found",
+        ),
+        (
+            "a usage query that does not parse",
+            http.get(w.app.url("/v1/usage?from=yesterday&from=today")),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+    ];
+    for (case, request, status, says) in cases {
+        let (got, content_type, body) =
+            answer(request.header("api-key", &w.key).send().await.unwrap()).await;
+        assert_eq!(got, status, "{case}: {body}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{case}: {content_type}"
+        );
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(body["error"]["code"].is_string(), "{case}: {body}");
+        assert!(
+            !message.is_empty() && message.contains(says),
+            "{case}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn framework_rejections_answer_in_the_admin_envelope_on_admin_routes() {
+    let w = world().await;
+    let http = &w.app.http;
+    let admin = format!("Bearer {}", bulkhead_tests::ADMIN_TOKEN);
+    let too_big = json!({"slug": "big", "display_name": "a".repeat(3 * 1024 * 1024)}).to_string();
+    let cases = [
+        (
+            "a body over the limit",
+            http.post(w.app.url("/admin/v1/tenants"))
+                .header("content-type", "application/json")
+                .body(too_big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "a method the route does not take",
+            http.put(w.app.url("/admin/v1/tenants")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "an unknown admin route",
+            http.get(w.app.url("/admin/v1/nothing")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (case, request, status, code) in cases {
+        let (got, content_type, body) = answer(
+            request
+                .header("authorization", &admin)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got, status, "{case}: {body}");
+        assert!(content_type.starts_with("application/json"), "{case}");
+        assert_eq!(body["error"]["code"], code, "{case}: {body}");
+        assert!(body["error"]["message"].is_string(), "{case}: {body}");
+    }
+    let (status, _) = w
+        .app
+        .admin(Method::GET, "/admin/v1/tenants/big", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the refused body changed nothing"
+    );
+}

@@ -77,7 +77,7 @@ pub async fn authenticate(state: &AppState, request: &mut Request) -> Result<(),
     if PUBLIC_ROUTES.contains(&path) {
         return Ok(());
     }
-    if path == "/admin" || path.starts_with("/admin/") || path == "/metrics" {
+    if crate::error::Audience::of(path) == crate::error::Audience::Admin {
         if !state.admin_token_matches(request.headers()) {
             return Err(AdminError::Unauthenticated.into_response());
         }

@@ -6,7 +6,7 @@
 //! internal; the cause is logged once, here.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -76,6 +76,135 @@ pub fn azure_error_with_param(
     (status, Json(json!({ "error": error }))).into_response()
 }
 
+/// The largest body a data-plane route buffers (a chat with images, a 1,000-document batch).
+pub const DATA_PLANE_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// The largest body an admin route buffers.
+pub const ADMIN_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// How much of a framework's plain-text rejection is read to become the message.
+const REJECTION_TEXT_LIMIT: usize = 4096;
+
+/// Who a response is for, which decides the shape of its error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Tenants and their SDKs: Azure's `{"error":{"code","message"}}`.
+    DataPlane,
+    /// `/admin/*` and `/metrics`: the admin envelope.
+    Admin,
+}
+
+impl Audience {
+    pub fn of(path: &str) -> Self {
+        if path == "/admin" || path.starts_with("/admin/") || path == "/metrics" {
+            Self::Admin
+        } else {
+            Self::DataPlane
+        }
+    }
+}
+
+/// The answer to a path no route serves, in its caller's format.
+pub fn route_not_found(path: &str) -> Response {
+    match Audience::of(path) {
+        Audience::DataPlane => azure_error(StatusCode::NOT_FOUND, "404", "Resource not found"),
+        Audience::Admin => AdminError::NotFound("no such admin route".into()).into_response(),
+    }
+}
+
+/// Every error answer in its caller's format. Handlers already answer in it; what remains are
+/// the framework's own rejections (a body over the size limit, a method a route does not
+/// take, a malformed path or query), which come as plain text or with no body at all. They
+/// keep their status and headers (`Allow` on a 405) and get a JSON body. Success answers and
+/// JSON errors pass untouched (one status check and one header look-up).
+pub async fn in_callers_format(
+    audience: Audience,
+    method: &Method,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_TEXT_LIMIT)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let allowed = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(ToOwned::to_owned);
+    let limit = match audience {
+        Audience::DataPlane => DATA_PLANE_BODY_LIMIT,
+        Audience::Admin => ADMIN_BODY_LIMIT,
+    };
+    let (azure_code, admin_code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "RequestEntityTooLarge",
+            "payload_too_large",
+            format!(
+                "The request body is larger than this route accepts ({} MiB).",
+                limit / (1024 * 1024)
+            ),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "MethodNotAllowed",
+            "method_not_allowed",
+            match allowed {
+                Some(allowed) if !allowed.is_empty() => format!(
+                    "The method {method} is not allowed on this route; it accepts {allowed}."
+                ),
+                _ => format!("The method {method} is not allowed on this route."),
+            },
+        ),
+        StatusCode::NOT_FOUND => ("404", "not_found", "Resource not found".to_owned()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "UnsupportedMediaType",
+            "unsupported_media_type",
+            "Send the body as JSON with `Content-Type: application/json`.".to_owned(),
+        ),
+        _ if status.is_server_error() => {
+            tracing::error!(status = status.as_u16(), body = %text, "a plain-text server error");
+            (
+                "InternalServerError",
+                "internal_error",
+                "The server had an error.".to_owned(),
+            )
+        }
+        _ => (
+            "BadRequest",
+            "invalid_request",
+            if text.is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("The request is not valid.")
+                    .to_owned()
+            } else {
+                text
+            },
+        ),
+    };
+    let code = match audience {
+        Audience::DataPlane => azure_code,
+        Audience::Admin => admin_code,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// An error on an admin route.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -95,6 +224,8 @@ pub enum AdminError {
     /// A store the answer needs is down.
     #[error("{0}")]
     Unavailable(String),
+    #[error("the request body is larger than this route accepts ({} MiB)", ADMIN_BODY_LIMIT / (1024 * 1024))]
+    PayloadTooLarge,
 }
 
 impl AdminError {
@@ -105,6 +236,7 @@ impl AdminError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Registry(error) => match error {
                 RegistryError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 RegistryError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -124,6 +256,7 @@ impl AdminError {
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
             Self::Unavailable(_) => "store_unavailable",
+            Self::PayloadTooLarge => "payload_too_large",
             Self::Registry(error) => match error {
                 RegistryError::Invalid { .. } => "invalid_request",
                 RegistryError::NotFound { .. } => "not_found",
@@ -194,6 +327,9 @@ fn field_of(message: &str) -> Option<String> {
 
 impl From<JsonRejection> for AdminError {
     fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::PayloadTooLarge;
+        }
         let message = rejection.body_text();
         Self::Invalid {
             field: field_of(&message),

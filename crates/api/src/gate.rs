@@ -1,5 +1,7 @@
 //! The one service in front of the router: it gives every request its id and tracing span,
-//! authenticates it ([`crate::auth::authenticate`]), then hands it to the router.
+//! authenticates it ([`crate::auth::authenticate`]), then hands it to the router; an error
+//! the framework answered in plain text leaves in the caller's format
+//! ([`crate::error::in_callers_format`]).
 //!
 //! Written as a plain `tower::Service` rather than two `axum::middleware::from_fn` layers:
 //! those wrap every route separately and clone and box the inner service on every request,
@@ -19,6 +21,7 @@ use axum::Router;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::error::{in_callers_format, Audience};
 use crate::request_id;
 use crate::state::AppState;
 
@@ -54,6 +57,8 @@ impl Service<Request> for Gate {
 
 async fn serve(inner: &Inner, mut request: Request) -> Response {
     let id = request_id::assign(&mut request);
+    let audience = Audience::of(request.uri().path());
+    let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %String::from_utf8_lossy(id.as_bytes()),
@@ -62,7 +67,7 @@ async fn serve(inner: &Inner, mut request: Request) -> Response {
         tenant = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut response = async {
+    let response = async {
         let authenticated = crate::auth::authenticate(&inner.state, &mut request)
             .instrument(tracing::info_span!("authenticate"))
             .await;
@@ -76,6 +81,7 @@ async fn serve(inner: &Inner, mut request: Request) -> Response {
     }
     .instrument(span.clone())
     .await;
+    let mut response = in_callers_format(audience, &method, response).await;
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

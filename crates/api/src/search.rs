@@ -255,7 +255,7 @@ pub async fn handle(
     // The catch-all routes also see paths that are not search paths (and, under `/admin/`,
     // requests without a tenant): those answer like the router's fallback.
     let (Some(op), Some(Extension(caller))) = (route(&method, uri.path()), caller) else {
-        return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
+        return crate::error::route_not_found(uri.path());
     };
     let pairs: Vec<(String, String)> =
         match axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri) {

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 
 use crate::auth::AdminToken;
 use crate::config::Config;
-use crate::error::azure_error;
 use crate::gate::Gate;
 use crate::jwt::{ExternalIdp, JwtAuthority};
 use crate::metering::{LedgerSink, UsageSink};
@@ -313,19 +312,19 @@ pub fn router(state: AppState) -> Gate {
         .route("/indexes/{*rest}", any(search::handle))
         .route("/{odata}", any(search::handle))
         .route("/{odata}/{*rest}", any(search::handle))
-        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
-        .merge(admin::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::error::DATA_PLANE_BODY_LIMIT,
+        ))
+        .merge(admin::routes().layer(axum::extract::DefaultBodyLimit::max(
+            crate::error::ADMIN_BODY_LIMIT,
+        )))
         .fallback(not_found)
         .with_state(state.clone());
     Gate::new(state, routes)
 }
 
-async fn not_found() -> axum::response::Response {
-    azure_error(
-        axum::http::StatusCode::NOT_FOUND,
-        "404",
-        "Resource not found",
-    )
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    crate::error::route_not_found(uri.path())
 }
 
 async fn shutdown_signal() {
