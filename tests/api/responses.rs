@@ -243,3 +243,146 @@ async fn a_read_only_key_reads_a_response_but_cannot_delete_it() {
     let (status, _) = w.call("shared", Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::OK, "still there");
 }
+
+/// The master key rotates under running traffic: with the new key primary and the old one
+/// previous, response ids and credentials sealed under the old key keep opening; a reseal
+/// moves the credentials; with the new key alone, calls and new ids work while ids sealed
+/// under the dropped key no longer open (they are not stored, so nothing can reseal them).
+#[tokio::test]
+async fn response_ids_and_credentials_survive_a_master_key_rotation() {
+    use secrecy::SecretString;
+    let sim =
+        Sim::start(SimConfig::default().with_resource(resource("aoai-a", &[("gpt4o", "gpt-4o")])))
+            .await
+            .unwrap();
+    let database = bulkhead_tests::fresh_postgres_database().await;
+    let old_key = tenant_registry::MasterKey::generate_base64();
+    let new_key = tenant_registry::MasterKey::generate_base64();
+    let gateway = |primary: &SecretString, previous: Option<&SecretString>| {
+        let (database, primary, previous) = (database.clone(), primary.clone(), previous.cloned());
+        TestApp::spawn_with(move |config| {
+            config.database_url = Some(database);
+            config.master_key = Some(primary);
+            config.master_keys_previous = previous;
+        })
+    };
+    let before = gateway(&old_key, None).await;
+    for (path, body) in [
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": "aoai-a", "endpoint": sim.resource_url("aoai-a"),
+                   "region": "eastus", "api_key": "key-of-aoai-a"}),
+        ),
+        (
+            "/admin/v1/openai/deployments",
+            json!({"resource": "aoai-a", "name": "gpt4o", "model": "gpt-4o",
+                   "capacity_tpm": 100000}),
+        ),
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "chat", "members": [{"deployment": "aoai-a/gpt4o"}]}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "A", "openai": {"isolation": "shared"}}),
+        ),
+    ] {
+        let (status, answer) = before.admin(Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
+    }
+    let key = before.key("acme", "read-write").await.1;
+    let call = |app: &TestApp, method: Method, path: String, body: Option<Value>| {
+        let mut request = app
+            .http
+            .request(method, app.url(&path))
+            .header("api-key", &key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let create = json!({"model": "chat", "input": "hello"});
+    let (status, first) = call(
+        &before,
+        Method::POST,
+        "/openai/v1/responses".into(),
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let old_id = first["id"].as_str().unwrap().to_owned();
+
+    let rotated = gateway(&new_key, Some(&old_key)).await;
+    let (status, read) = call(
+        &rotated,
+        Method::GET,
+        format!("/openai/v1/responses/{old_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an old id opens after rotation: {read}"
+    );
+    let (status, second) = call(
+        &rotated,
+        Method::POST,
+        "/openai/v1/responses".into(),
+        Some(create.clone()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the old credential still opens: {second}"
+    );
+    let new_id = second["id"].as_str().unwrap().to_owned();
+    let (status, report) = rotated
+        .admin(Method::POST, "/admin/v1/master-key:reseal", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["resealed"], 1, "{report}");
+    assert_eq!(report["unreadable"], 0, "{report}");
+
+    let after = gateway(&new_key, None).await;
+    let (status, third) = call(
+        &after,
+        Method::POST,
+        "/openai/v1/responses".into(),
+        Some(create),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the resealed credential opens: {third}"
+    );
+    let (status, _) = call(
+        &after,
+        Method::GET,
+        format!("/openai/v1/responses/{new_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "an id sealed under the new key");
+    let (status, _) = call(
+        &after,
+        Method::GET,
+        format!("/openai/v1/responses/{old_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "its key is no longer configured"
+    );
+}

@@ -8,6 +8,7 @@
 //! | `BULKHEAD_DATA_DIR` | where the embedded store and its generated secrets live (default `.bulkhead`) |
 //! | `BULKHEAD_DATABASE_MAX_CONNECTIONS` | Postgres pool size (default 16) |
 //! | `BULKHEAD_MASTER_KEY` | base64 of 32 bytes; seals upstream credentials at rest |
+//! | `BULKHEAD_MASTER_KEYS_PREVIOUS` | earlier master keys, comma-separated: open only (rotation) |
 //! | `BULKHEAD_ADMIN_TOKEN` | bearer token of the admin API |
 //! | `BULKHEAD_JWT_SECRET` | HS256 secret of gateway-issued tenant tokens |
 //! | `BULKHEAD_JWT_ISSUER` | `iss` of gateway-issued tokens (default `bulkhead`) |
@@ -73,6 +74,11 @@ pub struct Config {
     /// directory on first start with the embedded store; required with Postgres.
     #[arg(long, env = "BULKHEAD_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<SecretString>,
+
+    /// Earlier master keys, comma-separated: they still open what they sealed (credentials
+    /// not yet resealed, response ids already handed out) but never seal anything new.
+    #[arg(long, env = "BULKHEAD_MASTER_KEYS_PREVIOUS", hide_env_values = true)]
+    pub master_keys_previous: Option<SecretString>,
 
     /// Bearer token of the admin API. Generated like the master key when absent.
     #[arg(long, env = "BULKHEAD_ADMIN_TOKEN", hide_env_values = true)]
@@ -253,6 +259,22 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The earlier master keys, in the order given.
+    pub fn previous_master_keys(&self) -> Vec<SecretString> {
+        use secrecy::ExposeSecret;
+        self.master_keys_previous
+            .as_ref()
+            .map(|keys| {
+                keys.expose_secret()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| SecretString::from(k.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The Postgres URL, or `None` for the embedded store.
     pub fn postgres_url(&self) -> Option<&str> {
         self.database_url
@@ -268,6 +290,7 @@ impl Config {
             data_dir,
             database_max_connections: 4,
             master_key: None,
+            master_keys_previous: None,
             admin_token: None,
             jwt_secret: None,
             jwt_issuer: "bulkhead".into(),

@@ -53,7 +53,8 @@ impl Application {
                     .clone()
                     .context("BULKHEAD_ADMIN_TOKEN is required with Postgres")?;
                 let secrets = Secrets {
-                    master: MasterKey::from_base64(master).map_err(anyhow::Error::msg)?,
+                    master: MasterKey::with_previous(master, &config.previous_master_keys())
+                        .map_err(anyhow::Error::msg)?,
                     admin,
                     jwt: config.jwt_secret.clone(),
                 };
@@ -377,7 +378,8 @@ fn embedded_secrets(config: &Config) -> anyhow::Result<Secrets> {
         None => stored_secret(&dir.join("jwt-secret"), crypto::generate_token)?,
     };
     Ok(Secrets {
-        master: MasterKey::from_base64(&master).map_err(anyhow::Error::msg)?,
+        master: MasterKey::with_previous(&master, &config.previous_master_keys())
+            .map_err(anyhow::Error::msg)?,
         admin,
         jwt: Some(jwt),
     })

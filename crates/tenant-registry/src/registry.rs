@@ -23,8 +23,8 @@ use crate::model::{
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
 use crate::store::{
-    DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, ServiceRow,
-    Store, TemplateRow, TenantRecord, TenantRow,
+    DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, SealedRow,
+    ServiceRow, Store, TemplateRow, TenantRecord, TenantRow,
 };
 use crate::RegistryError;
 
@@ -34,6 +34,19 @@ type Result<T> = std::result::Result<T, RegistryError>;
 /// returns equals what a later read returns.
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// What [`Registry::reseal_credentials`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ResealReport {
+    /// The id of the key everything is now sealed under (a hash prefix, not the key).
+    pub primary_key_id: String,
+    pub resealed: u64,
+    pub already_current: u64,
+    /// Changed by another writer between the read and the write: that writer sealed it anew.
+    pub changed_meanwhile: u64,
+    /// Opened by no configured key: left as it was.
+    pub unreadable: u64,
 }
 
 const MAX_MEMBERS: usize = 64;
@@ -165,6 +178,68 @@ impl Registry {
     /// (the watcher will catch up).
     async fn written(&self) {
         self.reload_logged().await;
+    }
+
+    // ---- Master key rotation ----------------------------------------------------------
+
+    /// Seals every stored credential that is not yet under the primary master key (or still
+    /// in the format before key ids) again under it. Safe to repeat and to run on several
+    /// replicas at once: a row is only replaced if it still holds what was read. A credential
+    /// that no configured key opens is counted, never touched.
+    pub async fn reseal_credentials(&self) -> Result<ResealReport> {
+        let rows = self.store.load().await?;
+        let mut report = ResealReport {
+            primary_key_id: hex::encode(self.master.primary_id()),
+            ..ResealReport::default()
+        };
+        let mut sealed: Vec<(SealedRow, String, Vec<u8>)> = Vec::new();
+        for row in rows.catalog.resources {
+            sealed.push((
+                SealedRow::Resource(row.id),
+                resource_context(&row.name),
+                row.credential,
+            ));
+        }
+        for row in rows.catalog.services {
+            sealed.push((
+                SealedRow::Service(row.id),
+                service_context(&row.name),
+                row.credential,
+            ));
+        }
+        for record in rows.tenants {
+            if let Some(credential) = record.row.openai_credential {
+                sealed.push((
+                    SealedRow::Tenant(record.row.id),
+                    tenant_context(record.row.id),
+                    credential,
+                ));
+            }
+        }
+        for (row, context, old) in sealed {
+            if !self.master.needs_reseal(&old) {
+                report.already_current += 1;
+                continue;
+            }
+            let Ok(secret) = self.master.open(&context, &old) else {
+                tracing::error!(
+                    ?row,
+                    "a stored credential opens under no configured master key"
+                );
+                report.unreadable += 1;
+                continue;
+            };
+            let new = self.master.seal(&context, &secret)?;
+            if self.store.reseal(row, &old, &new).await? {
+                report.resealed += 1;
+            } else {
+                report.changed_meanwhile += 1;
+            }
+        }
+        if report.resealed > 0 {
+            self.written().await;
+        }
+        Ok(report)
     }
 
     // ---- Azure OpenAI resources -------------------------------------------------------

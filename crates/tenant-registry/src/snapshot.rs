@@ -182,11 +182,11 @@ impl Snapshot {
 }
 
 /// The associated data that binds a sealed credential to its row.
-pub(crate) fn resource_context(name: &ResourceName) -> String {
+pub(crate) fn resource_context(name: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("openai_resources:{name}")
 }
 
-pub(crate) fn service_context(name: &ResourceName) -> String {
+pub(crate) fn service_context(name: &(impl std::fmt::Display + ?Sized)) -> String {
     format!("search_services:{name}")
 }
 

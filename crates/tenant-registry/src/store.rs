@@ -145,6 +145,15 @@ pub struct KeyLimitsChange {
     pub monthly_tokens: Option<Option<i64>>,
 }
 
+/// A row holding a sealed credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedRow {
+    Resource(Uuid),
+    Service(Uuid),
+    /// A tenant's own OpenAI endpoint key.
+    Tenant(Uuid),
+}
+
 #[derive(Debug, Clone, FromRow)]
 struct ResourceLinkRow {
     tenant_id: Uuid,
@@ -220,6 +229,10 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         change: &KeyLimitsChange,
     ) -> Result<Option<KeyRow>>;
+
+    /// Replaces a sealed credential by the same secret sealed anew, only if the row still
+    /// holds `old` (a credential changed meanwhile is left alone). Whether it was replaced.
+    async fn reseal(&self, row: SealedRow, old: &[u8], new: &[u8]) -> Result<bool>;
 }
 
 #[derive(Debug, Clone)]
@@ -955,6 +968,32 @@ impl Store for SqlStore {
             .bind(change.monthly_tokens.flatten())
             .fetch_optional(pool)
             .await?)
+        })
+    }
+
+    async fn reseal(&self, row: SealedRow, old: &[u8], new: &[u8]) -> Result<bool> {
+        let (sql, id) = match row {
+            SealedRow::Resource(id) => (
+                "UPDATE openai_resources SET credential = $3 WHERE id = $1 AND credential = $2",
+                id,
+            ),
+            SealedRow::Service(id) => (
+                "UPDATE search_services SET credential = $3 WHERE id = $1 AND credential = $2",
+                id,
+            ),
+            SealedRow::Tenant(id) => (
+                "UPDATE tenants SET openai_credential = $3 WHERE id = $1 AND openai_credential = $2",
+                id,
+            ),
+        };
+        on_pool!(self, |pool| {
+            let done = sqlx::query(sql)
+                .bind(id)
+                .bind(old)
+                .bind(new)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
         })
     }
 }

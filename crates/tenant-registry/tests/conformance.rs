@@ -1044,3 +1044,136 @@ async fn the_schema_defaults_the_policy_and_checks_the_new_columns_on_sqlite() {
     schema_checks!(pool, store);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The master key rotates: with the new key primary and the old one previous, every
+/// credential (including one in the format before key ids) still opens; a reseal moves them
+/// all under the new key, after which the new key alone opens them and the old alone none.
+async fn the_master_key_rotates_without_losing_a_credential(store: SqlStore) {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use base64::Engine;
+
+    let old_b64 = MasterKey::generate_base64();
+    let new_b64 = MasterKey::generate_base64();
+    let with = |primary: &SecretString, previous: &[SecretString]| {
+        MasterKey::with_previous(primary, previous).unwrap()
+    };
+    let before = Registry::open(Arc::new(store.clone()), with(&old_b64, &[]))
+        .await
+        .unwrap();
+    before
+        .create_resource(resource("aoai-a", None, None))
+        .await
+        .unwrap();
+    before
+        .create_service(service("search-a", None, None))
+        .await
+        .unwrap();
+    before
+        .onboard(tenant(
+            json!({"slug": "tp", "display_name": "TP", "openai": {"isolation": "tenant_provided",
+            "endpoint": "https://tp.example", "api_key": "tenant-own-key", "region": "eastus"}}),
+        ))
+        .await
+        .unwrap();
+    // The resource's credential as the first format wrote it (AES-256-GCM, no key id).
+    let catalog = store.catalog().await.unwrap();
+    let row = &catalog.resources[0];
+    let raw_key = base64::engine::general_purpose::STANDARD
+        .decode(old_b64.expose_secret())
+        .unwrap();
+    let legacy = aes_gcm::Aes256Gcm::new_from_slice(&raw_key)
+        .unwrap()
+        .encrypt(
+            aes_gcm::Nonce::from_slice(&[5; 12]),
+            Payload {
+                msg: b"secret-of-aoai-a",
+                aad: b"openai_resources:aoai-a",
+            },
+        )
+        .unwrap();
+    let legacy = [&[1u8][..], &[5; 12], &legacy].concat();
+    assert!(store
+        .reseal(
+            tenant_registry::store::SealedRow::Resource(row.id),
+            &row.credential,
+            &legacy
+        )
+        .await
+        .unwrap());
+
+    let credentials = |r: &Registry| {
+        let snapshot = r.snapshot();
+        let name = |n: &str| tenant_registry::names::ResourceName::parse(n).unwrap();
+        [
+            snapshot
+                .resource_credential(&name("aoai-a"))
+                .map(|s| s.expose_secret().to_owned()),
+            snapshot
+                .service_credential(&name("search-a"))
+                .map(|s| s.expose_secret().to_owned()),
+            snapshot
+                .tenant_by_slug("tp")
+                .and_then(|t| t.openai_credential.as_ref())
+                .map(|s| s.expose_secret().to_owned()),
+        ]
+    };
+    let expected = [
+        Some("secret-of-aoai-a".to_owned()),
+        Some("search-secret".to_owned()),
+        Some("tenant-own-key".to_owned()),
+    ];
+
+    let rotated = Registry::open(
+        Arc::new(store.clone()),
+        with(&new_b64, std::slice::from_ref(&old_b64)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        credentials(&rotated),
+        expected,
+        "old values open under the rotated keyring"
+    );
+    let report = rotated.reseal_credentials().await.unwrap();
+    assert_eq!(
+        (report.resealed, report.already_current, report.unreadable),
+        (3, 0, 0),
+        "{report:?}"
+    );
+    let again = rotated.reseal_credentials().await.unwrap();
+    assert_eq!((again.resealed, again.already_current), (0, 3), "{again:?}");
+    assert_eq!(credentials(&rotated), expected);
+
+    let new_only = Registry::open(Arc::new(store.clone()), with(&new_b64, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials(&new_only),
+        expected,
+        "the new key alone opens everything"
+    );
+    let old_only = Registry::open(Arc::new(store), with(&old_b64, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials(&old_only),
+        [None, None, None],
+        "nothing is left under the old key"
+    );
+    assert_eq!(old_only.reseal_credentials().await.unwrap().unreadable, 3);
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_master_key_rotates_without_losing_a_credential_on_postgres(pool: sqlx::PgPool) {
+    the_master_key_rotates_without_losing_a_credential(SqlStore::from_postgres(pool)).await;
+}
+
+#[tokio::test]
+async fn the_master_key_rotates_without_losing_a_credential_on_sqlite() {
+    let dir = temp_dir();
+    let store = SqlStore::sqlite(tenant_registry::SqliteLocation::Dir(&dir))
+        .await
+        .unwrap();
+    the_master_key_rotates_without_losing_a_credential(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

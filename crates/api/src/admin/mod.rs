@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
             "/admin/v1/search/index-templates/{name}",
             delete(delete_template),
         )
+        .route("/admin/v1/master-key:reseal", post(reseal))
         .route("/admin/v1/tenants", post(onboard).get(tenants))
         .route(
             "/admin/v1/tenants/{slug}",
@@ -94,6 +95,11 @@ fn created<T: Serialize>(value: T) -> Response {
 
 fn list<T: Serialize>(data: Vec<T>) -> Response {
     Json(json!({ "data": data })).into_response()
+}
+
+/// Seals every stored credential again under the primary master key (after a rotation).
+async fn reseal(State(state): State<AppState>) -> Result<Response> {
+    Ok(Json(state.registry.reseal_credentials().await?).into_response())
 }
 
 async fn create_resource(
