@@ -118,6 +118,20 @@ def test_azure_client_errors_map_to_sdk_exceptions(azure: AzureOpenAI, sim: SimP
         azure.chat.completions.create(model="gpt-4o", messages=[])
 
 
+@pytest.mark.parametrize("params, param, says", [
+    ({"temperature": 7}, "temperature", "7 is greater than the maximum of 2"),
+    ({"top_p": 3}, "top_p", "3 is greater than the maximum of 1"),
+    ({"response_format": {"type": "nope"}}, "response_format.type", "'nope' is not one of"),
+    ({"presence_penalty": -3}, "presence_penalty", "-3 is less than the minimum of -2"),
+])
+def test_out_of_range_parameters_are_bad_requests_naming_the_param(
+        azure: AzureOpenAI, params: dict, param: str, says: str) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        azure.chat.completions.create(model="gpt-4o", messages=HELLO, **params)
+    assert refused.value.param == param
+    assert says in refused.value.message
+
+
 def test_a_429_surfaces_as_rate_limit_error_after_the_clients_retries(
     azure: AzureOpenAI, sim: SimProcess
 ) -> None:

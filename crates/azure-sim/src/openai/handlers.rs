@@ -588,6 +588,7 @@ fn admit_request(
             ),
         ));
     }
+    super::validate::parameters(op, &body)?;
     Ok(Admitted {
         resource,
         deployment,

@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod responses;
 pub mod sse;
 pub mod textgen;
+pub mod validate;
 pub mod wire;
 
 use std::collections::HashMap;

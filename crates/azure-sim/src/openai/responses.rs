@@ -204,6 +204,7 @@ async fn create_inner(
         )
         .into_response());
     }
+    super::validate::responses(&body).map_err(e)?;
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(AzureError::bad_request(
             "Streaming of the responses API is not supported by azure-sim.",
