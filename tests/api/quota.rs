@@ -487,6 +487,105 @@ async fn tokenize_counts_like_azure_and_only_for_the_tenants_aliases() {
     assert_eq!(value["error"]["param"], "messages[0].content", "{value}");
 }
 
+async fn tokenize(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value) {
+    let answer = app
+        .http
+        .post(app.url("/v1/tokenize"))
+        .header("api-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (answer.status(), answer.json().await.unwrap())
+}
+
+/// A run of one letter made tiktoken's merge loop quadratic (400 kB: a minute of CPU). It is
+/// counted in linear time, and only up to the context window: past it the request is refused
+/// anyway.
+#[tokio::test]
+async fn a_huge_run_of_one_letter_is_counted_up_to_the_window_and_refused_before_azure() {
+    let sim = sim().await;
+    let app = TestApp::spawn().await;
+    let (_, key) = set_up(&app.http, &app.base, &sim, json!({})).await;
+    let message = |n: usize| json!([{"role": "user", "content": "a".repeat(n)}]);
+
+    let (status, counted) = tokenize(
+        &app,
+        &key,
+        &json!({"model": "gpt-4o", "messages": message(100_000)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{counted}");
+    assert_eq!(counted["exact"], true);
+    let request = json!({"messages": message(100_000), "max_tokens": 5});
+    let billed: Value = chat(&app.http, &app.base, &key, &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counted["prompt_tokens"], billed["usage"]["prompt_tokens"],
+        "the gateway's count is the emulator's"
+    );
+
+    let (status, counted) = tokenize(
+        &app,
+        &key,
+        &json!({"model": "gpt-4o", "messages": message(1_100_000)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{counted}");
+    assert_eq!(counted["exact"], false, "{counted}");
+    assert!(
+        counted["prompt_tokens"].as_u64().unwrap() > 128_000,
+        "{counted}"
+    );
+
+    let before = sim.requests(None).len();
+    let answer = chat(
+        &app.http,
+        &app.base,
+        &key,
+        &json!({"messages": message(1_100_000), "max_tokens": 200_000}),
+    )
+    .await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let value: Value = answer.json().await.unwrap();
+    assert_eq!(value["error"]["code"], "context_length_exceeded", "{value}");
+    assert!(value["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than 128000 tokens"));
+    assert_eq!(sim.requests(None).len(), before, "Azure was not called");
+}
+
+#[tokio::test]
+async fn more_text_than_the_tokenize_cap_is_a_400_that_says_so() {
+    let sim = sim().await;
+    let app = TestApp::spawn_with(|c| c.tokenize_max_bytes = 50_000).await;
+    let (_, key) = set_up(
+        &app.http,
+        &app.base,
+        &sim,
+        json!({"tokens_per_minute": 10_000_000}),
+    )
+    .await;
+    let messages = json!([{"role": "user", "content": "word ".repeat(12_000)}]);
+    let (status, answer) = tokenize(
+        &app,
+        &key,
+        &json!({"model": "gpt-4o", "messages": messages}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let said = answer["error"]["message"].as_str().unwrap().to_owned();
+    assert!(said.contains("more than 50000 bytes"), "{said}");
+    let before = sim.requests(None).len();
+    let answer = chat(&app.http, &app.base, &key, &json!({"messages": messages})).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(sim.requests(None).len(), before, "Azure was not called");
+}
+
 #[tokio::test]
 async fn a_keys_own_limits_apply_on_top_of_its_tenants_and_touch_no_other_key() {
     let sim = sim().await;

@@ -115,7 +115,18 @@ pub async fn admit(
                 || raw_bound(&body).saturating_add(requested_output)
                     > u64::from(limits.context_window) =>
         {
-            count_and_fit(state, caller, counted, model, body, facts)?
+            let work = {
+                let tokens = state.tokens.clone();
+                let overflow = caller.tenant.context_overflow();
+                let budget = state.counting.budget(limits.context_window);
+                let model = model.to_owned();
+                let body = body.clone();
+                move || count_and_fit(&tokens, overflow, counted, &model, body, facts, budget)
+            };
+            match state.counting.run(body.len(), work).await {
+                Ok(counted) => counted?,
+                Err(crate::counting::Busy) => return Err(Box::new(counting_busy())),
+            }
         }
         _ => {
             let rough = (body.len() as u64 / 4).saturating_add(
@@ -151,14 +162,16 @@ pub async fn admit(
     }
 }
 
-/// The exact prompt count, the context window check (or truncation), and the estimate.
+/// The prompt count (exact up to the context window), the context window check (or
+/// truncation), and the estimate. Runs where [`crate::counting`] puts it.
 fn count_and_fit(
-    state: &AppState,
-    caller: &Caller,
+    tokens: &token_count::Counter,
+    overflow: ContextOverflow,
     operation: token_count::Operation,
     model: &str,
     body: Bytes,
     facts: BodyFacts,
+    budget: token_count::CountBudget,
 ) -> Result<(Bytes, BodyFacts, u64), Refused> {
     let mut value: Value = serde_json::from_slice(&body).map_err(|error| {
         bad_request(
@@ -166,22 +179,24 @@ fn count_and_fit(
             None,
         )
     })?;
-    let limits = state.tokens.limits(model);
+    let limits = tokens.limits(model);
     let window = u64::from(limits.context_window);
-    let prompt = state
-        .tokens
-        .count_prompt(operation, model, &value)
+    let counted = tokens
+        .count_prompt_within(operation, model, &value, budget)
         .map_err(|e| bad_request(&e.to_string(), e.param()))?;
+    let prompt = counted.tokens;
     let output = token_count::requested_output_tokens(operation, &value).unwrap_or(0);
-    let (body, facts, prompt) = if prompt.saturating_add(output) <= window {
+    let (body, facts, prompt) = if counted.exact && prompt.saturating_add(output) <= window {
         (body, facts, prompt)
     } else if operation == token_count::Operation::ChatCompletions
-        && caller.tenant.context_overflow() == ContextOverflow::TruncateOldest
+        && overflow == ContextOverflow::TruncateOldest
     {
-        let truncation = state
-            .tokens
-            .truncate_to_fit(model, &mut value, window, output)
-            .map_err(|e| context_exceeded(&e.to_string()))?;
+        let truncation = tokens
+            .truncate_to_fit_within(model, &mut value, window, output, budget)
+            .map_err(|e| match e {
+                token_count::CountError::CannotFit { .. } => context_exceeded(&e.to_string()),
+                other => bad_request(&other.to_string(), other.param()),
+            })?;
         tracing::info!(
             dropped = truncation.dropped.len(),
             prompt_tokens = truncation.prompt_tokens,
@@ -199,16 +214,39 @@ fn count_and_fit(
             })?;
         let facts = BodyFacts::read(&bytes).map_err(|m| bad_request(&m, None))?;
         (bytes, facts, truncation.prompt_tokens)
-    } else {
+    } else if counted.exact {
         return Err(context_exceeded(&format!(
             "This model's maximum context length is {window} tokens. However, you requested \
              {} tokens ({prompt} in the messages, {output} in the completion). Please reduce \
              the length of the messages or completion.",
             prompt.saturating_add(output)
         )));
+    } else {
+        // Counting stopped once a text was past the window: the total is only a lower bound.
+        return Err(context_exceeded(&format!(
+            "This model's maximum context length is {window} tokens. However, your messages \
+             resulted in more than {window} tokens. Please reduce the length of the messages."
+        )));
     };
     let estimate = token_count::admission_estimate(operation, prompt, &value, limits);
     Ok((body, facts, estimate))
+}
+
+/// No counting thread came free in time (every one busy with large bodies).
+fn counting_busy() -> Response {
+    let mut response = azure_error_with_param(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "The gateway is busy counting the tokens of other large requests. Please retry shortly.",
+        None,
+    );
+    set_retry_after(response.headers_mut(), Duration::from_secs(1));
+    response
+}
+
+/// [`counting_busy`], for the tokenize route.
+pub fn busy_counting() -> Response {
+    counting_busy()
 }
 
 fn bad_request(message: &str, param: Option<&str>) -> Refused {

@@ -37,6 +37,9 @@
 //! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
 //! | `BULKHEAD_TOKENIZER_MAP` | model to encoding overrides, e.g. `my-model=cl100k_base,ft-*=o200k_base` |
 //! | `BULKHEAD_MODEL_LIMITS` | context window / output cap overrides, e.g. `my-model=32000/4096` |
+//! | `BULKHEAD_TOKENIZE_MAX_BYTES` | the most text one request may have tokenized (default 8 MiB; 400 beyond) |
+//! | `BULKHEAD_TOKENIZE_THREADS` | large counts running at once, off the async workers (default: CPUs - 1, at least 1) |
+//! | `BULKHEAD_TOKENIZE_WAIT_MS` | how long a large count may wait for its turn before a 503 (default 2000) |
 //! | `BULKHEAD_OTLP_ENDPOINT` | OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://collector:4318`); unset: no traces |
 //! | `BULKHEAD_LOG` | log filter (default `info`) |
 //! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
@@ -225,6 +228,21 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_MODEL_LIMITS", default_value = "")]
     pub model_limits: token_count::LimitsMap,
 
+    /// The most text one request may have tokenized, in bytes; a body with more is refused
+    /// with a 400 when its tokens must be counted.
+    #[arg(long, env = "BULKHEAD_TOKENIZE_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub tokenize_max_bytes: u64,
+
+    /// Large token counts running at once, on the blocking pool (default: one fewer than the
+    /// CPUs the process may use, at least one), so counting never takes every CPU.
+    #[arg(long, env = "BULKHEAD_TOKENIZE_THREADS")]
+    pub tokenize_threads: Option<usize>,
+
+    /// How long a large count may wait for a free counting thread before it is refused with
+    /// 503 and `Retry-After`.
+    #[arg(long, env = "BULKHEAD_TOKENIZE_WAIT_MS", default_value_t = 2000)]
+    pub tokenize_wait_ms: u64,
+
     /// OpenTelemetry collector to send traces to, over OTLP/HTTP with protobuf (its base URL;
     /// `/v1/traces` is appended). Unset: no traces.
     #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
@@ -319,6 +337,9 @@ impl Config {
             quota_timeout_ms: 50,
             tokenizer_map: token_count::EncodingMap::default(),
             model_limits: token_count::LimitsMap::default(),
+            tokenize_max_bytes: 8 * 1024 * 1024,
+            tokenize_threads: None,
+            tokenize_wait_ms: 2000,
             otlp_endpoint: None,
             log: "warn".into(),
             log_format: LogFormat::Text,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod counting;
 pub mod emulator;
 pub mod error;
 pub mod gate;

@@ -667,6 +667,8 @@ async fn rewrite_response_id(
 /// `POST /v1/tokenize`: the prompt tokens of a chat (`messages`), embeddings (`input`) or
 /// completions (`prompt`) body, counted as admission counts them, without calling Azure.
 /// `model` is an alias the tenant may use (its deployments' model picks the tokenizer).
+/// Counting stops once a text is past the model's context window (admission would refuse
+/// it): `exact` is then false and `prompt_tokens` a lower bound past the window.
 pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
     let facts = match BodyFacts::read(&body) {
         Ok(facts) => facts,
@@ -679,45 +681,52 @@ pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes
     let Some((target, _)) = openai_target(&caller.tenant, &snapshot, &alias) else {
         return deployment_not_found();
     };
-    let model = model_of(&target, &alias);
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(value) => value,
-        Err(error) => {
-            return bad_request(&format!(
+    let model = model_of(&target, &alias).to_owned();
+    let limits = state.tokens.limits(&model);
+    let budget = state.counting.budget(limits.context_window);
+    let tokens = state.tokens.clone();
+    let body_len = body.len();
+    let work = move || -> Result<Value, Box<Response>> {
+        let value: Value = serde_json::from_slice(&body).map_err(|error| {
+            Box::new(bad_request(&format!(
                 "We could not parse the JSON body of your request: {error}."
-            ))
-        }
+            )))
+        })?;
+        let operation = if value.get("messages").is_some() {
+            token_count::Operation::ChatCompletions
+        } else if value.get("input").is_some() {
+            token_count::Operation::Embeddings
+        } else if value.get("prompt").is_some() {
+            token_count::Operation::Completions
+        } else {
+            return Err(Box::new(bad_request(
+                "The body needs 'messages' (chat), 'input' (embeddings) or 'prompt' (completions).",
+            )));
+        };
+        let counted = tokens
+            .count_prompt_within(operation, &model, &value, budget)
+            .map_err(|error| {
+                Box::new(crate::error::azure_error_with_param(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &error.to_string(),
+                    error.param(),
+                ))
+            })?;
+        Ok(serde_json::json!({
+            "model": alias,
+            "encoding": tokens.encoding(&model).name(),
+            "prompt_tokens": counted.tokens,
+            "exact": counted.exact,
+            "context_window": limits.context_window,
+            "max_output_tokens": limits.max_output,
+            "admission_estimate":
+                token_count::admission_estimate(operation, counted.tokens, &value, limits),
+        }))
     };
-    let operation = if value.get("messages").is_some() {
-        token_count::Operation::ChatCompletions
-    } else if value.get("input").is_some() {
-        token_count::Operation::Embeddings
-    } else if value.get("prompt").is_some() {
-        token_count::Operation::Completions
-    } else {
-        return bad_request(
-            "The body needs 'messages' (chat), 'input' (embeddings) or 'prompt' (completions).",
-        );
-    };
-    let prompt = match state.tokens.count_prompt(operation, model, &value) {
-        Ok(prompt) => prompt,
-        Err(error) => {
-            return crate::error::azure_error_with_param(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &error.to_string(),
-                error.param(),
-            )
-        }
-    };
-    let limits = state.tokens.limits(model);
-    axum::Json(serde_json::json!({
-        "model": alias,
-        "encoding": state.tokens.encoding(model).name(),
-        "prompt_tokens": prompt,
-        "context_window": limits.context_window,
-        "max_output_tokens": limits.max_output,
-        "admission_estimate": token_count::admission_estimate(operation, prompt, &value, limits),
-    }))
-    .into_response()
+    match state.counting.run(body_len, work).await {
+        Ok(Ok(answer)) => axum::Json(answer).into_response(),
+        Ok(Err(refusal)) => *refusal,
+        Err(crate::counting::Busy) => admission::busy_counting(),
+    }
 }

@@ -183,6 +183,15 @@ impl Application {
             )?),
             provisioning: Arc::default(),
             quota,
+            counting: Arc::new(crate::counting::CountPool::new(
+                config.tokenize_threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map_or(1, |n| n.get().saturating_sub(1))
+                        .max(1)
+                }),
+                Duration::from_millis(config.tokenize_wait_ms),
+                config.tokenize_max_bytes,
+            )),
             tokens: token_count::Counter::new(
                 config.tokenizer_map.clone(),
                 config.model_limits.clone(),

@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics_tenant_labels: bool,
     /// Prompt token counting and model limits.
     pub tokens: token_count::Counter,
+    /// Where and within what bounds counts run (off the async workers when large).
+    pub counting: Arc<crate::counting::CountPool>,
     /// Search provisioning state of the tenants this replica provisioned.
     pub provisioning: Arc<crate::search_provisioning::Book>,
 }

@@ -88,6 +88,79 @@ pub fn count_prompt_input(encoding: Encoding, prompt: &Value) -> Result<u64, Cou
     prompt_input("prompt", prompt, &|text: &str| encoding.count(text))
 }
 
+/// Bounds on the work of one count, so that no body can make it long: every text is
+/// counted only until it has more than `max_text_tokens` tokens (a text past the context
+/// window need not be counted further: the request is refused, or the message dropped, either
+/// way), and no more than `max_bytes` of text are tokenized in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBudget {
+    pub max_text_tokens: u64,
+    pub max_bytes: u64,
+}
+
+/// A count made within a [`CountBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// The prompt's tokens; when not `exact`, a lower bound already past `max_text_tokens`.
+    pub tokens: u64,
+    /// Every text was counted to its end.
+    pub exact: bool,
+}
+
+/// The measure of a bounded count: each text counted within the budget, stopping at the
+/// byte cap. A text past `max_text_tokens` measures `max_text_tokens + 1`.
+pub(crate) struct Meter {
+    encoding: Encoding,
+    budget: CountBudget,
+    bytes: std::cell::Cell<u64>,
+    capped: std::cell::Cell<bool>,
+    too_large: std::cell::Cell<bool>,
+}
+
+impl Meter {
+    pub(crate) fn new(encoding: Encoding, budget: CountBudget) -> Self {
+        Self {
+            encoding,
+            budget,
+            bytes: std::cell::Cell::new(0),
+            capped: std::cell::Cell::new(false),
+            too_large: std::cell::Cell::new(false),
+        }
+    }
+
+    pub(crate) fn measure(&self, text: &str) -> u64 {
+        if self.too_large.get() {
+            return 0;
+        }
+        let bytes = self.bytes.get().saturating_add(text.len() as u64);
+        self.bytes.set(bytes);
+        if bytes > self.budget.max_bytes {
+            self.too_large.set(true);
+            return 0;
+        }
+        match self
+            .encoding
+            .count_within(text, self.budget.max_text_tokens)
+        {
+            Some(tokens) => tokens,
+            None => {
+                self.capped.set(true);
+                self.budget.max_text_tokens.saturating_add(1)
+            }
+        }
+    }
+
+    /// Whether every text was counted to its end; an error past the byte cap.
+    pub(crate) fn finish(&self) -> Result<bool, CountError> {
+        if self.too_large.get() {
+            return Err(CountError::TooLarge {
+                max_bytes: self.budget.max_bytes,
+            });
+        }
+        Ok(!self.capped.get())
+    }
+}
+
 /// The byte length of `text`: never less than its token count in any encoding, since
 /// every token stands for at least one byte. Counting with this measure gives an upper
 /// bound of the real count at the cost of a walk over the body.

@@ -1,11 +1,16 @@
-//! OpenAI's tokenizers (tiktoken-rs) and a small cache of recent counts.
+//! OpenAI's tokenizers and a small cache of recent counts.
+//!
+//! The byte-pair encoding is GitHub's `bpe` (through `bpe-openai`): it gives exactly
+//! tiktoken's tokens (the conformance fixture and the adversarial tests check it against
+//! tiktoken) in time linear in the text, where tiktoken's merge loop is quadratic in a long
+//! run of letters without spaces (400 kB of one letter: a minute of CPU).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
+use bpe_openai::Tokenizer;
 
 use crate::error::MapParseError;
 
@@ -33,11 +38,11 @@ impl Encoding {
         crate::models::default_encoding(model)
     }
 
-    /// The BPE, built on first use (building one takes a moment; see [`warm_up`]).
-    fn bpe(self) -> &'static CoreBPE {
+    /// The tokenizer, loaded on first use (see [`warm_up`]).
+    fn tokenizer(self) -> &'static Tokenizer {
         match self {
-            Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
-            Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+            Encoding::O200kBase => bpe_openai::o200k_base(),
+            Encoding::Cl100kBase => bpe_openai::cl100k_base(),
         }
     }
 
@@ -51,20 +56,37 @@ impl Encoding {
             return 0;
         }
         if text.len() > CACHE_MAX_TEXT {
-            return self.bpe().encode_ordinary(text).len() as u64;
+            return self.tokenizer().count(text) as u64;
         }
         let key = fnv1a(text.as_bytes()) ^ ((text.len() as u64) << 1) ^ (self as u64);
         let shard = &cache()[(key % CACHE_SHARDS as u64) as usize];
         if let Some(count) = shard.lock().get(&key) {
             return u64::from(*count);
         }
-        let count = self.bpe().encode_ordinary(text).len() as u64;
+        let count = self.tokenizer().count(text) as u64;
         let mut map = shard.lock();
         if map.len() >= CACHE_ENTRIES_PER_SHARD {
             map.clear();
         }
         map.insert(key, u32::try_from(count).unwrap_or(u32::MAX));
         count
+    }
+
+    /// The number of tokens in `text` when it is at most `limit`; `None` as soon as it is
+    /// known to be more (the work then stops there, so a huge text costs what `limit` tokens
+    /// of it cost).
+    pub fn count_within(self, text: &str, limit: u64) -> Option<u64> {
+        if text.len() <= CACHE_MAX_TEXT || (text.len() as u64) <= limit {
+            // Short (cached), or no longer in bytes than the limit in tokens.
+            let count = self.count(text);
+            return (count <= limit).then_some(count);
+        }
+        let tokenizer = self.tokenizer();
+        let normalized = tokenizer.normalize(text);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        tokenizer
+            .count_till_limit(&normalized, limit)
+            .map(|count| count as u64)
     }
 }
 
@@ -120,8 +142,8 @@ pub fn warm_up() {
     static WARM: std::sync::Once = std::sync::Once::new();
     WARM.call_once(|| {
         std::thread::spawn(|| {
-            let _ = Encoding::O200kBase.bpe();
-            let _ = Encoding::Cl100kBase.bpe();
+            let _ = Encoding::O200kBase.tokenizer();
+            let _ = Encoding::Cl100kBase.tokenizer();
         });
     });
 }
@@ -149,9 +171,86 @@ mod tests {
         let text = "The same system prompt, again and again.";
         let first = Encoding::Cl100kBase.count(text);
         assert_eq!(Encoding::Cl100kBase.count(text), first);
+        assert_eq!(Encoding::Cl100kBase.tokenizer().count(text) as u64, first);
+    }
+
+    /// Inputs that make tiktoken's merge loop quadratic, and others of every kind.
+    fn adversarial(n: usize) -> Vec<(&'static str, String)> {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut pick = |alphabet: &[char]| -> String {
+            (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect()
+        };
+        let lower: Vec<char> = ('a'..='z').collect();
+        let digits: Vec<char> = ('0'..='9').collect();
+        let mixed: Vec<char> = "aZé漢字Ωж🙂ß, .\n\t-_'1".chars().collect();
+        vec![
+            ("one letter", "a".repeat(n)),
+            ("one capital", "Q".repeat(n)),
+            ("random letters", pick(&lower)),
+            ("a long number", pick(&digits)),
+            ("spaces", " ".repeat(n)),
+            ("newlines and spaces", " \n".repeat(n / 2)),
+            ("tabs", "\t".repeat(n)),
+            ("mixed scripts", pick(&mixed)),
+            ("one CJK character", "漢".repeat(n / 3)),
+            ("emoji", "🙂".repeat(n / 4)),
+            ("punctuation", "!?".repeat(n / 2)),
+            ("contractions", "'s'll've".repeat(n / 8)),
+            ("special-token look-alikes", "<|endoftext|>".repeat(n / 13)),
+        ]
+    }
+
+    #[test]
+    fn counts_equal_tiktokens_on_adversarial_inputs() {
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let reference = match encoding {
+                Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
+                Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+            };
+            for n in [1, 7, 100, 3000] {
+                for (name, text) in adversarial(n) {
+                    let expected = reference.encode_ordinary(&text).len() as u64;
+                    assert_eq!(encoding.count(&text), expected, "{encoding} {name} x{n}");
+                    assert_eq!(
+                        encoding.count_within(&text, expected),
+                        Some(expected),
+                        "{encoding} {name} x{n}: a limit equal to the count"
+                    );
+                    if expected > 0 {
+                        assert_eq!(
+                            encoding.count_within(&text, expected - 1),
+                            None,
+                            "{encoding} {name} x{n}: one below"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_limited_count_of_a_huge_text_stops_at_its_limit() {
+        // 2 MB of random letters, counted up to 1,000 tokens: the answer is None, and it
+        // comes from the first few kilobytes (the test would take seconds otherwise).
+        let huge = adversarial(2_000_000)
+            .into_iter()
+            .find(|(name, _)| *name == "random letters")
+            .map(|(_, text)| text)
+            .unwrap_or_default();
+        assert_eq!(Encoding::O200kBase.count_within(&huge, 1_000), None);
+        let short = &huge[..20_000];
+        let exact = Encoding::O200kBase.count(short);
         assert_eq!(
-            Encoding::Cl100kBase.bpe().encode_ordinary(text).len() as u64,
-            first
+            Encoding::O200kBase.count_within(short, exact + 5),
+            Some(exact)
         );
     }
 

@@ -38,6 +38,15 @@ pub enum CountError {
         /// The model's context window.
         context_window: u64,
     },
+    /// The body has more text to tokenize than one count may take.
+    #[error(
+        "the request has more text than this gateway counts in one request (more than {max_bytes} \
+         bytes to tokenize)"
+    )]
+    TooLarge {
+        /// The most text one count tokenizes.
+        max_bytes: u64,
+    },
 }
 
 impl CountError {
@@ -57,7 +66,7 @@ impl CountError {
         match self {
             CountError::MissingField { path } | CountError::InvalidType { path, .. } => Some(path),
             CountError::CannotFit { .. } => Some("messages"),
-            CountError::BodyNotAnObject => None,
+            CountError::BodyNotAnObject | CountError::TooLarge { .. } => None,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Token counting shared by the gateway and the Azure emulator, so both count a request the
 //! same way.
 //!
-//! - [`Encoding`]: OpenAI's tokenizers (`o200k_base`, `cl100k_base`, via tiktoken-rs), built
-//!   lazily once per process; [`EncodingMap`] says which one a model uses.
+//! - [`Encoding`]: OpenAI's tokenizers (`o200k_base`, `cl100k_base`; exactly tiktoken's
+//!   tokens, in linear time), loaded lazily once per process; [`EncodingMap`] says which one a model uses.
 //! - [`ModelLimits`] / [`LimitsMap`]: context window and output ceiling per model family.
 //! - [`Counter`]: prompt tokens of chat, embeddings and legacy completions bodies
 //!   ([`Counter::count_chat`] and friends), and [`Counter::truncate_to_fit`].
@@ -27,8 +27,9 @@ pub use admission::{
     Operation,
 };
 pub use count::{
-    count_chat_messages, count_embeddings_input, count_prompt_input, ChatCount,
-    IMAGE_TOKENS_DEFAULT, IMAGE_TOKENS_LOW, REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
+    count_chat_messages, count_embeddings_input, count_prompt_input, ChatCount, CountBudget,
+    Counted, IMAGE_TOKENS_DEFAULT, IMAGE_TOKENS_LOW, REPLY_PRIMING, TOKENS_PER_MESSAGE,
+    TOKENS_PER_NAME,
 };
 pub use counter::Counter;
 pub use encoding::{warm_up, Encoding};

@@ -3,7 +3,6 @@
 use serde_json::Value;
 
 use crate::count::{chat_body, messages_of, object, role};
-use crate::encoding::Encoding;
 use crate::error::CountError;
 
 /// What [`Counter::truncate_to_fit`](crate::Counter::truncate_to_fit) did.
@@ -17,12 +16,12 @@ pub struct Truncation {
 }
 
 pub(crate) fn truncate(
-    encoding: Encoding,
     body: &mut Value,
     context_window: u64,
     reserve_output: u64,
+    measure: &impl Fn(&str) -> u64,
 ) -> Result<Truncation, CountError> {
-    let count = chat_body(body, &|text: &str| encoding.count(text))?;
+    let count = chat_body(body, measure)?;
     let fits = |prompt: u64| prompt.saturating_add(reserve_output) <= context_window;
     let mut prompt = count.total;
     let mut dropped = Vec::new();

@@ -725,9 +725,9 @@ async fn handle(
     };
     let result = match op {
         Operation::ChatCompletions | Operation::Completions => {
-            generate(&state, &ctx, op, admitted).await
+            generate(&state, &ctx, op, admitted, body.len()).await
         }
-        Operation::Embeddings => embeddings(&state, &ctx, admitted).await,
+        Operation::Embeddings => embeddings(&state, &ctx, admitted, body.len()).await,
     };
     result.unwrap_or_else(|response| response)
 }
@@ -783,11 +783,15 @@ impl Choice {
 }
 
 /// Chat completions and completions.
+/// Bodies larger than this are counted on the blocking pool.
+const OFFLOAD_BYTES: usize = 16 * 1024;
+
 async fn generate(
     state: &AppState,
     ctx: &ReqCtx,
     op: Operation,
     admitted: Admitted,
+    admitted_len: usize,
 ) -> Result<Response, Response> {
     let Admitted {
         resource,
@@ -795,11 +799,28 @@ async fn generate(
         api_version,
         body,
     } = admitted;
-    let generation = match op {
-        Operation::ChatCompletions => chat_generation(&body, &deployment),
-        _ => completion_generation(&body, &deployment),
-    }
-    .map_err(IntoResponse::into_response)?;
+    // Counting a large prompt takes milliseconds: off the async workers (which the gateway
+    // shares when the emulator runs in its process).
+    let generation = {
+        let deployment = Arc::clone(&deployment);
+        let work = move || match op {
+            Operation::ChatCompletions => chat_generation(&body, &deployment),
+            _ => completion_generation(&body, &deployment),
+        };
+        if admitted_len > OFFLOAD_BYTES {
+            tokio::task::spawn_blocking(work).await.map_err(|_| {
+                AzureError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "The server had an error while processing your request.",
+                )
+                .into_response()
+            })?
+        } else {
+            work()
+        }
+    };
+    let generation = generation.map_err(IntoResponse::into_response)?;
     let cut_after = match apply_faults(
         state,
         ctx,
@@ -1205,6 +1226,7 @@ async fn embeddings(
     state: &AppState,
     ctx: &ReqCtx,
     admitted: Admitted,
+    admitted_len: usize,
 ) -> Result<Response, Response> {
     let Admitted {
         resource,
@@ -1251,6 +1273,22 @@ async fn embeddings(
     };
     let encoding: Encoding = deployment.model.encoding;
     let prompt_tokens = match body.get("input") {
+        Some(input) if admitted_len > OFFLOAD_BYTES => {
+            let input = input.clone();
+            tokio::task::spawn_blocking(move || {
+                token_count::count_embeddings_input(encoding, &input)
+            })
+            .await
+            .map_err(|_| {
+                AzureError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalServerError",
+                    "The server had an error while processing your request.",
+                )
+                .into_response()
+            })?
+            .map_err(|e| count_error(e).into_response())?
+        }
         Some(input) => token_count::count_embeddings_input(encoding, input)
             .map_err(|e| count_error(e).into_response())?,
         None => 0,
