@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod bodies;
+mod connections;
 mod isolation;
 mod ledger;
 mod openai;

@@ -31,6 +31,9 @@ pub struct Admitted {
     pub facts: BodyFacts,
     /// Tokens the call may consume at most (prompt + every possible output token).
     pub estimate: u64,
+    /// The prompt's tokens: counted when admission counted, else estimated from the body's
+    /// size. Metered if the call ends before Azure's usage arrives.
+    pub prompt: u64,
     /// Settled when the call ends; `None` when no scope has a limit.
     pub admission: Option<quota::Admission>,
     /// What is left of the tenant's quota, for the response headers.
@@ -109,7 +112,7 @@ pub async fn admit(
         .iter()
         .any(|s| s.limits.tokens_per_minute.is_some() || s.limits.monthly_tokens.is_some());
     let requested_output = facts.max_output.unwrap_or(0).saturating_mul(facts.choices);
-    let (body, facts, estimate) = match counted_operation(operation) {
+    let (body, facts, estimate, prompt) = match counted_operation(operation) {
         Some(counted)
             if needs_tokens
                 || raw_bound(&body).saturating_add(requested_output)
@@ -129,13 +132,14 @@ pub async fn admit(
             }
         }
         _ => {
-            let rough = (body.len() as u64 / 4).saturating_add(
+            let prompt = body.len() as u64 / 4;
+            let rough = prompt.saturating_add(
                 facts
                     .max_output
                     .unwrap_or(u64::from(limits.max_output))
                     .saturating_mul(facts.choices),
             );
-            (body, facts, rough)
+            (body, facts, rough, prompt)
         }
     };
     if scopes.is_empty() {
@@ -143,6 +147,7 @@ pub async fn admit(
             body,
             facts,
             estimate,
+            prompt,
             admission: None,
             remaining: None,
         });
@@ -154,6 +159,7 @@ pub async fn admit(
                 body,
                 facts,
                 estimate,
+                prompt,
                 admission: Some(admission),
                 remaining,
             })
@@ -172,7 +178,7 @@ fn count_and_fit(
     body: Bytes,
     facts: BodyFacts,
     budget: token_count::CountBudget,
-) -> Result<(Bytes, BodyFacts, u64), Refused> {
+) -> Result<(Bytes, BodyFacts, u64, u64), Refused> {
     let mut value: Value = serde_json::from_slice(&body).map_err(|error| {
         bad_request(
             &format!("We could not parse the JSON body of your request: {error}."),
@@ -229,7 +235,7 @@ fn count_and_fit(
         )));
     };
     let estimate = token_count::admission_estimate(operation, prompt, &value, limits);
-    Ok((body, facts, estimate))
+    Ok((body, facts, estimate, prompt))
 }
 
 /// No counting thread came free in time (every one busy with large bodies).

@@ -18,7 +18,12 @@
 //! | `BULKHEAD_JWT_EXTERNAL_AUDIENCE` | required `aud` of external tokens |
 //! | `BULKHEAD_JWT_TENANT_CLAIM` | claim naming the tenant, by id or slug (default `tid`) |
 //! | `BULKHEAD_REGISTRY_REFRESH_SECONDS` | full registry reload interval, besides change notifications (default 30) |
-//! | `BULKHEAD_SHUTDOWN_GRACE_SECONDS` | how long in-flight requests may run after SIGTERM (default 30) |
+//! | `BULKHEAD_SHUTDOWN_GRACE_SECONDS` | how long in-flight requests may run once the listener closed after SIGTERM (default 30) |
+//! | `BULKHEAD_SHUTDOWN_DELAY_SECONDS` | how long the listener keeps accepting after SIGTERM, `/readyz` already 503 (default 5) |
+//! | `BULKHEAD_HEADER_READ_TIMEOUT_SECONDS` | time to send a complete request head (default 10) |
+//! | `BULKHEAD_KEEPALIVE_IDLE_SECONDS` | idle time allowed between requests on a keep-alive connection (default 75) |
+//! | `BULKHEAD_BODY_READ_TIMEOUT_SECONDS` | time for a request body to arrive, or an answer to be taken (default 60) |
+//! | `BULKHEAD_MAX_CONNECTIONS` | client connections open at once, beyond which 503 (default 10000; held below the open-file limit) |
 //! | `BULKHEAD_EMULATOR` | also run the Azure emulator in this process, on this address |
 //! | `BULKHEAD_EMULATOR_CONFIG` | the emulator's configuration file (default: `deploy/azure-sim.json`, built in) |
 //! | `BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_MS` | connect timeout to Azure (default 3000) |
@@ -120,9 +125,38 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_REGISTRY_REFRESH_SECONDS", default_value_t = 30)]
     pub registry_refresh_seconds: u64,
 
-    /// Seconds in-flight requests may run after SIGTERM.
+    /// Seconds in-flight requests may run once the listener has closed after SIGTERM.
     #[arg(long, env = "BULKHEAD_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+
+    /// Seconds the listener keeps accepting after SIGTERM, with `/readyz` already 503, so a
+    /// load balancer can take the endpoint out before connections are refused.
+    #[arg(long, env = "BULKHEAD_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
+
+    /// Seconds a connection has to send a complete request head (from its start, or from the
+    /// first byte of its next request).
+    #[arg(
+        long,
+        env = "BULKHEAD_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_seconds: u64,
+
+    /// Seconds a keep-alive connection may stay idle between requests (keep it above the
+    /// load balancer's own idle timeout, 60 s on most).
+    #[arg(long, env = "BULKHEAD_KEEPALIVE_IDLE_SECONDS", default_value_t = 75)]
+    pub keepalive_idle_seconds: u64,
+
+    /// Seconds a request body may take to arrive in full (408 beyond), and a client may
+    /// leave its answer unread before the connection is dropped.
+    #[arg(long, env = "BULKHEAD_BODY_READ_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub body_read_timeout_seconds: u64,
+
+    /// Most client connections open at once; beyond, a new one gets 503 and is closed. Held
+    /// below what the open-file limit allows (two descriptors per connection, and a reserve).
+    #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 
     /// Connect timeout to upstreams, in milliseconds.
     #[arg(
@@ -319,6 +353,11 @@ impl Config {
             jwt_tenant_claim: "tid".into(),
             registry_refresh_seconds: 30,
             shutdown_grace_seconds: 5,
+            shutdown_delay_seconds: 0,
+            header_read_timeout_seconds: 10,
+            keepalive_idle_seconds: 75,
+            body_read_timeout_seconds: 60,
+            max_connections: 10_000,
             emulator: None,
             emulator_config: None,
             upstream_connect_timeout_ms: 1_000,

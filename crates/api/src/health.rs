@@ -18,12 +18,19 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// `ready` when the store answers and every migration is applied. `degraded` (still 200)
+/// 503 `draining` once a shutdown has begun. Else `ready` when the store answers and every migration is applied. `degraded` (still 200)
 /// when the store does not answer: the data plane keeps serving from the in-memory registry
 /// and the ledger buffers usage, but admin writes fail and registry changes made elsewhere
 /// are not seen until the store is back. Taking the replica out of rotation then would turn
 /// a database outage into a full outage.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.lifecycle.draining() {
+        // Shutting down: out of rotation at once, while the listener still accepts.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        );
+    }
     let backend = state.registry.backend();
     let tenants = state.registry.snapshot().tenant_count();
     let ledger = state.ledger.metrics();

@@ -19,6 +19,7 @@ pub mod openai;
 pub mod request_id;
 pub mod search;
 pub mod search_provisioning;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -23,7 +23,11 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(serve(config))
+    let served = runtime.block_on(serve(config));
+    // Everything that matters is done (the drain, the ledger's flush): do not wait for idle
+    // blocking threads or background tasks (the store's pool closing, the registry watcher).
+    runtime.shutdown_background();
+    served
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -77,6 +77,7 @@ impl UsageSink for LogSink {
             status = r.usage.status,
             latency_ms = r.usage.latency.as_secs_f64() * 1000.0,
             streamed = r.usage.streamed,
+            cut = r.usage.cut,
             attempts = r.usage.attempts,
             "usage"
         );
@@ -101,6 +102,7 @@ impl UsageSink for LedgerSink {
         event.status = r.usage.status;
         event.latency_ms = u64::try_from(r.usage.latency.as_millis()).unwrap_or(u64::MAX);
         event.streamed = r.usage.streamed;
+        event.cut = r.usage.cut;
         self.0.record(event);
     }
 

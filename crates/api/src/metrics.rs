@@ -11,7 +11,11 @@
 //! - `bulkhead_member_breaker_state` (0 closed, 1 half-open, 2 open) and
 //!   `bulkhead_member_cooldown_seconds` per member;
 //! - `bulkhead_quota_*`: admissions, refusals by reason, Redis errors, fail-open decisions;
-//! - `bulkhead_ledger_*`: buffered records, lag, written, spilled, write errors, store up.
+//! - `bulkhead_ledger_*`: buffered records, lag, written, spilled, write errors, store up;
+//! - `bulkhead_connections_open`, `bulkhead_connections_refused_total` (at the connection
+//!   cap), `bulkhead_connections_timed_out_total` (header, idle or write timeouts);
+//! - `bulkhead_token_counts_offloaded_total` (counts run on the blocking pool) and
+//!   `bulkhead_token_counts_busy_total` (refused for want of a counting thread).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -204,6 +208,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
     counter!("bulkhead_ledger_written_total").absolute(ledger.written);
     counter!("bulkhead_ledger_spilled_total").absolute(ledger.spilled);
     counter!("bulkhead_ledger_write_errors_total").absolute(ledger.write_errors);
+    let (open, refused, timed_out) = state.lifecycle.connections();
+    gauge!("bulkhead_connections_open").set(open as f64);
+    counter!("bulkhead_connections_refused_total").absolute(refused);
+    counter!("bulkhead_connections_timed_out_total").absolute(timed_out);
+    let (offloaded, busy) = state.counting.totals();
+    counter!("bulkhead_token_counts_offloaded_total").absolute(offloaded);
+    counter!("bulkhead_token_counts_busy_total").absolute(busy);
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -237,9 +237,12 @@ async fn route_to(
     };
     let remaining = admitted.remaining;
     let mut reservation = admitted.admission;
+    let encoding = state.tokens.encoding(&model);
     let call = Call {
         operation,
         estimated_tokens: admitted.estimate,
+        prompt_tokens: admitted.prompt,
+        count: Some(Arc::new(move |text: &str| encoding.count(text))),
         body: admitted.body,
         facts: admitted.facts,
         default_user: tenant.id.to_string(),
@@ -286,11 +289,18 @@ async fn route_to(
         operation = operation.path(),
         members = target.members.len()
     );
-    let sent = state
-        .openai
-        .send(&target, &rotation, call, on_done)
-        .instrument(span)
-        .await;
+    let cut = state.lifecycle.cut_streams();
+    let sent = tokio::select! {
+        sent = state.openai.send(&target, &rotation, call, on_done).instrument(span) => sent,
+        // A shutdown's grace period is over: the call is dropped (and metered as cut).
+        () = cut.cancelled() => {
+            return azure_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The gateway is shutting down. Retry the request.",
+            );
+        }
+    };
     let answer = match sent {
         Ok(answer) => answer,
         Err(error) => {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
-use axum::{Router, ServiceExt};
+use axum::Router;
 use secrecy::SecretString;
 use tenant_registry::{crypto, MasterKey, Registry, SqlStore, SqliteLocation, Store};
 use tokio::net::TcpListener;
@@ -27,7 +26,7 @@ pub struct Application {
     listener: TcpListener,
     router: Gate,
     state: AppState,
-    grace: Duration,
+    server: crate::server::ServerSettings,
 }
 
 /// The secrets the gateway runs with.
@@ -114,6 +113,7 @@ impl Application {
             });
         }
         registry.watch(Duration::from_secs(config.registry_refresh_seconds.max(1)));
+        let lifecycle = Arc::new(crate::server::Lifecycle::default());
         let openai = openai_router::OpenAiRouter::new(
             openai_router::RouterSettings {
                 connect_timeout: Duration::from_millis(config.upstream_connect_timeout_ms),
@@ -127,6 +127,7 @@ impl Application {
                 threshold: config.breaker_threshold.max(1),
                 open_for: Duration::from_secs(config.breaker_open_seconds),
             }),
+            lifecycle.cut_streams(),
         )?;
         let quota = match &config.redis_url {
             Some(url) => {
@@ -182,6 +183,7 @@ impl Application {
                 Duration::from_millis(config.upstream_total_timeout_ms),
             )?),
             provisioning: Arc::default(),
+            lifecycle,
             quota,
             counting: Arc::new(crate::counting::CountPool::new(
                 config.tokenize_threads.unwrap_or_else(|| {
@@ -200,11 +202,33 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let open_files = crate::server::raise_open_file_limit();
+        let server = crate::server::ServerSettings {
+            header_timeout: Duration::from_secs(config.header_read_timeout_seconds.max(1)),
+            keepalive_idle: Duration::from_secs(config.keepalive_idle_seconds.max(1)),
+            body_timeout: Duration::from_secs(config.body_read_timeout_seconds.max(1)),
+            max_connections: config.max_connections.max(1),
+            shutdown_delay: Duration::from_secs(config.shutdown_delay_seconds),
+            grace: Duration::from_secs(config.shutdown_grace_seconds),
+        };
+        let max_connections = server.effective_max_connections(open_files);
+        if max_connections < server.max_connections {
+            tracing::warn!(
+                open_files,
+                configured = server.max_connections,
+                max_connections,
+                "the open-file limit holds the connection cap lower than configured"
+            );
+        }
+        let server = crate::server::ServerSettings {
+            max_connections,
+            ..server
+        };
         Ok(Self {
             listener,
             router: router(state.clone()),
             state,
-            grace: Duration::from_secs(config.shutdown_grace_seconds),
+            server,
         })
     }
 
@@ -228,38 +252,21 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `stop` completes, then lets in-flight requests finish (for at most the
-    /// configured grace period).
+    /// Serves until `stop` completes, then drains (see [`crate::server`]) and flushes the
+    /// usage ledger.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let listener = self.listener.tap_io(|tcp| {
-            // Without TCP_NODELAY a small response can wait ~40 ms for the peer's delayed ACK.
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::warn!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, self.router.into_make_service()).with_graceful_shutdown(
-            async move {
-                stop.await;
-                tracing::info!("shutting down; letting in-flight requests finish");
-                let _ = stopping_tx.send(());
-            },
-        );
-        let grace = self.grace;
         let ledger = Arc::clone(&self.state.ledger);
-        let served = tokio::select! {
-            served = server => served.context("serving"),
-            () = async move {
-                let _ = stopping_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("grace period over; dropping the requests still in flight");
-                Ok(())
-            }
-        };
+        crate::server::Server {
+            listener: self.listener,
+            gate: self.router,
+            settings: self.server,
+            lifecycle: Arc::clone(&self.state.lifecycle),
+        }
+        .run(stop)
+        .await;
         // Every finished call's record reaches the store (or, with the store down, the spill
         // file that the next start replays).
         match ledger.shutdown().await {
@@ -270,7 +277,7 @@ impl Application {
             ),
             Err(error) => tracing::error!(%error, "usage ledger flush failed"),
         }
-        served
+        Ok(())
     }
 }
 

@@ -35,6 +35,8 @@ pub struct AppState {
     pub tokens: token_count::Counter,
     /// Where and within what bounds counts run (off the async workers when large).
     pub counting: Arc<crate::counting::CountPool>,
+    /// Draining or not, and the connections' counters.
+    pub lifecycle: Arc<crate::server::Lifecycle>,
     /// Search provisioning state of the tenants this replica provisioned.
     pub provisioning: Arc<crate::search_provisioning::Book>,
 }

@@ -24,6 +24,7 @@ use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::body::{upstream_body, with_model, BodyFacts};
@@ -115,7 +116,6 @@ impl Operation {
 }
 
 /// One call as the caller made it.
-#[derive(Debug)]
 pub struct Call {
     pub operation: Operation,
     /// The caller's JSON body (an object); the router adds `stream_options` and `user`.
@@ -129,6 +129,11 @@ pub struct Call {
     pub request_id: Option<String>,
     /// Estimated tokens (prompt + max output), to steer away from members short of them.
     pub estimated_tokens: u64,
+    /// The prompt's tokens as admission counted (or estimated) them: what is metered when the
+    /// call ends before Azure's usage arrives.
+    pub prompt_tokens: u64,
+    /// Counts relayed text, for a stream cut before its usage arrives.
+    pub count: Option<TokenCounter>,
 }
 
 /// What a finished call consumed and where it went.
@@ -144,7 +149,15 @@ pub struct Usage {
     pub latency: Duration,
     pub streamed: bool,
     pub attempts: u32,
+    /// The counts are the gateway's own, not Azure's: the call ended before its usage came
+    /// (a stream cut by the upstream, the caller or a shutdown), so the prompt is the one
+    /// admission counted (or estimated) and the completion what was relayed.
+    pub cut: bool,
 }
+
+/// Counts the tokens of relayed text (the model's tokenizer), for a stream cut before its
+/// usage came.
+pub type TokenCounter = Arc<dyn Fn(&str) -> u64 + Send + Sync>;
 
 /// Called once per finished call (a stream finishes when its last byte is sent or it fails).
 pub type OnDone = Box<dyn FnOnce(Usage) + Send + 'static>;
@@ -154,6 +167,8 @@ pub type OnDone = Box<dyn FnOnce(Usage) + Send + 'static>;
 struct Meter {
     on_done: Option<OnDone>,
     started: Instant,
+    /// Metered when the call is dropped unfinished (Azure may well have read the prompt).
+    prompt_tokens: u64,
 }
 
 impl Meter {
@@ -174,6 +189,8 @@ impl Drop for Meter {
             on_done(Usage {
                 status: 499,
                 latency: self.started.elapsed(),
+                prompt_tokens: self.prompt_tokens,
+                cut: true,
                 ..Usage::default()
             });
         }
@@ -205,6 +222,8 @@ pub struct OpenAiRouter {
     http: Upstream,
     health: HealthBook,
     settings: RouterSettings,
+    /// Cancelled when streams in flight must end (a shutdown's grace period is over).
+    cut: CancellationToken,
     rotations: RwLock<std::collections::HashMap<String, Arc<AtomicU64>>>,
 }
 
@@ -219,7 +238,12 @@ enum Attempt {
 }
 
 impl OpenAiRouter {
-    pub fn new(settings: RouterSettings, health: HealthBook) -> Result<Self, RouteError> {
+    /// `cut` ends every stream in flight with an error event when cancelled.
+    pub fn new(
+        settings: RouterSettings,
+        health: HealthBook,
+        cut: CancellationToken,
+    ) -> Result<Self, RouteError> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         // Without TCP_NODELAY a small request can wait ~40 ms for the peer's delayed ACK.
@@ -237,6 +261,7 @@ impl OpenAiRouter {
             http,
             health,
             settings,
+            cut,
             rotations: RwLock::new(std::collections::HashMap::new()),
         })
     }
@@ -299,6 +324,7 @@ impl OpenAiRouter {
         let meter = Meter {
             on_done: Some(on_done),
             started,
+            prompt_tokens: call.prompt_tokens,
         };
         let deadline = started + self.settings.total_timeout;
         let wants_stream = call.operation.can_stream() && call.facts.stream;
@@ -360,11 +386,15 @@ impl OpenAiRouter {
                         .answer(
                             member,
                             response,
-                            wants_stream,
-                            client_wants_usage,
                             attempts,
                             started,
                             meter,
+                            Relay {
+                                wants_stream,
+                                keep_usage: client_wants_usage,
+                                prompt_tokens: call.prompt_tokens,
+                                count: call.count.clone(),
+                            },
                         )
                         .await);
                 }
@@ -481,12 +511,12 @@ impl OpenAiRouter {
         &self,
         member: &Member,
         response: http::Response<Incoming>,
-        wants_stream: bool,
-        client_wants_usage: bool,
         attempts: u32,
         started: Instant,
         meter: Meter,
+        relay: Relay,
     ) -> Answer {
+        let wants_stream = relay.wants_stream;
         let status = response.status();
         let headers = passed_headers(response.headers());
         let is_sse = response
@@ -506,8 +536,9 @@ impl OpenAiRouter {
         if wants_stream && is_sse && status.is_success() {
             let stream = relay_stream(
                 BodyDataStream::new(response.into_body()),
-                client_wants_usage,
+                relay,
                 self.settings.idle_timeout,
+                self.cut.clone(),
                 usage,
                 started,
                 meter.into_inner(),
@@ -751,13 +782,80 @@ fn read_usage(json: &[u8], usage: &mut Usage) {
     usage.cached_tokens = counts.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
 }
 
+/// How to relay a stream and meter it.
+pub(crate) struct Relay {
+    wants_stream: bool,
+    /// The caller asked for the usage chunk (else it is read and dropped).
+    keep_usage: bool,
+    /// Metered as the prompt when the stream ends before its usage.
+    prompt_tokens: u64,
+    /// Counts the relayed text when the stream ends before its usage.
+    count: Option<TokenCounter>,
+}
+
+/// The text a chunk adds to the answer (`choices[].delta.content`, tool call arguments, a
+/// legacy completion's `choices[].text`), for metering a stream cut before its usage.
+fn chunk_text(data: &[u8], into: &mut String) {
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow, default)]
+        choices: Vec<Choice<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow, default)]
+        delta: Option<Delta<'a>>,
+        #[serde(borrow, default)]
+        text: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow, default)]
+        content: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ToolCall<'a> {
+        #[serde(borrow, default)]
+        function: Option<Function<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow, default)]
+        arguments: Option<std::borrow::Cow<'a, str>>,
+    }
+    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        return;
+    };
+    for choice in chunk.choices {
+        if let Some(text) = choice.text {
+            into.push_str(&text);
+        }
+        if let Some(delta) = choice.delta {
+            if let Some(content) = delta.content {
+                into.push_str(&content);
+            }
+            for call in delta.tool_calls.unwrap_or_default() {
+                if let Some(arguments) = call.function.and_then(|f| f.arguments) {
+                    into.push_str(&arguments);
+                }
+            }
+        }
+    }
+}
+
 /// Passes a server-sent event stream through event by event. The usage chunk (the one with
 /// a non-null `usage`) is read for metering and dropped when the caller did not ask for it.
-/// A stream the upstream cuts ends with an error event, never a silent truncation.
+/// A stream the upstream cuts ends with an error event, never a silent truncation; so does
+/// one still running when `cut` is cancelled (a shutdown's grace period is over). A stream
+/// that ends before its usage chunk, whoever ended it, is metered with the prompt admission
+/// counted and the tokens of the text relayed so far, marked `cut`.
 fn relay_stream<E: std::fmt::Display + Send + 'static>(
     upstream: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
-    keep_usage: bool,
+    relay: Relay,
     idle: Duration,
+    cut: CancellationToken,
     usage: Usage,
     started: Instant,
     on_done: Option<OnDone>,
@@ -769,22 +867,35 @@ fn relay_stream<E: std::fmt::Display + Send + 'static>(
         on_done: Option<OnDone>,
         finished: bool,
         saw_done: bool,
+        saw_usage: bool,
+        /// The answer's text so far, while no usage has come.
+        relayed: String,
+        relay: Relay,
         started: Instant,
     }
     // A caller that hangs up mid-stream still consumed tokens: meter what was seen, as 499.
     impl<S> Drop for State<S> {
         fn drop(&mut self) {
-            let started = self.started;
-            self.finish(started, Some(499));
+            self.finish(Some(499));
         }
     }
     impl<S> State<S> {
-        fn finish(&mut self, started: Instant, status: Option<u16>) {
+        fn finish(&mut self, status: Option<u16>) {
             if let Some(done) = self.on_done.take() {
                 if let Some(status) = status {
                     self.usage.status = status;
                 }
-                self.usage.latency = started.elapsed();
+                if !self.saw_usage {
+                    self.usage.cut = true;
+                    self.usage.prompt_tokens = self.relay.prompt_tokens;
+                    self.usage.completion_tokens = match &self.relay.count {
+                        Some(count) => count(&self.relayed),
+                        // Without a tokenizer, a byte per token never counts too little...
+                        // nor is it ever close: four is the usual ratio.
+                        None => (self.relayed.len() as u64).div_ceil(4),
+                    };
+                }
+                self.usage.latency = self.started.elapsed();
                 done(std::mem::take(&mut self.usage));
             }
         }
@@ -796,59 +907,86 @@ fn relay_stream<E: std::fmt::Display + Send + 'static>(
         on_done,
         finished: false,
         saw_done: false,
+        saw_usage: false,
+        relayed: String::new(),
+        relay,
         started,
     };
-    Box::pin(futures::stream::unfold(state, move |mut st| async move {
-        loop {
-            if st.finished {
-                return None;
-            }
-            // Hand over every complete event we hold.
-            if let Some(end) = find_event_end(&st.pending) {
-                let event = st.pending.split_to(end).freeze();
-                let payload = event_data(&event);
-                if payload == Some(b"[DONE]".as_slice()) {
-                    st.saw_done = true;
-                } else if let Some(data) = payload.filter(|d| has_usage(d)) {
-                    if let Ok(value) = serde_json::from_slice::<Value>(data) {
-                        read_usage(data, &mut st.usage);
-                        let only_usage = value
-                            .get("choices")
-                            .and_then(Value::as_array)
-                            .is_some_and(Vec::is_empty);
-                        if only_usage && !keep_usage {
-                            continue;
-                        }
-                    }
+    Box::pin(futures::stream::unfold(state, move |mut st| {
+        let cut = cut.clone();
+        async move {
+            loop {
+                if st.finished {
+                    return None;
                 }
-                return Some((Ok(event), st));
-            }
-            match tokio::time::timeout(idle, st.upstream.next()).await {
-                Ok(Some(Ok(chunk))) => st.pending.extend_from_slice(&chunk),
-                Ok(None) => {
-                    st.finished = true;
-                    let rest = st.pending.split().freeze();
-                    let cut = !st.saw_done;
-                    st.finish(started, cut.then_some(502));
-                    if cut {
+                // Hand over every complete event we hold.
+                if let Some(end) = find_event_end(&st.pending) {
+                    let event = st.pending.split_to(end).freeze();
+                    let payload = event_data(&event);
+                    if payload == Some(b"[DONE]".as_slice()) {
+                        st.saw_done = true;
+                    } else if let Some(data) = payload.filter(|d| has_usage(d)) {
+                        if let Ok(value) = serde_json::from_slice::<Value>(data) {
+                            read_usage(data, &mut st.usage);
+                            st.saw_usage = true;
+                            st.relayed = String::new();
+                            let only_usage = value
+                                .get("choices")
+                                .and_then(Value::as_array)
+                                .is_some_and(Vec::is_empty);
+                            if only_usage && !st.relay.keep_usage {
+                                continue;
+                            }
+                        }
+                    } else if let Some(data) = payload.filter(|_| !st.saw_usage) {
+                        chunk_text(data, &mut st.relayed);
+                    }
+                    return Some((Ok(event), st));
+                }
+                let next = tokio::select! {
+                    biased;
+                    () = cut.cancelled() => None,
+                    next = tokio::time::timeout(idle, st.upstream.next()) => Some(next),
+                };
+                match next {
+                    None => {
+                        tracing::warn!("shutting down; cutting a stream still running");
+                        st.finished = true;
+                        st.finish(Some(503));
                         return Some((
-                            Ok(stream_error_event("The upstream ended the stream early.")),
+                            Ok(stream_error_event_with(
+                                "ServiceUnavailable",
+                                "The gateway is shutting down and cut this stream. Retry the request.",
+                            )),
                             st,
                         ));
                     }
-                    return (!rest.is_empty()).then_some((Ok(rest), st));
-                }
-                Ok(Some(Err(error))) => {
-                    tracing::warn!(%error, "upstream stream failed");
-                    st.finished = true;
-                    st.finish(started, Some(502));
-                    return Some((Ok(stream_error_event("The upstream stream failed.")), st));
-                }
-                Err(_) => {
-                    tracing::warn!("upstream stream idle for too long");
-                    st.finished = true;
-                    st.finish(started, Some(504));
-                    return Some((Ok(stream_error_event("The upstream stream stalled.")), st));
+                    Some(Ok(Some(Ok(chunk)))) => st.pending.extend_from_slice(&chunk),
+                    Some(Ok(None)) => {
+                        st.finished = true;
+                        let rest = st.pending.split().freeze();
+                        let cut = !st.saw_done;
+                        st.finish(cut.then_some(502));
+                        if cut {
+                            return Some((
+                                Ok(stream_error_event("The upstream ended the stream early.")),
+                                st,
+                            ));
+                        }
+                        return (!rest.is_empty()).then_some((Ok(rest), st));
+                    }
+                    Some(Ok(Some(Err(error)))) => {
+                        tracing::warn!(%error, "upstream stream failed");
+                        st.finished = true;
+                        st.finish(Some(502));
+                        return Some((Ok(stream_error_event("The upstream stream failed.")), st));
+                    }
+                    Some(Err(_)) => {
+                        tracing::warn!("upstream stream idle for too long");
+                        st.finished = true;
+                        st.finish(Some(504));
+                        return Some((Ok(stream_error_event("The upstream stream stalled.")), st));
+                    }
                 }
             }
         }
@@ -856,7 +994,12 @@ fn relay_stream<E: std::fmt::Display + Send + 'static>(
 }
 
 fn stream_error_event(message: &str) -> Bytes {
-    let event = json!({"error": {"code": "UpstreamStreamError", "message": message}});
+    stream_error_event_with("UpstreamStreamError", message)
+}
+
+/// An error event in the OpenAI streaming format (what the SDKs raise from mid-stream).
+fn stream_error_event_with(code: &str, message: &str) -> Bytes {
+    let event = json!({"error": {"code": code, "message": message}});
     Bytes::from(format!("data: {event}\n\n"))
 }
 
@@ -891,6 +1034,113 @@ fn has_usage(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relay whose counter counts words (one token each), so tests can predict it.
+    fn relay(keep_usage: bool, prompt_tokens: u64) -> Relay {
+        Relay {
+            wants_stream: true,
+            keep_usage,
+            prompt_tokens,
+            count: Some(Arc::new(|text: &str| {
+                text.split_whitespace().count() as u64
+            })),
+        }
+    }
+
+    fn delta(text: &str) -> Bytes {
+        Bytes::from(format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{text}\"}}}}],\"usage\":null}}\n\n"
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_at_shutdown_ends_with_an_error_event_and_meters_what_was_relayed() {
+        let (tx_chunks, rx_chunks) =
+            futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+        tx_chunks.unbounded_send(Ok(delta("one two "))).unwrap();
+        tx_chunks.unbounded_send(Ok(delta("three"))).unwrap();
+        let cut = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut relayed = relay_stream(
+            rx_chunks,
+            relay(false, 42),
+            Duration::from_secs(30),
+            cut.clone(),
+            Usage::default(),
+            Instant::now(),
+            Some(Box::new(move |u| tx.send(u).unwrap())),
+        );
+        assert!(relayed.next().await.is_some());
+        assert!(relayed.next().await.is_some());
+        // The upstream is still open (tx_chunks alive) when the grace period ends.
+        cut.cancel();
+        let last = relayed.next().await.unwrap().unwrap();
+        let last = String::from_utf8_lossy(&last).into_owned();
+        assert!(last.starts_with("data: {\"error\""), "{last}");
+        assert!(last.contains("ServiceUnavailable"), "{last}");
+        assert!(relayed.next().await.is_none(), "the stream ends");
+        let usage = rx.recv().unwrap();
+        assert_eq!(
+            (
+                usage.status,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cut
+            ),
+            (503, 42, 3, true),
+            "never a record of 0 tokens"
+        );
+        drop(relayed);
+        assert!(rx.try_recv().is_err(), "exactly one record");
+        drop(tx_chunks);
+    }
+
+    #[tokio::test]
+    async fn a_hangup_before_the_usage_meters_the_relayed_text_and_the_prompt() {
+        let upstream = futures::stream::iter(vec![
+            Ok::<_, std::io::Error>(delta("alpha beta")),
+            Ok(delta("gamma")),
+        ]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut relayed = relay_stream(
+            upstream,
+            relay(false, 7),
+            Duration::from_secs(1),
+            CancellationToken::new(),
+            Usage::default(),
+            Instant::now(),
+            Some(Box::new(move |u| tx.send(u).unwrap())),
+        );
+        assert!(relayed.next().await.is_some());
+        drop(relayed);
+        let usage = rx.recv().unwrap();
+        assert_eq!(
+            (
+                usage.status,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cut
+            ),
+            (499, 7, 2, true)
+        );
+    }
+
+    #[test]
+    fn the_text_of_chunks_is_read_from_every_kind_of_delta() {
+        let mut text = String::new();
+        chunk_text(
+            br#"{"choices":[{"delta":{"content":"Hi "}},{"delta":{"content":"there"}}]}"#,
+            &mut text,
+        );
+        chunk_text(
+            br#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
+            &mut text,
+        );
+        chunk_text(br#"{"choices":[{"text":" legacy"}]}"#, &mut text);
+        chunk_text(br#"{"choices":[],"prompt_filter_results":[]}"#, &mut text);
+        chunk_text(b"not json", &mut text);
+        assert_eq!(text, "Hi there{\"a\":1} legacy");
+    }
 
     #[test]
     fn retry_after_prefers_milliseconds_then_seconds() {
@@ -928,8 +1178,9 @@ mod tests {
             );
             let relayed: Vec<Bytes> = relay_stream(
                 upstream,
-                keep,
+                relay(keep, 0),
                 Duration::from_secs(1),
+                CancellationToken::new(),
                 Usage::default(),
                 Instant::now(),
                 Some(Box::new(move |u| tx.send(u).unwrap())),
@@ -968,8 +1219,9 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut relayed = relay_stream(
             upstream,
-            false,
+            relay(false, 0),
             Duration::from_secs(1),
+            CancellationToken::new(),
             Usage::default(),
             Instant::now(),
             Some(Box::new(move |u| tx.send(u).unwrap())),
@@ -988,8 +1240,9 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let relayed: Vec<Bytes> = relay_stream(
             upstream,
-            false,
+            relay(false, 0),
             Duration::from_secs(1),
+            CancellationToken::new(),
             Usage::default(),
             Instant::now(),
             Some(Box::new(move |u| tx.send(u).unwrap())),

@@ -61,6 +61,12 @@ pub struct UsageEvent {
     pub status: u16,
     pub latency_ms: u64,
     pub streamed: bool,
+    /// The counts are the gateway's, not Azure's: the call ended before its usage arrived
+    /// (a stream cut by the upstream, the caller or a shutdown), so the prompt is the one
+    /// admission counted or estimated and the completion the text relayed. Absent in spill
+    /// files written before the field existed: false.
+    #[serde(default)]
+    pub cut: bool,
     pub finished_at: DateTime<Utc>,
 }
 
@@ -110,6 +116,7 @@ impl UsageEvent {
             status: 200,
             latency_ms: 0,
             streamed: false,
+            cut: false,
             finished_at,
         }
     }

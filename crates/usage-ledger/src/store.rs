@@ -25,7 +25,7 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT_EVENTS: &str = "INSERT INTO usage_events (id, tenant_id, key_id, kind, alias, \
     operation, member, deployment, region, prompt_tokens, completion_tokens, cached_tokens, \
-    documents, status, latency_ms, streamed, finished_at) ";
+    documents, status, latency_ms, streamed, cut, finished_at) ";
 
 const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (tenant_id, hour, kind, alias, \
     deployment, key_id, requests, prompt_tokens, completion_tokens, cached_tokens, documents, \
@@ -286,6 +286,7 @@ impl LedgerStore {
                         .push_bind(i32::from(e.status))
                         .push_bind(clamp(e.latency_ms))
                         .push_bind(e.streamed)
+                        .push_bind(e.cut)
                         .push_bind(to_micros(e.finished_at));
                 });
                 insert.push(" ON CONFLICT (id) DO NOTHING");
