@@ -733,3 +733,128 @@ async fn the_openapi_document_matches_the_routes_and_every_route_needs_the_admin
     }
     assert!(operations >= 22, "{operations}");
 }
+
+/// What the admin API's contract says and the schema-driven fuzzing found: a query parameter
+/// named twice or unknown, a `null` for a field that is never null, an array where an object
+/// belongs: each a 422 in the admin envelope naming what is wrong, and nothing written.
+#[tokio::test]
+async fn the_admin_routes_refuse_what_their_document_forbids_in_one_envelope() {
+    let app = TestApp::spawn().await;
+    app.onboard("acme").await;
+    let (_, key) = app.key("acme", "read").await;
+    let key_id = key;
+    let raw = |method: Method, path: &str, body: Option<&str>| {
+        let mut request = app
+            .http
+            .request(method, app.url(path))
+            .bearer_auth(bulkhead_tests::ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body: Value =
+                serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, content_type, body)
+        }
+    };
+    let keys_path = format!("/admin/v1/tenants/acme/keys/{key_id}");
+    let cases: Vec<(&str, Method, String, Option<&str>)> = vec![
+        (
+            "a usage parameter named twice",
+            Method::GET,
+            "/admin/v1/tenants/acme/usage?granularity=day&granularity=hour".into(),
+            None,
+        ),
+        (
+            "an unknown usage parameter",
+            Method::GET,
+            "/admin/v1/tenants/acme/usage?colour=blue".into(),
+            None,
+        ),
+        (
+            "a tenants listing parameter named twice",
+            Method::GET,
+            "/admin/v1/tenants?limit=1&limit=2".into(),
+            None,
+        ),
+        (
+            "a null display_name",
+            Method::PATCH,
+            "/admin/v1/tenants/acme".into(),
+            Some(r#"{"display_name": null}"#),
+        ),
+        (
+            "a null status",
+            Method::PATCH,
+            "/admin/v1/tenants/acme".into(),
+            Some(r#"{"status": null}"#),
+        ),
+        (
+            "a null ttl_seconds",
+            Method::POST,
+            "/admin/v1/tenants/acme/tokens".into(),
+            Some(r#"{"ttl_seconds": null}"#),
+        ),
+        (
+            "a token request that is an array",
+            Method::POST,
+            "/admin/v1/tenants/acme/tokens".into(),
+            Some("[]"),
+        ),
+        (
+            "limits that are an array",
+            Method::PATCH,
+            keys_path.clone(),
+            Some(r#"{"limits": []}"#),
+        ),
+        (
+            "a tenant that is an array",
+            Method::POST,
+            "/admin/v1/tenants".into(),
+            Some(r#"["beta", "Beta"]"#),
+        ),
+        (
+            "a placement with an unknown field",
+            Method::POST,
+            "/admin/v1/tenants".into(),
+            Some(
+                r#"{"slug": "beta", "display_name": "Beta", "openai": {"isolation": "shared", "x": 1}}"#,
+            ),
+        ),
+        (
+            "a key named twice in a body",
+            Method::POST,
+            "/admin/v1/tenants".into(),
+            Some(r#"{"slug": "beta", "display_name": "Beta", "slug": "gamma"}"#),
+        ),
+    ];
+    for (case, method, path, body) in cases {
+        let (status, content_type, answer) = raw(method, &path, body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{case}: {answer}");
+        assert!(content_type.starts_with("application/json"), "{case}");
+        assert_eq!(
+            answer["error"]["code"], "invalid_request",
+            "{case}: {answer}"
+        );
+        assert!(answer["error"]["message"].is_string(), "{case}: {answer}");
+    }
+    let (status, tenant) = app.admin(Method::GET, "/admin/v1/tenants/acme", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tenant["display_name"], "acme", "nothing changed");
+    assert_eq!(tenant["status"], "active");
+    for slug in ["beta", "gamma"] {
+        let (status, _) = app
+            .admin(Method::GET, &format!("/admin/v1/tenants/{slug}"), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{slug} was not created");
+    }
+}

@@ -6,6 +6,7 @@
 //! (default none). `Accept: text/csv` gives the rows as CSV. Ranges are bounded (31 days by
 //! the hour, 366 by the day) so one query cannot ask the store for millions of rows.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,7 @@ use crate::error::{azure_error_with_param, AdminError};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     from: Option<String>,
     to: Option<String>,
@@ -182,9 +184,10 @@ async fn answer(
 pub async fn admin_usage(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    Query(query): Query<UsageQuery>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
+    let Query(query) = query?;
     let window = query
         .validate(Utc::now())
         .map_err(|(field, message)| AdminError::Invalid {
@@ -204,9 +207,20 @@ pub async fn admin_usage(
 pub async fn tenant_usage(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<UsageQuery>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => {
+            return azure_error_with_param(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &rejection.body_text(),
+                None,
+            )
+        }
+    };
     let window = match query.validate(Utc::now()) {
         Ok(window) => window,
         Err((param, message)) => {

@@ -178,6 +178,174 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// Serde builds a struct from a JSON array as readily as from an object (`{"limits": []}`
+/// would read as empty limits, `{"members": [["a/b"]]}` as a member). These read values that
+/// must be objects, without losing the path of an error inside them.
+mod objects {
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    /// A deserializer that reads a struct (or an internally tagged enum) only from a map.
+    struct MapOnly<D>(D);
+
+    macro_rules! forward {
+        ($($method:ident),*) => {
+            $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+                self.0.$method(visitor)
+            })*
+        };
+    }
+
+    impl<'de, D: Deserializer<'de>> Deserializer<'de> for MapOnly<D> {
+        type Error = D::Error;
+
+        // An internally tagged enum asks for "any": it gets a map or an error.
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.0.deserialize_map(visitor)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_map(visitor)
+        }
+
+        forward!(
+            deserialize_bool,
+            deserialize_i8,
+            deserialize_i16,
+            deserialize_i32,
+            deserialize_i64,
+            deserialize_u8,
+            deserialize_u16,
+            deserialize_u32,
+            deserialize_u64,
+            deserialize_f32,
+            deserialize_f64,
+            deserialize_char,
+            deserialize_str,
+            deserialize_string,
+            deserialize_bytes,
+            deserialize_byte_buf,
+            deserialize_option,
+            deserialize_unit,
+            deserialize_seq,
+            deserialize_map,
+            deserialize_identifier,
+            deserialize_ignored_any
+        );
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_unit_struct(name, visitor)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_newtype_struct(name, visitor)
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(
+            self,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_tuple(len, visitor)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_tuple_struct(name, len, visitor)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_enum(name, variants, visitor)
+        }
+    }
+
+    /// A `T` read from an object.
+    struct Object<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            T::deserialize(MapOnly(d)).map(Object)
+        }
+    }
+
+    /// An object.
+    pub fn required<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+        Object::<T>::deserialize(d).map(|o| o.0)
+    }
+
+    /// An object, or `null`.
+    pub fn optional<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+    }
+
+    /// An object, never `null` (absent is `None` through `#[serde(default)]`).
+    pub fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        required(d).map(Some)
+    }
+
+    /// Present (`Some`), as an object or `null`; absent is `None`.
+    pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        optional(d).map(Some)
+    }
+
+    /// An array of objects.
+    pub fn each<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        struct Each<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Each<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of objects")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Object(item)) = seq.next_element::<Object<T>>()? {
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Each(std::marker::PhantomData))
+    }
+}
+
+/// A field that may be absent (`None`, with `#[serde(default)]`) but never `null`: for
+/// fields whose `null` would mean nothing (a tenant's name, its status).
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// `resource/deployment`: how admins name a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -232,8 +400,9 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "isolation", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OpenAiPlacementSpec {
-    /// The shared pools, by alias.
-    Shared,
+    /// The shared pools, by alias. (A struct variant: serde lets unknown fields through on a
+    /// unit variant of an internally tagged enum, even with `deny_unknown_fields`.)
+    Shared {},
     /// Deployments owned by the tenant (usually in shared resources), by alias.
     DedicatedDeployment {
         models: BTreeMap<ModelAlias, Vec<Member>>,
@@ -318,11 +487,11 @@ pub struct NewTenant {
     pub display_name: String,
     #[serde(default)]
     pub data_zone: Option<DataZone>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects::optional")]
     pub openai: Option<OpenAiPlacementSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects::optional")]
     pub search: Option<SearchPlacement>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects::required")]
     pub limits: Limits,
     #[serde(default)]
     pub context_overflow: ContextOverflow,
@@ -332,19 +501,19 @@ pub struct NewTenant {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPatch {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub display_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub status: Option<TenantStatus>,
     #[serde(default, deserialize_with = "present")]
     pub data_zone: Option<Option<DataZone>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "objects::present")]
     pub openai: Option<Option<OpenAiPlacementSpec>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "objects::present")]
     pub search: Option<Option<SearchPlacement>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects::not_null")]
     pub limits: Option<LimitsPatch>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub context_overflow: Option<ContextOverflow>,
 }
 
@@ -419,6 +588,7 @@ pub struct Deployment {
 #[serde(deny_unknown_fields)]
 pub struct NewPool {
     pub alias: ModelAlias,
+    #[serde(deserialize_with = "objects::each")]
     pub members: Vec<Member>,
 }
 
@@ -489,7 +659,7 @@ pub struct NewApiKey {
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// The key's own limits, on top of its tenant's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects::required")]
     pub limits: Limits,
 }
 
@@ -498,7 +668,7 @@ pub struct NewApiKey {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyPatch {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects::not_null")]
     pub limits: Option<LimitsPatch>,
 }
 

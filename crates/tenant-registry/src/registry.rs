@@ -686,7 +686,7 @@ impl Registry {
             }
         };
         match spec {
-            OpenAiPlacementSpec::Shared => {
+            OpenAiPlacementSpec::Shared {} => {
                 record.row.openai_isolation = Some("shared".into());
             }
             OpenAiPlacementSpec::DedicatedDeployment { models } => {

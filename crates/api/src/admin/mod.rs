@@ -25,10 +25,61 @@ use crate::state::AppState;
 /// The OpenAPI document of this API, served at `/admin/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// A JSON body whose errors answer in the admin envelope, naming the field.
-#[derive(FromRequest)]
-#[from_request(via(Json), rejection(AdminError))]
+/// A JSON object body whose errors answer in the admin envelope, naming the field. The body
+/// must be an object (serde would also build a struct from an array), with no key twice.
 pub struct Body<T>(T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self> {
+        let is_json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                let v = v.trim();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(AdminError::Invalid {
+                field: None,
+                message: "send the body as JSON with `Content-Type: application/json`".into(),
+            });
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AdminError::PayloadTooLarge
+                } else {
+                    AdminError::Invalid {
+                        field: None,
+                        message: rejection.body_text(),
+                    }
+                }
+            })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(AdminError::Invalid {
+                field: None,
+                message: "the body must be a JSON object".into(),
+            });
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        if let Err(duplicate) = strict_json::check_parsed(&bytes) {
+            return Err(AdminError::Invalid {
+                field: Some(duplicate.key().to_owned()),
+                message: duplicate.to_string(),
+            });
+        }
+        Ok(Self(value))
+    }
+}
 
 type Result<T> = std::result::Result<T, AdminError>;
 
@@ -314,7 +365,7 @@ async fn revoke_key(
 struct TokenRequest {
     #[serde(default)]
     scope: KeyScope,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tenant_registry::model::not_null")]
     ttl_seconds: Option<u64>,
 }
 
@@ -326,6 +377,11 @@ async fn issue_token(
     // The body is optional: no body means the defaults.
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
+    } else if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AdminError::Invalid {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        });
     } else {
         serde_json::from_slice(&body).map_err(|e| AdminError::Invalid {
             field: None,
