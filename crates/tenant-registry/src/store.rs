@@ -997,3 +997,309 @@ impl Store for SqlStore {
         })
     }
 }
+
+// ---- Operations (crate `operations`) ---------------------------------------------------
+
+#[derive(Debug, Clone, FromRow)]
+struct OperationRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    tenant_slug: String,
+    kind: String,
+    status: String,
+    phase: String,
+    spec: String,
+    progress: String,
+    error: Option<String>,
+    cancel_requested: bool,
+    lease_owner: Option<String>,
+    lease_until_ms: Option<i64>,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<OperationRow> for operations::Operation {
+    type Error = operations::StoreError;
+
+    fn try_from(row: OperationRow) -> Result<Self, Self::Error> {
+        let corrupt =
+            |what: &str| operations::StoreError::Store(format!("operation {}: {what}", row.id));
+        Ok(Self {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            tenant_slug: row.tenant_slug.clone(),
+            kind: operations::Kind::parse(&row.kind).ok_or_else(|| corrupt("unknown kind"))?,
+            status: operations::Status::parse(&row.status)
+                .ok_or_else(|| corrupt("unknown status"))?,
+            phase: row.phase.clone(),
+            spec: serde_json::from_str(&row.spec).map_err(|_| corrupt("spec is not JSON"))?,
+            progress: serde_json::from_str(&row.progress)
+                .map_err(|_| corrupt("progress is not JSON"))?,
+            error: row
+                .error
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("error is not JSON"))?,
+            cancel_requested: row.cancel_requested,
+            lease_owner: row.lease_owner.clone(),
+            lease_until: row
+                .lease_until_ms
+                .and_then(DateTime::<Utc>::from_timestamp_millis),
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+fn op_store_error(error: sqlx::Error) -> operations::StoreError {
+    operations::StoreError::Store(error.to_string())
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn op_now() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
+const RUNNABLE: &str = "status = 'notStarted' OR (status = 'running' AND \
+    (lease_until_ms IS NULL OR lease_until_ms <= $4))";
+
+#[async_trait]
+impl operations::OperationStore for SqlStore {
+    async fn insert_operation(
+        &self,
+        new: &operations::NewOperation,
+    ) -> Result<(), operations::StoreError> {
+        let inserted = on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO operations (id, tenant_id, tenant_slug, kind, status, phase, spec, \
+                 progress, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'notStarted', $5, $6, '{}', $7, $7)",
+            )
+            .bind(new.id)
+            .bind(new.tenant_id)
+            .bind(&new.tenant_slug)
+            .bind(new.kind.as_str())
+            .bind(&new.phase)
+            .bind(new.spec.to_string())
+            .bind(chrono::SubsecRound::trunc_subsecs(new.created_at, 6))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        });
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                match self.active_operation(new.tenant_id).await? {
+                    Some(active) => Err(operations::StoreError::Busy(active.id)),
+                    None => Err(operations::StoreError::Store(
+                        "the operation could not be stored; retry".into(),
+                    )),
+                }
+            }
+            Err(error) => Err(op_store_error(error)),
+        }
+    }
+
+    async fn operation(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<operations::Operation>, operations::StoreError> {
+        let row: Option<OperationRow> = on_pool!(self, |pool| {
+            sqlx::query_as("SELECT * FROM operations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(op_store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn operations(
+        &self,
+        tenant: Option<Uuid>,
+        status: Option<operations::Status>,
+        limit: u32,
+    ) -> Result<Vec<operations::Operation>, operations::StoreError> {
+        let rows: Vec<OperationRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT * FROM operations WHERE ($1 IS NULL OR tenant_id = $1) \
+                 AND ($2 IS NULL OR status = $2) ORDER BY id DESC LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(status.map(operations::Status::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(op_store_error)?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn active_operation(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Option<operations::Operation>, operations::StoreError> {
+        let row: Option<OperationRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT * FROM operations WHERE tenant_id = $1 \
+                 AND status IN ('notStarted', 'running')",
+            )
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(op_store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn claim_operation(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<operations::Operation>, operations::StoreError> {
+        let until = millis(operations::lease::until(now, lease));
+        // Postgres: a row locked by another replica's claim is skipped, not waited for.
+        // SQLite: one writer at a time, so the single statement is atomic as it is.
+        let row: Option<OperationRow> = match &self.backend {
+            Backend::Postgres(pool) => {
+                sqlx::query_as(&format!(
+                    "UPDATE operations SET status = 'running', lease_owner = $1, \
+                 lease_until_ms = $2, attempts = attempts + 1, updated_at = $3 \
+                 WHERE id = (SELECT id FROM operations WHERE {RUNNABLE} \
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *"
+                ))
+                .bind(owner)
+                .bind(until)
+                .bind(op_now())
+                .bind(millis(now))
+                .fetch_optional(pool)
+                .await
+            }
+            Backend::Sqlite(pool) => {
+                sqlx::query_as(&format!(
+                    "UPDATE operations SET status = 'running', lease_owner = $1, \
+                 lease_until_ms = $2, attempts = attempts + 1, updated_at = $3 \
+                 WHERE id = (SELECT id FROM operations WHERE {RUNNABLE} \
+                 ORDER BY id LIMIT 1) RETURNING *"
+                ))
+                .bind(owner)
+                .bind(until)
+                .bind(op_now())
+                .bind(millis(now))
+                .fetch_optional(pool)
+                .await
+            }
+        }
+        .map_err(op_store_error)?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn heartbeat_operation(
+        &self,
+        id: Uuid,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<bool>, operations::StoreError> {
+        let row: Option<(bool,)> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "UPDATE operations SET lease_until_ms = $3 WHERE id = $1 AND lease_owner = $2 \
+                 AND status = 'running' RETURNING cancel_requested",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(millis(lease_until))
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(op_store_error)?;
+        Ok(row.map(|(cancel,)| cancel))
+    }
+
+    async fn checkpoint_operation(
+        &self,
+        id: Uuid,
+        owner: &str,
+        phase: &str,
+        progress: &serde_json::Value,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, operations::StoreError> {
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE operations SET phase = $3, progress = $4, lease_until_ms = $5, \
+                 updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(phase)
+            .bind(progress.to_string())
+            .bind(millis(lease_until))
+            .bind(op_now())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(op_store_error)?;
+        Ok(done > 0)
+    }
+
+    async fn finish_operation(
+        &self,
+        id: Uuid,
+        owner: &str,
+        status: operations::Status,
+        error: Option<&operations::OperationError>,
+    ) -> Result<bool, operations::StoreError> {
+        let error = error.and_then(|e| serde_json::to_string(e).ok());
+        let now = op_now();
+        let done = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE operations SET status = $3, error = $4, lease_owner = NULL, \
+                 lease_until_ms = NULL, updated_at = $5, finished_at = $5 \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(status.as_str())
+            .bind(error)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(op_store_error)?;
+        Ok(done > 0)
+    }
+
+    async fn request_cancel(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<operations::Operation>, operations::StoreError> {
+        let now = op_now();
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE operations SET status = CASE WHEN status = 'notStarted' \
+                 THEN 'canceled' ELSE status END, \
+                 finished_at = CASE WHEN status = 'notStarted' THEN $2 ELSE finished_at END, \
+                 cancel_requested = CASE WHEN status = 'running' THEN true \
+                 ELSE cancel_requested END, updated_at = $2 \
+                 WHERE id = $1 AND status IN ('notStarted', 'running')",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(op_store_error)?;
+        operations::OperationStore::operation(self, id).await
+    }
+}

@@ -1177,3 +1177,179 @@ async fn the_master_key_rotates_without_losing_a_credential_on_sqlite() {
     the_master_key_rotates_without_losing_a_credential(store).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The operations store on both backends: one active operation per tenant, a claim is
+/// exclusive, a lease that runs out can be taken over (and the old owner can write nothing
+/// more), a cancel stops what has not started.
+async fn operations_are_claimed_once_and_taken_over_after_their_lease(store: SqlStore) {
+    use operations::{Kind, NewOperation, OperationStore, Status, StoreError};
+    let store: Arc<SqlStore> = Arc::new(store);
+    store.migrate().await.unwrap();
+    let tenant = uuid::Uuid::now_v7();
+    let new = |tenant| NewOperation {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant,
+        tenant_slug: "acme".into(),
+        kind: Kind::SearchMove,
+        spec: json!({"to": "dedicated_index"}),
+        phase: "validate".into(),
+        created_at: chrono::Utc::now(),
+    };
+    let first = new(tenant);
+    store.insert_operation(&first).await.unwrap();
+    match store.insert_operation(&new(tenant)).await {
+        Err(StoreError::Busy(id)) => assert_eq!(id, first.id),
+        other => panic!("{other:?}"),
+    }
+    let read = store.operation(first.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.status, read.kind, read.spec["to"].as_str()),
+        (
+            Status::NotStarted,
+            Kind::SearchMove,
+            Some("dedicated_index")
+        )
+    );
+
+    // Exclusive claims, even when two replicas ask at once.
+    let now = chrono::Utc::now();
+    let lease = Duration::from_millis(300);
+    let (a, b) = tokio::join!(
+        store.claim_operation("a", now, lease),
+        store.claim_operation("b", now, lease)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() != b.is_some(), "exactly one claim: {a:?} {b:?}");
+    let (winner, loser) = if a.is_some() { ("a", "b") } else { ("b", "a") };
+    assert!(store
+        .checkpoint_operation(
+            first.id,
+            winner,
+            "copying",
+            &json!({"copied": 5}),
+            now + chrono::Duration::milliseconds(300)
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .checkpoint_operation(first.id, loser, "copying", &json!({"copied": 0}), now)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .heartbeat_operation(first.id, winner, now + chrono::Duration::milliseconds(300))
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert!(
+        store
+            .claim_operation(loser, chrono::Utc::now(), lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "held"
+    );
+
+    // The lease runs out: another replica takes the operation, with its progress.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let taken = store
+        .claim_operation(loser, later, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (taken.attempts, taken.progress["copied"].as_u64()),
+        (2, Some(5))
+    );
+    assert_eq!(taken.lease_owner.as_deref(), Some(loser));
+    assert!(!store
+        .checkpoint_operation(first.id, winner, "copying", &json!({}), later)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .heartbeat_operation(first.id, winner, later)
+            .await
+            .unwrap(),
+        None,
+        "the old owner lost it"
+    );
+    assert!(!store
+        .finish_operation(first.id, winner, Status::Succeeded, None)
+        .await
+        .unwrap());
+
+    // A cancel request reaches the running operation; its owner finishes it.
+    let flagged = store.request_cancel(first.id).await.unwrap().unwrap();
+    assert!(flagged.cancel_requested && flagged.status == Status::Running);
+    assert_eq!(
+        store
+            .heartbeat_operation(first.id, loser, later)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert!(store
+        .finish_operation(first.id, loser, Status::Canceled, None)
+        .await
+        .unwrap());
+    assert!(store.active_operation(tenant).await.unwrap().is_none());
+
+    // Finished: the tenant may start another; one not started is canceled at once.
+    let second = new(tenant);
+    store.insert_operation(&second).await.unwrap();
+    let canceled = store.request_cancel(second.id).await.unwrap().unwrap();
+    assert_eq!(canceled.status, Status::Canceled);
+    assert!(canceled.finished_at.is_some());
+    let listed = store.operations(Some(tenant), None, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![second.id, first.id],
+        "newest first"
+    );
+    let failed = operations::OperationError {
+        code: "x".into(),
+        message: "y".into(),
+    };
+    let third = new(uuid::Uuid::now_v7());
+    store.insert_operation(&third).await.unwrap();
+    let claimed = store
+        .claim_operation("c", chrono::Utc::now(), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, third.id);
+    assert!(store
+        .finish_operation(third.id, "c", Status::Failed, Some(&failed))
+        .await
+        .unwrap());
+    let read = store.operation(third.id).await.unwrap().unwrap();
+    assert_eq!((read.status, read.error), (Status::Failed, Some(failed)));
+    assert_eq!(
+        store
+            .operations(None, Some(Status::Failed), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn operations_are_claimed_once_and_taken_over_after_their_lease_on_postgres(
+    pool: sqlx::PgPool,
+) {
+    operations_are_claimed_once_and_taken_over_after_their_lease(SqlStore::from_postgres(pool))
+        .await;
+}
+
+#[tokio::test]
+async fn operations_are_claimed_once_and_taken_over_after_their_lease_on_sqlite() {
+    let dir = temp_dir();
+    let store = SqlStore::sqlite(tenant_registry::SqliteLocation::Dir(&dir))
+        .await
+        .unwrap();
+    operations_are_claimed_once_and_taken_over_after_their_lease(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
