@@ -264,14 +264,16 @@ async fn usage_is_queryable_as_json_and_csv_and_each_tenant_sees_only_its_own() 
     let theirs = tenant_get(&http, &format!("{}/v1/usage", gateway.base), beta).await;
     assert_eq!(theirs["tenant"], "beta");
     assert_eq!(theirs["rows"][0]["requests"], 1, "{theirs}");
-    // No query parameter names another tenant: `tenant=acme` is not a parameter at all.
+    // No query parameter names another tenant: `tenant=acme` is not a parameter at all, and
+    // an unknown parameter is refused rather than ignored.
     let sneaky = tenant_get(
         &http,
         &format!("{}/v1/usage?tenant=acme&tenant_id=acme", gateway.base),
         beta,
     )
     .await;
-    assert_eq!(sneaky["rows"][0]["requests"], 1, "{sneaky}");
+    assert_eq!(sneaky["error"]["code"], "BadRequest", "{sneaky}");
+    assert!(sneaky.get("rows").is_none(), "{sneaky}");
 
     let csv = http
         .get(format!(

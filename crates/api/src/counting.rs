@@ -4,10 +4,11 @@
 //! counted only up to the model's context window (past it, the request is refused or the
 //! message dropped, whatever the rest says), and at most `BULKHEAD_TOKENIZE_MAX_BYTES` of
 //! text are tokenized (a clear 400 beyond). A body small enough to count in well under a
-//! millisecond is counted where it is; a larger one on the blocking pool, at most
-//! `BULKHEAD_TOKENIZE_THREADS` at a time, so that counting can never take every CPU from the
-//! requests being served. A request that waits longer than `BULKHEAD_TOKENIZE_WAIT_MS` for
-//! its turn is refused with 503 and `Retry-After`.
+//! millisecond is counted where it is; a larger one on a pool of its own, of
+//! `BULKHEAD_TOKENIZE_THREADS` threads that run at a lower priority (nice 10) than the
+//! threads serving requests: counting can never take every CPU from the requests being
+//! served, and the scheduler lets a request thread in first. A request that waits longer
+//! than `BULKHEAD_TOKENIZE_WAIT_MS` for its turn is refused with 503 and `Retry-After`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +26,11 @@ pub const INLINE_BYTES: usize = 16 * 1024;
 #[error("every token-counting slot is busy")]
 pub struct Busy;
 
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
 pub struct CountPool {
+    /// Jobs for the counting threads (they exit when this is dropped).
+    jobs: parking_lot::Mutex<std::sync::mpsc::Sender<Job>>,
     permits: Arc<Semaphore>,
     wait: Duration,
     max_bytes: u64,
@@ -35,8 +40,41 @@ pub struct CountPool {
 
 impl CountPool {
     pub fn new(threads: usize, wait: Duration, max_bytes: u64) -> Self {
+        let threads = threads.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(parking_lot::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("bulkhead-count-{i}"))
+                .spawn(move || {
+                    // Nice 10: a request thread that wakes up runs first.
+                    let lower = thread_priority::ThreadPriorityValue::try_from(24u8)
+                        .map_err(|e| e.to_string())
+                        .and_then(|value| {
+                            thread_priority::set_current_thread_priority(
+                                thread_priority::ThreadPriority::Crossplatform(value),
+                            )
+                            .map_err(|e| e.to_string())
+                        });
+                    if let Err(error) = lower {
+                        tracing::debug!(%error, "could not lower the counting thread's priority");
+                    }
+                    loop {
+                        let job = queue.lock().recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a token counting thread");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(threads.max(1))),
+            jobs: parking_lot::Mutex::new(jobs),
+            permits: Arc::new(Semaphore::new(threads)),
             wait,
             max_bytes,
             offloaded: AtomicU64::new(0),
@@ -75,13 +113,17 @@ impl CountPool {
             }
         };
         self.offloaded.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "a token count failed");
+            let _ = done.send(work());
+        });
+        if self.jobs.lock().send(job).is_err() {
+            tracing::error!("the token counting threads are gone");
+            return Err(Busy);
+        }
+        result.await.map_err(|_| {
+            tracing::error!("a token count ended without an answer");
             Busy
         })
     }
@@ -108,6 +150,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(inline, here, "a small body is counted where it is");
+        let name = pool
+            .run(INLINE_BYTES + 1, || {
+                std::thread::current().name().map(ToOwned::to_owned)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            name.as_deref(),
+            Some("bulkhead-count-0"),
+            "a large one on the pool"
+        );
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let holder = {
@@ -132,6 +185,6 @@ mod tests {
             pool.run(INLINE_BYTES + 1, || ()).await.is_ok(),
             "free again"
         );
-        assert_eq!(pool.totals(), (2, 1));
+        assert_eq!(pool.totals(), (3, 1));
     }
 }

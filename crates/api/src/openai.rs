@@ -680,23 +680,23 @@ async fn rewrite_response_id(
 /// Counting stops once a text is past the model's context window (admission would refuse
 /// it): `exact` is then false and `prompt_tokens` a lower bound past the window.
 pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
-    let facts = match BodyFacts::read(&body) {
-        Ok(facts) => facts,
-        Err(message) => return bad_request(&message),
-    };
-    let Some(alias) = facts.model else {
-        return bad_request("'model' is a required property.");
-    };
+    // Everything that reads the body, reading its fields included, runs where the counting
+    // pool puts it: a large body never costs the request threads more than its upload.
     let snapshot = state.registry.snapshot();
-    let Some((target, _)) = openai_target(&caller.tenant, &snapshot, &alias) else {
-        return deployment_not_found();
-    };
-    let model = model_of(&target, &alias).to_owned();
-    let limits = state.tokens.limits(&model);
-    let budget = state.counting.budget(limits.context_window);
     let tokens = state.tokens.clone();
+    let counting = Arc::clone(&state.counting);
     let body_len = body.len();
     let work = move || -> Result<Value, Box<Response>> {
+        let facts = BodyFacts::read(&body).map_err(|message| Box::new(bad_request(&message)))?;
+        let Some(alias) = facts.model else {
+            return Err(Box::new(bad_request("'model' is a required property.")));
+        };
+        let Some((target, _)) = openai_target(&caller.tenant, &snapshot, &alias) else {
+            return Err(Box::new(deployment_not_found()));
+        };
+        let model = model_of(&target, &alias).to_owned();
+        let limits = tokens.limits(&model);
+        let budget = counting.budget(limits.context_window);
         let value: Value = serde_json::from_slice(&body).map_err(|error| {
             Box::new(bad_request(&format!(
                 "We could not parse the JSON body of your request: {error}."
