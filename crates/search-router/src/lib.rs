@@ -9,12 +9,14 @@
 //! - [`client`]: the HTTP calls to the search service (reqwest).
 
 pub mod client;
+pub mod documents;
 pub mod names;
 pub mod rewrite;
 pub mod schema;
 mod target;
 
 pub use client::{Answer, SearchClient};
+pub use documents::Retry;
 pub use names::{partition_code, physical_index, IndexKind, PARTITION_CODE_LEN};
 pub use rewrite::Boundary;
 pub use schema::{key_field, PARTITION_FIELD, RESERVED_PREFIX};

@@ -295,6 +295,12 @@ impl Catalog {
             })?,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            search_move: row
+                .search_move
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| RegistryError::Corrupt(format!("search move: {e}")))?,
         })
     }
 }

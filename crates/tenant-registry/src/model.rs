@@ -517,6 +517,18 @@ pub struct TenantPatch {
     pub context_overflow: Option<ContextOverflow>,
 }
 
+/// A search move in progress: where the tenant's documents are being copied (index batches
+/// also go there), and whether its writes are held while the move switches over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchMove {
+    /// The operation moving the tenant.
+    pub operation: Uuid,
+    pub to: SearchPlacement,
+    /// Writes are held (not refused) until the switch.
+    #[serde(default)]
+    pub fenced: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tenant {
     pub id: Uuid,
@@ -530,6 +542,8 @@ pub struct Tenant {
     pub context_overflow: ContextOverflow,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A search move in progress, if any.
+    pub search_move: Option<SearchMove>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,8 +17,8 @@ use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
 use crate::model::{
     ApiKey, ApiKeyPatch, Deployment, IndexTemplate, KeyScope, Member, NewApiKey, NewDeployment,
     NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant, OpenAiPlacementSpec,
-    OpenAiResource, Page, Pool, SearchPlacement, SearchService, Tenant, TenantPatch, TenantStatus,
-    RESERVED_FIELD_PREFIX,
+    OpenAiResource, Page, Pool, SearchMove, SearchPlacement, SearchService, Tenant, TenantPatch,
+    TenantStatus, RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
@@ -518,6 +518,7 @@ impl Registry {
             context_overflow: new.context_overflow.as_str().to_owned(),
             created_at: now,
             updated_at: now,
+            search_move: None,
         };
         let mut record = TenantRecord {
             row,
@@ -631,6 +632,12 @@ impl Registry {
             }
             None => check_openai_zone(&catalog, zone.as_ref(), &record)?,
         }
+        if current.search_move.is_some() && (patch.search.is_some() || patch.data_zone.is_some()) {
+            return Err(RegistryError::Conflict(
+                "the tenant's search placement is being moved; wait for the move or cancel it"
+                    .into(),
+            ));
+        }
         let search = match &patch.search {
             Some(search) => search.clone(),
             None => current.search.clone(),
@@ -644,6 +651,75 @@ impl Registry {
         self.store.update_tenant(&record).await?;
         self.written().await;
         catalog.tenant(&record)
+    }
+
+    /// Whether `placement` would be accepted for the tenant now (service, ownership, data
+    /// zone), without changing anything.
+    pub async fn check_search_placement(
+        &self,
+        slug: &str,
+        placement: &SearchPlacement,
+    ) -> Result<()> {
+        let mut record = self.record(slug).await?;
+        let catalog = self.catalog().await?;
+        let current = catalog.tenant(&record)?;
+        place_search(
+            &catalog,
+            &current.slug,
+            current.data_zone.as_ref(),
+            placement,
+            &mut record,
+        )
+    }
+
+    /// Records (or, with `None`, clears) the tenant's search move in progress. Every replica
+    /// sees it through the registry's change notification.
+    pub async fn set_search_move(
+        &self,
+        slug: &str,
+        search_move: Option<&SearchMove>,
+    ) -> Result<()> {
+        let mut record = self.record(slug).await?;
+        record.row.search_move = search_move
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| RegistryError::Corrupt(e.to_string()))?;
+        record.row.updated_at = now();
+        self.store.update_tenant(&record).await?;
+        self.written().await;
+        Ok(())
+    }
+
+    /// Switches the tenant's search placement to `to` and ends its move, in one write: every
+    /// replica reads and writes the new placement from the same registry change.
+    pub async fn switch_search(&self, slug: &str, to: &SearchPlacement) -> Result<Tenant> {
+        let mut record = self.record(slug).await?;
+        let catalog = self.catalog().await?;
+        let current = catalog.tenant(&record)?;
+        place_search(
+            &catalog,
+            &current.slug,
+            current.data_zone.as_ref(),
+            to,
+            &mut record,
+        )?;
+        record.row.search_move = None;
+        record.row.updated_at = now();
+        self.store.update_tenant(&record).await?;
+        self.written().await;
+        catalog.tenant(&record)
+    }
+
+    /// Sets a tenant's status without the other rules of a patch (offboarding's first step).
+    pub async fn set_status(&self, slug: &str, status: TenantStatus) -> Result<()> {
+        let mut record = self.record(slug).await?;
+        if record.row.status != status.as_str() {
+            record.row.status = status.as_str().to_owned();
+            record.row.updated_at = now();
+            self.store.update_tenant(&record).await?;
+            self.written().await;
+        }
+        Ok(())
     }
 
     /// Offboards a tenant: it is refused everywhere at once (status `offboarding`), then its

@@ -110,6 +110,8 @@ pub struct TenantRow {
     pub context_overflow: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A search move in progress (JSON of [`crate::model::SearchMove`]).
+    pub search_move: Option<String>,
 }
 
 /// A tenant's row with its OpenAI members and resources (in order).
@@ -291,7 +293,7 @@ macro_rules! catalog_in {
 const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_isolation, \
     openai_endpoint, openai_region, openai_credential, search_isolation, search_service_id, \
     tokens_per_minute, requests_per_minute, monthly_tokens, context_overflow, created_at, \
-    updated_at";
+    updated_at, search_move";
 
 const TENANT_MEMBERS: &str =
     "SELECT tenant_id AS owner, alias, deployment_id, priority, weight FROM tenant_openai_members";
@@ -658,7 +660,7 @@ impl Store for SqlStore {
             let mut tx = pool.begin().await?;
             sqlx::query(&format!(
                 "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
             ))
             .bind(row.id)
             .bind(&row.slug)
@@ -677,6 +679,7 @@ impl Store for SqlStore {
             .bind(&row.context_overflow)
             .bind(row.created_at)
             .bind(row.updated_at)
+            .bind(&row.search_move)
             .execute(&mut *tx)
             .await
             .map_err(on_constraint(|| {
@@ -726,7 +729,7 @@ impl Store for SqlStore {
                  openai_isolation = $5, openai_endpoint = $6, openai_region = $7, \
                  openai_credential = $8, search_isolation = $9, search_service_id = $10, \
                  tokens_per_minute = $11, requests_per_minute = $12, monthly_tokens = $13, \
-                 context_overflow = $14, updated_at = $15 WHERE id = $1",
+                 context_overflow = $14, updated_at = $15, search_move = $16 WHERE id = $1",
             )
             .bind(row.id)
             .bind(&row.display_name)
@@ -743,6 +746,7 @@ impl Store for SqlStore {
             .bind(row.monthly_tokens)
             .bind(&row.context_overflow)
             .bind(row.updated_at)
+            .bind(&row.search_move)
             .execute(&mut *tx)
             .await
             .map_err(on_constraint(|| {
