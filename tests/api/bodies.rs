@@ -67,12 +67,15 @@ pub async fn world() -> World {
                             "sourceFields": ["title"]}]}),
     )
     .await;
-    post(
-        "/admin/v1/tenants",
-        json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"},
-               "search": {"isolation": "shared_index", "service": "srch"}}),
-    )
-    .await;
+    let (status, answer) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"},
+                   "search": {"isolation": "shared_index", "service": "srch"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let key = app.key("acme", "read-write").await.1;
     World { app, sim, key }
 }

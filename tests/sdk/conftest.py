@@ -131,6 +131,21 @@ class SimProcess:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
+            location = response.headers.get("operation-location")
+            status = response.status
+        if status == 202 and location:
+            # An operation (provisioning, a move, offboarding): wait for it to end.
+            deadline = time.monotonic() + 60
+            while True:
+                operation = self.admin("GET", location)
+                if operation["status"] in ("succeeded", "failed", "canceled"):
+                    assert operation["status"] == "succeeded", operation
+                    break
+                assert time.monotonic() < deadline, operation
+                time.sleep(0.05)
+            if method == "POST" and path == "/admin/v1/tenants":
+                slug = json.loads(data)["slug"] if data else None
+                return self.admin("GET", f"/admin/v1/tenants/{slug}")
         return json.loads(raw) if raw else None
 
     def reset(self) -> None:
@@ -259,6 +274,21 @@ class GatewayProcess:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
+            location = response.headers.get("operation-location")
+            status = response.status
+        if status == 202 and location:
+            # An operation (provisioning, a move, offboarding): wait for it to end.
+            deadline = time.monotonic() + 60
+            while True:
+                operation = self.admin("GET", location)
+                if operation["status"] in ("succeeded", "failed", "canceled"):
+                    assert operation["status"] == "succeeded", operation
+                    break
+                assert time.monotonic() < deadline, operation
+                time.sleep(0.05)
+            if method == "POST" and path == "/admin/v1/tenants":
+                slug = json.loads(data)["slug"] if data else None
+                return self.admin("GET", f"/admin/v1/tenants/{slug}")
         return json.loads(raw) if raw else None
 
 

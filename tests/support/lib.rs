@@ -144,6 +144,9 @@ impl Drop for TestApp {
     }
 }
 
+/// An admin call. A `202 Accepted` (an operation: provisioning, a move, offboarding) is
+/// waited for, its operation polled until it ends, so the next step of a test sees its
+/// effects; the answer returned is still the 202's. [`admin_call_no_wait`] does not wait.
 pub async fn admin_call(
     http: &reqwest::Client,
     base: &str,
@@ -151,6 +154,35 @@ pub async fn admin_call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    let (status, location, answer) = admin_request(http, base, method, path, body).await;
+    if let (StatusCode::ACCEPTED, Some(location)) = (status, location) {
+        let operation = wait_for_operation(http, base, &location, Duration::from_secs(60)).await;
+        assert_eq!(
+            operation["status"], "succeeded",
+            "the operation of {path} did not succeed: {operation}"
+        );
+    }
+    (status, answer)
+}
+
+/// An admin call, not waiting for the operation a 202 starts.
+pub async fn admin_call_no_wait(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Option<String>, Value) {
+    admin_request(http, base, method, path, body).await
+}
+
+async fn admin_request(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Option<String>, Value) {
     let mut request = http
         .request(method, format!("{base}{path}"))
         .bearer_auth(ADMIN_TOKEN);
@@ -159,8 +191,44 @@ pub async fn admin_call(
     }
     let response = request.send().await.expect("gateway answers");
     let status = response.status();
+    let location = response
+        .headers()
+        .get("operation-location")
+        .and_then(|v| v.to_str().ok())
+        .map(ToOwned::to_owned);
     let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    (
+        status,
+        location,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls the operation at `location` (`/admin/v1/operations/{id}`) until it ends; its last
+/// view. Panics if it has not ended `within`.
+pub async fn wait_for_operation(
+    http: &reqwest::Client,
+    base: &str,
+    location: &str,
+    within: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, _, operation) = admin_request(http, base, Method::GET, location, None).await;
+        assert_eq!(status, StatusCode::OK, "{location}: {operation}");
+        let done = matches!(
+            operation["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        );
+        if done {
+            return operation;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{location} has not ended: {operation}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn temp_dir(what: &str) -> PathBuf {

@@ -45,6 +45,10 @@
 //! | `BULKHEAD_TOKENIZE_MAX_BYTES` | the most text one request may have tokenized (default 8 MiB; 400 beyond) |
 //! | `BULKHEAD_TOKENIZE_THREADS` | large counts running at once, off the async workers (default: CPUs - 1, at least 1) |
 //! | `BULKHEAD_TOKENIZE_WAIT_MS` | how long a large count may wait for its turn before a 503 (default 2000) |
+//! | `BULKHEAD_MOVE_SOURCE_GRACE_SECONDS` | how long a search move keeps the source after switching (default 300) |
+//! | `BULKHEAD_MOVE_FENCE_SETTLE_MS` | a move's wait between holding writes and its last comparison (default 2000) |
+//! | `BULKHEAD_SEARCH_RETRY_ATTEMPTS` | tries of the gateway's own search calls when throttled or unreachable (default 8) |
+//! | `BULKHEAD_OPERATION_LEASE_SECONDS` | an operation's lease; a dead replica's operation is taken over after it (default 15) |
 //! | `BULKHEAD_OTLP_ENDPOINT` | OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://collector:4318`); unset: no traces |
 //! | `BULKHEAD_LOG` | log filter (default `info`) |
 //! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
@@ -277,6 +281,26 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_TOKENIZE_WAIT_MS", default_value_t = 2000)]
     pub tokenize_wait_ms: u64,
 
+    /// Seconds a search move keeps the tenant's documents on the source after switching to
+    /// the target (then they are purged).
+    #[arg(long, env = "BULKHEAD_MOVE_SOURCE_GRACE_SECONDS", default_value_t = 300)]
+    pub move_source_grace_seconds: u64,
+
+    /// Milliseconds a move waits between holding the tenant's writes and its last comparison:
+    /// more than the registry takes to reach every replica and a write to finish.
+    #[arg(long, env = "BULKHEAD_MOVE_FENCE_SETTLE_MS", default_value_t = 2000)]
+    pub move_fence_settle_ms: u64,
+
+    /// Tries of each call the gateway makes on its own to a search service (provisioning,
+    /// moves, offboarding) when it is throttled or unreachable.
+    #[arg(long, env = "BULKHEAD_SEARCH_RETRY_ATTEMPTS", default_value_t = 8)]
+    pub search_retry_attempts: u32,
+
+    /// Seconds an operation's lease lasts (renewed every third of it); a replica that dies
+    /// leaves its operation to another after this.
+    #[arg(long, env = "BULKHEAD_OPERATION_LEASE_SECONDS", default_value_t = 15)]
+    pub operation_lease_seconds: u64,
+
     /// OpenTelemetry collector to send traces to, over OTLP/HTTP with protobuf (its base URL;
     /// `/v1/traces` is appended). Unset: no traces.
     #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
@@ -379,6 +403,10 @@ impl Config {
             tokenize_max_bytes: 8 * 1024 * 1024,
             tokenize_threads: None,
             tokenize_wait_ms: 2000,
+            move_source_grace_seconds: 0,
+            move_fence_settle_ms: 200,
+            operation_lease_seconds: 15,
+            search_retry_attempts: 2,
             otlp_endpoint: None,
             log: "warn".into(),
             log_format: LogFormat::Text,

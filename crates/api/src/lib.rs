@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod error;
 pub mod gate;
 pub mod health;
+pub mod jobs;
 pub mod jwt;
 pub mod me;
 pub mod metering;

@@ -7,7 +7,8 @@
 //! does, because axum cannot match `('x')` inside a segment. An index the tenant may not use
 //! answers exactly like one that does not exist.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -29,8 +30,18 @@ use crate::state::AppState;
 /// The routing target of the logical index `logical` for `tenant`; `None` when the tenant
 /// has no search placement or no such index.
 pub fn search_target(tenant: &TenantEntry, snapshot: &Snapshot, logical: &str) -> Option<Target> {
-    let t = &tenant.tenant;
-    let placement = t.search.as_ref()?;
+    let placement = tenant.tenant.search.as_ref()?;
+    placement_target(tenant.tenant.id, placement, snapshot, logical)
+}
+
+/// Where the logical index `logical` of tenant `id` is under `placement` (its current one, or
+/// the one a move is copying it to).
+pub fn placement_target(
+    id: uuid::Uuid,
+    placement: &SearchPlacement,
+    snapshot: &Snapshot,
+    logical: &str,
+) -> Option<Target> {
     let template = snapshot
         .catalog
         .templates
@@ -41,11 +52,10 @@ pub fn search_target(tenant: &TenantEntry, snapshot: &Snapshot, logical: &str) -
     let service = snapshot.catalog.services.get(placement.service())?;
     let credential = snapshot.service_credential(placement.service())?.clone();
     let (kind, boundary) = match placement {
-        SearchPlacement::SharedIndex { .. } => (
-            IndexKind::Shared,
-            Some(Boundary::new(t.id, &key_field).ok()?),
-        ),
-        SearchPlacement::DedicatedIndex { .. } => (IndexKind::Dedicated(t.id), None),
+        SearchPlacement::SharedIndex { .. } => {
+            (IndexKind::Shared, Some(Boundary::new(id, &key_field).ok()?))
+        }
+        SearchPlacement::DedicatedIndex { .. } => (IndexKind::Dedicated(id), None),
         SearchPlacement::DedicatedService { .. } => (IndexKind::OwnService, None),
     };
     Some(Target {
@@ -58,6 +68,30 @@ pub fn search_target(tenant: &TenantEntry, snapshot: &Snapshot, logical: &str) -
         key_field,
         boundary,
     })
+}
+
+/// How long a write waits while the tenant's move switches placement (writes are held, not
+/// refused; the switch takes seconds).
+const FENCE_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits while the tenant's writes are held for a move's switch; the registry as it then is.
+/// `None` when the hold lasted longer than [`FENCE_MAX_WAIT`].
+async fn past_the_fence(state: &AppState, tenant: uuid::Uuid) -> Option<Arc<Snapshot>> {
+    let started = Instant::now();
+    loop {
+        let snapshot = state.registry.snapshot();
+        let fenced = snapshot
+            .tenant(tenant)
+            .and_then(|t| t.tenant.search_move.as_ref())
+            .is_some_and(|m| m.fenced);
+        if !fenced {
+            return Some(snapshot);
+        }
+        if started.elapsed() > FENCE_MAX_WAIT {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// Whether a read goes by query string or by JSON body.
@@ -286,9 +320,30 @@ pub async fn handle(
     if matches!(op, Op::Batch(_)) && caller.scope != KeyScope::ReadWrite {
         return ApiError::Forbidden("this credential may only read").into_response();
     }
-    let snapshot = state.registry.snapshot();
-    let tenant = &caller.tenant;
     let started = Instant::now();
+    let (snapshot, tenant) = if matches!(op, Op::Batch(_)) {
+        // A write waits while the tenant's move switches placement, then goes where the
+        // registry then says.
+        let Some(snapshot) = past_the_fence(&state, caller.tenant.tenant.id).await else {
+            let mut response = azure_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The index is being moved; retry shortly.",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        };
+        let tenant = snapshot
+            .tenant(caller.tenant.tenant.id)
+            .cloned()
+            .unwrap_or_else(|| Arc::clone(&caller.tenant));
+        (snapshot, tenant)
+    } else {
+        (state.registry.snapshot(), Arc::clone(&caller.tenant))
+    };
+    let tenant = &tenant;
     let (name, operation, response) = match op {
         Op::Manage => {
             return azure_error(
@@ -308,6 +363,9 @@ pub async fn handle(
         }
         Op::Batch(name) => {
             let r = with_target(tenant, &snapshot, &name, |t| batch(&state, t, &call, &body)).await;
+            if r.status().is_success() {
+                mirror_to_move(&state, tenant, &snapshot, &name, &body).await;
+            }
             (name, "index", r)
         }
         Op::Lookup(name, key) => {
@@ -356,6 +414,51 @@ pub async fn handle(
         at: chrono::Utc::now(),
     });
     response
+}
+
+/// While the tenant's documents are copied to a new placement, a write that succeeded on
+/// the current one is also made on the new one, so what the copy already passed is kept up
+/// to date. Best effort: the move's last comparison, with writes held, makes the new
+/// placement equal to the current one before the switch whatever happened here.
+async fn mirror_to_move(
+    state: &AppState,
+    tenant: &TenantEntry,
+    snapshot: &Snapshot,
+    logical: &str,
+    body: &[u8],
+) {
+    let Some(moving) = tenant.tenant.search_move.as_ref() else {
+        return;
+    };
+    let Some(target) = placement_target(tenant.tenant.id, &moving.to, snapshot, logical) else {
+        return;
+    };
+    let Ok(caller_body) = parse_object(body) else {
+        return;
+    };
+    let Ok(upstream) =
+        rewrite::batch_request(&caller_body, &target.key_field, target.boundary.as_ref())
+    else {
+        return;
+    };
+    let answer = state
+        .search
+        .call(
+            &target.upstream,
+            Method::POST,
+            &docs_path(&target, "/search.index"),
+            &format!("api-version={}", search_router::client::ADMIN_API_VERSION),
+            Some(&upstream),
+        )
+        .await;
+    match answer {
+        Ok(answer) if answer.status.is_success() => {}
+        Ok(answer) => tracing::info!(
+            status = answer.status.as_u16(),
+            "a write was not mirrored to the move's target; the move's comparison will fix it"
+        ),
+        Err(error) => tracing::info!(%error, "a write was not mirrored to the move's target"),
+    }
 }
 
 async fn with_target<'a, F, Fut>(

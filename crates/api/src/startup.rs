@@ -57,7 +57,7 @@ impl Application {
                     admin,
                     jwt: config.jwt_secret.clone(),
                 };
-                (Arc::new(store) as Arc<dyn Store>, secrets)
+                (Arc::new(store), secrets)
             }
             None => {
                 std::fs::create_dir_all(&config.data_dir)
@@ -69,12 +69,11 @@ impl Application {
                     _ => SqlStore::sqlite(SqliteLocation::Dir(&config.data_dir)).await,
                 }
                 .context("opening the embedded SQLite store")?;
-                (
-                    Arc::new(store) as Arc<dyn Store>,
-                    embedded_secrets(&config)?,
-                )
+                (Arc::new(store), embedded_secrets(&config)?)
             }
         };
+        let operation_store: Arc<dyn operations::OperationStore> = Arc::clone(&store) as _;
+        let store: Arc<dyn Store> = store;
         let ids = Arc::new(secrets.master.clone());
         let registry = Registry::open(store, secrets.master)
             .await
@@ -167,7 +166,39 @@ impl Application {
                 .await
                 .context("starting the usage ledger")?,
         );
+        let search = Arc::new(search_router::SearchClient::new(
+            Duration::from_millis(config.upstream_connect_timeout_ms),
+            Duration::from_millis(config.upstream_total_timeout_ms),
+        )?);
+        let jobs = Arc::new(crate::jobs::Jobs {
+            registry: Arc::clone(&registry),
+            search: Arc::clone(&search),
+            settings: crate::jobs::MoveSettings {
+                fence_settle: Duration::from_millis(config.move_fence_settle_ms),
+                retry: search_router::Retry {
+                    attempts: config.search_retry_attempts.max(1),
+                    ..search_router::Retry::default()
+                },
+            },
+        });
+        let runner = operations::Runner::new(
+            Arc::clone(&operation_store),
+            jobs,
+            operations::RunnerSettings {
+                // Unique per process: a restarted replica never mistakes an old lease for its own.
+                owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+                lease: Duration::from_secs(config.operation_lease_seconds.max(1)),
+                poll: Duration::from_secs(1),
+                concurrency: 2,
+            },
+        );
+        runner.start();
         let state = AppState {
+            operations: Arc::new(crate::jobs::Operations {
+                store: operation_store,
+                runner,
+                grace_seconds: config.move_source_grace_seconds,
+            }),
             registry,
             jwt,
             admin_token: Arc::new(AdminToken::new(&secrets.admin)),
@@ -178,11 +209,7 @@ impl Application {
             metrics_tenant_labels: config.metrics_tenant_labels,
             expose_member: config.expose_deployment_header,
             ids,
-            search: Arc::new(search_router::SearchClient::new(
-                Duration::from_millis(config.upstream_connect_timeout_ms),
-                Duration::from_millis(config.upstream_total_timeout_ms),
-            )?),
-            provisioning: Arc::default(),
+            search,
             lifecycle,
             quota,
             counting: Arc::new(crate::counting::CountPool::new(

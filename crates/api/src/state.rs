@@ -35,10 +35,10 @@ pub struct AppState {
     pub tokens: token_count::Counter,
     /// Where and within what bounds counts run (off the async workers when large).
     pub counting: Arc<crate::counting::CountPool>,
+    /// Long-running operations (provisioning, moves, offboarding).
+    pub operations: Arc<crate::jobs::Operations>,
     /// Draining or not, and the connections' counters.
     pub lifecycle: Arc<crate::server::Lifecycle>,
-    /// Search provisioning state of the tenants this replica provisioned.
-    pub provisioning: Arc<crate::search_provisioning::Book>,
 }
 
 impl AppState {

@@ -172,6 +172,11 @@ impl Snapshot {
         self.tenants.len()
     }
 
+    /// Every tenant, in no particular order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<TenantEntry>> {
+        self.tenants.values()
+    }
+
     pub fn resource_credential(&self, name: &ResourceName) -> Option<&SecretString> {
         self.resource_credentials.get(name)
     }

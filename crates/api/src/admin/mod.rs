@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use ::operations::Kind;
 use tenant_registry::model::{
     ApiKeyPatch, KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
     NewSearchService, NewTenant, TenantPatch, TenantStatus,
@@ -19,8 +20,9 @@ use tenant_registry::model::{
 
 use crate::error::AdminError;
 use crate::jwt::MAX_TTL;
-use crate::search_provisioning;
 use crate::state::AppState;
+
+pub mod operations;
 
 /// The OpenAPI document of this API, served at `/admin/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -115,6 +117,11 @@ pub fn routes() -> Router<AppState> {
             delete(delete_template),
         )
         .route("/admin/v1/master-key:reseal", post(reseal))
+        .route("/admin/v1/operations", get(operations::list))
+        .route(
+            "/admin/v1/operations/{id}",
+            get(operations::get).post(operations::cancel),
+        )
         .route("/admin/v1/tenants", post(onboard).get(tenants))
         .route(
             "/admin/v1/tenants/{slug}",
@@ -231,8 +238,8 @@ async fn create_template(
     Body(new): Body<NewIndexTemplate>,
 ) -> Result<Response> {
     let template = state.registry.create_template(new).await?;
-    // Tenants already placed need the new logical index too (in the background).
-    search_provisioning::provision_all(&state);
+    // Tenants already placed need the new logical index too: one operation each.
+    provision_all(&state).await;
     Ok(created(template))
 }
 
@@ -248,12 +255,32 @@ async fn delete_template(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Onboarding: the tenant at once (201); with a search placement, its indexes are created by
+/// an operation (202 with `Operation-Location`).
 async fn onboard(State(state): State<AppState>, Body(new): Body<NewTenant>) -> Result<Response> {
     let tenant = state.registry.onboard(new).await?;
-    search_provisioning::provision(&state, tenant.id).await;
-    Ok(created(search_provisioning::with_status(
-        &state, &tenant, tenant.id,
-    )))
+    if tenant.search.is_none() {
+        return Ok(created(operations::tenant_view(&state, &tenant).await));
+    }
+    let operation =
+        operations::start(&state, &tenant, Kind::Provision, json!({}), "creating_indexes").await?;
+    Ok(operations::accepted(
+        &operation,
+        operations::tenant_view(&state, &tenant).await,
+    ))
+}
+
+/// A provisioning operation for every tenant with a search placement (a new template needs
+/// its index). A tenant busy with another operation gets the index from it: a move creates
+/// every template's index on its target.
+async fn provision_all(state: &AppState) {
+    let snapshot = state.registry.snapshot();
+    for entry in snapshot.tenants().filter(|t| t.tenant.search.is_some()) {
+        match operations::start(state, &entry.tenant, Kind::Provision, json!({}), "creating_indexes").await {
+            Ok(_) | Err(AdminError::Conflict(_)) => {}
+            Err(error) => tracing::warn!(%error, tenant = %entry.tenant.slug, "cannot start provisioning"),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,46 +306,94 @@ async fn tenants(
 
 async fn tenant(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
     let tenant = state.registry.tenant(&slug).await?;
-    Ok(Json(search_provisioning::with_status(&state, &tenant, tenant.id)).into_response())
+    Ok(Json(operations::tenant_view(&state, &tenant).await).into_response())
 }
 
+/// A patch. A new search placement for a tenant that has one is a move (202 with
+/// `Operation-Location`; checked up front, the rest of the patch applied at once, the
+/// placement switched when the documents are across); a first one is provisioned (202).
+/// OpenAI placement changes take effect at once (200): there is nothing to copy.
 async fn update_tenant(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    Body(patch): Body<TenantPatch>,
+    Body(mut patch): Body<TenantPatch>,
 ) -> Result<Response> {
-    let placement_changed = patch.search.is_some();
-    let tenant = state.registry.update_tenant(&slug, patch).await?;
-    if placement_changed {
-        search_provisioning::provision(&state, tenant.id).await;
+    let current = state.registry.tenant(&slug).await?;
+    let moving_to = match (&current.search, &patch.search) {
+        (Some(from), Some(Some(to))) if from != to => Some((from.clone(), to.clone())),
+        (Some(_), Some(None)) => {
+            return Err(AdminError::Invalid {
+                field: Some("search".into()),
+                message: "a tenant's search placement cannot be removed while it holds documents; move it, or offboard the tenant".into(),
+            })
+        }
+        _ => None,
+    };
+    let provisioning = current.search.is_none() && matches!(patch.search, Some(Some(_)));
+    if let Some((from, to)) = moving_to {
+        if let Some(active) = state
+            .operations
+            .store
+            .active_operation(current.id)
+            .await
+            .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        {
+            return Err(AdminError::Conflict(format!(
+                "the tenant already has an operation running: /admin/v1/operations/{}",
+                active.id
+            )));
+        }
+        if patch.data_zone.is_some() {
+            return Err(AdminError::Invalid {
+                field: Some("data_zone".into()),
+                message: "change the data zone and move the search placement in two requests".into(),
+            });
+        }
+        operations::check_move(&state, &current, &to).await?;
+        patch.search = None;
+        let tenant = state.registry.update_tenant(&slug, patch).await?;
+        let spec = operations::move_spec(&state, from, to);
+        let operation =
+            operations::start(&state, &tenant, Kind::SearchMove, spec, "creating_target").await?;
+        return Ok(operations::accepted(
+            &operation,
+            operations::tenant_view(&state, &tenant).await,
+        ));
     }
-    Ok(Json(search_provisioning::with_status(&state, &tenant, tenant.id)).into_response())
+    let tenant = state.registry.update_tenant(&slug, patch).await?;
+    if provisioning {
+        let operation =
+            operations::start(&state, &tenant, Kind::Provision, json!({}), "creating_indexes")
+                .await?;
+        return Ok(operations::accepted(
+            &operation,
+            operations::tenant_view(&state, &tenant).await,
+        ));
+    }
+    Ok(Json(operations::tenant_view(&state, &tenant).await).into_response())
 }
 
-/// Offboarding: a tenant with search data is suspended first (refused everywhere), its
-/// search data removed, then the registry offboards it. A failed purge leaves the tenant
-/// suspended; DELETE may be repeated.
-async fn offboard(State(state): State<AppState>, Path(slug): Path<String>) -> Result<StatusCode> {
+/// Offboarding is an operation (202): suspend, remove the tenant's search data, remove the
+/// tenant. A second DELETE while it runs answers the same operation.
+async fn offboard(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
     let tenant = state.registry.tenant(&slug).await?;
-    if tenant.search.is_some() {
-        if tenant.status == TenantStatus::Active {
-            let suspend = TenantPatch {
-                status: Some(TenantStatus::Suspended),
-                ..TenantPatch::default()
-            };
-            state.registry.update_tenant(&slug, suspend).await?;
+    let active = state
+        .operations
+        .store
+        .active_operation(tenant.id)
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+    let operation = match active {
+        Some(op) if op.kind == Kind::Offboard => op,
+        Some(op) => {
+            return Err(AdminError::Conflict(format!(
+                "the tenant already has an operation running: /admin/v1/operations/{}",
+                op.id
+            )))
         }
-        search_provisioning::purge(&state, tenant.id)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, tenant = %slug, "search purge failed");
-                AdminError::Conflict(format!(
-                    "the tenant's search data could not be removed yet ({error}); the tenant is suspended and DELETE may be repeated"
-                ))
-            })?;
-    }
-    state.registry.offboard(&slug).await?;
-    Ok(StatusCode::NO_CONTENT)
+        None => operations::start(&state, &tenant, Kind::Offboard, json!({}), "suspending").await?,
+    };
+    Ok(operations::accepted(&operation, operations::view(&operation)))
 }
 
 async fn create_key(
