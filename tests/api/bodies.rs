@@ -71,8 +71,10 @@ pub async fn world() -> World {
         .admin(
             Method::POST,
             "/admin/v1/tenants",
-            Some(json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"},
-                   "search": {"isolation": "shared_index", "service": "srch"}})),
+            Some(
+                json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"},
+                   "search": {"isolation": "shared_index", "service": "srch"}}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");

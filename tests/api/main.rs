@@ -12,6 +12,7 @@ mod bodies;
 mod connections;
 mod isolation;
 mod ledger;
+mod moves;
 mod openai;
 mod processes;
 mod quota;

@@ -983,7 +983,10 @@ async fn a_placement_change_moves_the_documents_and_offboarding_then_removes_the
             Some(json!({"search": "*", "count": true})),
         )
         .await;
-    assert_eq!(stored["@odata.count"], 0, "the source copy is gone: {stored}");
+    assert_eq!(
+        stored["@odata.count"], 0,
+        "the source copy is gone: {stored}"
+    );
     assert_eq!(w.index_names(SHARED).await.len(), 3);
     let (status, body) = w
         .app

@@ -325,6 +325,16 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the process at once (SIGKILL: no drain, no flush), like a crashed replica.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn sigterm(&self) {
         if let Some(pid) = self.child.id() {

@@ -283,7 +283,11 @@ pub struct Config {
 
     /// Seconds a search move keeps the tenant's documents on the source after switching to
     /// the target (then they are purged).
-    #[arg(long, env = "BULKHEAD_MOVE_SOURCE_GRACE_SECONDS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "BULKHEAD_MOVE_SOURCE_GRACE_SECONDS",
+        default_value_t = 300
+    )]
     pub move_source_grace_seconds: u64,
 
     /// Milliseconds a move waits between holding the tenant's writes and its last comparison:

@@ -244,7 +244,11 @@ impl Jobs {
         let mut progress: OffboardProgress =
             serde_json::from_value(work.operation().progress.clone()).unwrap_or_default();
         // Refused everywhere from now on.
-        match self.registry.set_status(&slug, TenantStatus::Offboarding).await {
+        match self
+            .registry
+            .set_status(&slug, TenantStatus::Offboarding)
+            .await
+        {
             Ok(()) => {}
             Err(RegistryError::NotFound { .. }) => return Ok(()),
             Err(error) => return Err(error.into()),
@@ -278,7 +282,11 @@ impl Jobs {
             Err(error) => return failure("bad_spec", error.to_string()),
         };
         let result = self.move_phases(work, &spec).await;
-        let switched = work.operation().progress.get("switched_at").is_some_and(|v| !v.is_null());
+        let switched = work
+            .operation()
+            .progress
+            .get("switched_at")
+            .is_some_and(|v| !v.is_null());
         match result {
             Ok(()) => Outcome::Succeeded,
             Err(Stop::Lost) => Outcome::Lost,
@@ -377,14 +385,13 @@ impl Jobs {
                 if work.step() == Step::CancelRequested {
                     return Err(Stop::Cancel);
                 }
-                self.switch(work, &slug, tenant, spec, &mut progress).await?;
+                self.switch(work, &slug, tenant, spec, &mut progress)
+                    .await?;
             }
         }
         // After the switch: keep the source for the grace period, then remove it.
         if matches!(work.operation().phase.as_str(), "waiting_grace") {
-            let until = progress
-                .switched_at
-                .unwrap_or_else(Utc::now)
+            let until = progress.switched_at.unwrap_or_else(Utc::now)
                 + chrono::Duration::seconds(i64::try_from(spec.grace_seconds).unwrap_or(i64::MAX));
             loop {
                 let left = until - Utc::now();
@@ -401,14 +408,18 @@ impl Jobs {
                 }
             }
             // A cancel asked for now changes nothing: the move is done.
-            let _ = work.checkpoint("removing_source", to_value(&progress)).await?;
+            let _ = work
+                .checkpoint("removing_source", to_value(&progress))
+                .await?;
         }
         if matches!(work.operation().phase.as_str(), "removing_source") {
-            let placed =
-                placed_templates(&self.registry.snapshot(), tenant, &spec.from).map_err(Stop::Fail)?;
+            let placed = placed_templates(&self.registry.snapshot(), tenant, &spec.from)
+                .map_err(Stop::Fail)?;
             for (target, _) in placed {
                 progress.removed += self.search.purge(&target, self.settings.retry).await?;
-                let _ = work.checkpoint("removing_source", to_value(&progress)).await?;
+                let _ = work
+                    .checkpoint("removing_source", to_value(&progress))
+                    .await?;
             }
         }
         Ok(())
@@ -432,7 +443,11 @@ impl Jobs {
                 continue;
             }
             if entry.total == 0 && entry.copied == 0 {
-                entry.total = self.search.count(source, self.settings.retry).await?.unwrap_or(0);
+                entry.total = self
+                    .search
+                    .count(source, self.settings.retry)
+                    .await?
+                    .unwrap_or(0);
             }
             loop {
                 let after = progress
@@ -455,7 +470,9 @@ impl Jobs {
                     step(work, "copying", progress).await?;
                     break;
                 };
-                self.search.upload(target, &page, self.settings.retry).await?;
+                self.search
+                    .upload(target, &page, self.settings.retry)
+                    .await?;
                 entry.copied += page.len() as u64;
                 entry.last_key = Some(last);
                 step(work, "copying", progress).await?;
@@ -523,7 +540,9 @@ impl Jobs {
                 }
                 if upload.len() >= PAGE {
                     fixed += upload.len() as u64;
-                    self.search.upload(target, &std::mem::take(&mut upload), retry).await?;
+                    self.search
+                        .upload(target, &std::mem::take(&mut upload), retry)
+                        .await?;
                 }
                 if delete.len() >= PAGE {
                     fixed += delete.len() as u64;
@@ -599,7 +618,10 @@ impl Jobs {
         }
         self.registry.switch_search(slug, &spec.to).await?;
         progress.switched_at = Some(Utc::now());
-        tracing::info!(to = spec.to.isolation(), "switched the tenant's search placement");
+        tracing::info!(
+            to = spec.to.isolation(),
+            "switched the tenant's search placement"
+        );
         // Past this point the move completes whatever happens; the checkpoint may be lost.
         let _ = work.checkpoint("waiting_grace", to_value(progress)).await;
         Ok(())

@@ -57,4 +57,3 @@ pub fn every_place(tenant: &TenantEntry, snapshot: &Snapshot) -> Vec<Target> {
     }
     places
 }
-

@@ -138,6 +138,11 @@ impl SimHandle {
         self.state.faults.add(spec)
     }
 
+    /// Removes every fault (and nothing else).
+    pub fn clear_faults(&self) {
+        self.state.faults.clear();
+    }
+
     /// Faults still active.
     pub fn faults(&self) -> Vec<Fault> {
         self.state.faults.list()

@@ -68,12 +68,15 @@ impl Work {
             .checkpoint_operation(self.operation.id, &self.owner, phase, &progress, until)
             .await
         {
-            Ok(true) => {
+            Ok(Some(cancel)) => {
                 self.operation.phase = phase.to_owned();
                 self.operation.progress = progress;
+                if cancel {
+                    self.cancel.store(true, Ordering::Relaxed);
+                }
                 Ok(self.step())
             }
-            Ok(false) => {
+            Ok(None) => {
                 self.lost.store(true, Ordering::Relaxed);
                 Err(Lost)
             }
@@ -415,7 +418,7 @@ mod tests {
             phase: &str,
             progress: &Value,
             until: DateTime<Utc>,
-        ) -> Result<bool, StoreError> {
+        ) -> Result<Option<bool>, StoreError> {
             let mut rows = self.rows.lock();
             Ok(rows
                 .get_mut(&id)
@@ -424,8 +427,8 @@ mod tests {
                     o.phase = phase.to_owned();
                     o.progress = progress.clone();
                     o.lease_until = Some(until);
-                })
-                .is_some())
+                    o.cancel_requested
+                }))
         }
         async fn finish_operation(
             &self,
@@ -676,13 +679,12 @@ mod tests {
             lost: Arc::new(AtomicBool::new(false)),
             cancel: Arc::new(AtomicBool::new(false)),
         };
-        // The heartbeat carries the request; here it is read as a heartbeat would.
+        // The heartbeat carries the request, and so does the next checkpoint.
         let requested = store
             .heartbeat_operation(op.id, "one", Utc::now())
             .await
             .unwrap();
         assert_eq!(requested, Some(true));
-        work.cancel.store(true, Ordering::Relaxed);
         assert_eq!(
             work.checkpoint("copying", json!({})).await,
             Ok(Step::CancelRequested)

@@ -59,7 +59,8 @@ pub trait OperationStore: Send + Sync {
         lease_until: DateTime<Utc>,
     ) -> Result<Option<bool>, StoreError>;
 
-    /// Saves the phase and progress and extends the lease, if `owner` still holds it.
+    /// Saves the phase and progress and extends the lease, if `owner` still holds it: `None`
+    /// when it does not, else whether a cancel has been requested.
     async fn checkpoint_operation(
         &self,
         id: Uuid,
@@ -67,7 +68,7 @@ pub trait OperationStore: Send + Sync {
         phase: &str,
         progress: &Value,
         lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<bool>, StoreError>;
 
     /// Ends the operation in `status` (succeeded, failed, canceled), if `owner` still holds
     /// its lease.

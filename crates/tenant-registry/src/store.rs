@@ -1235,11 +1235,12 @@ impl operations::OperationStore for SqlStore {
         phase: &str,
         progress: &serde_json::Value,
         lease_until: DateTime<Utc>,
-    ) -> Result<bool, operations::StoreError> {
-        let done = on_pool!(self, |pool| {
-            sqlx::query(
+    ) -> Result<Option<bool>, operations::StoreError> {
+        let row: Option<(bool,)> = on_pool!(self, |pool| {
+            sqlx::query_as(
                 "UPDATE operations SET phase = $3, progress = $4, lease_until_ms = $5, \
-                 updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+                 updated_at = $6 WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+                 RETURNING cancel_requested",
             )
             .bind(id)
             .bind(owner)
@@ -1247,12 +1248,11 @@ impl operations::OperationStore for SqlStore {
             .bind(progress.to_string())
             .bind(millis(lease_until))
             .bind(op_now())
-            .execute(pool)
+            .fetch_optional(pool)
             .await
-            .map(|done| done.rows_affected())
         })
         .map_err(op_store_error)?;
-        Ok(done > 0)
+        Ok(row.map(|(cancel,)| cancel))
     }
 
     async fn finish_operation(

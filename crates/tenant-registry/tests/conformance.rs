@@ -1221,20 +1221,26 @@ async fn operations_are_claimed_once_and_taken_over_after_their_lease(store: Sql
     let (a, b) = (a.unwrap(), b.unwrap());
     assert!(a.is_some() != b.is_some(), "exactly one claim: {a:?} {b:?}");
     let (winner, loser) = if a.is_some() { ("a", "b") } else { ("b", "a") };
-    assert!(store
-        .checkpoint_operation(
-            first.id,
-            winner,
-            "copying",
-            &json!({"copied": 5}),
-            now + chrono::Duration::milliseconds(300)
-        )
-        .await
-        .unwrap());
-    assert!(!store
-        .checkpoint_operation(first.id, loser, "copying", &json!({"copied": 0}), now)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .checkpoint_operation(
+                first.id,
+                winner,
+                "copying",
+                &json!({"copied": 5}),
+                now + chrono::Duration::milliseconds(300)
+            )
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .checkpoint_operation(first.id, loser, "copying", &json!({"copied": 0}), now)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         store
             .heartbeat_operation(first.id, winner, now + chrono::Duration::milliseconds(300))
@@ -1263,10 +1269,13 @@ async fn operations_are_claimed_once_and_taken_over_after_their_lease(store: Sql
         (2, Some(5))
     );
     assert_eq!(taken.lease_owner.as_deref(), Some(loser));
-    assert!(!store
-        .checkpoint_operation(first.id, winner, "copying", &json!({}), later)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .checkpoint_operation(first.id, winner, "copying", &json!({}), later)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         store
             .heartbeat_operation(first.id, winner, later)

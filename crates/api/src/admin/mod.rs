@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use ::operations::Kind;
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +13,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use ::operations::Kind;
 use tenant_registry::model::{
     ApiKeyPatch, KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
     NewSearchService, NewTenant, TenantPatch, TenantStatus,
@@ -262,8 +262,14 @@ async fn onboard(State(state): State<AppState>, Body(new): Body<NewTenant>) -> R
     if tenant.search.is_none() {
         return Ok(created(operations::tenant_view(&state, &tenant).await));
     }
-    let operation =
-        operations::start(&state, &tenant, Kind::Provision, json!({}), "creating_indexes").await?;
+    let operation = operations::start(
+        &state,
+        &tenant,
+        Kind::Provision,
+        json!({}),
+        "creating_indexes",
+    )
+    .await?;
     Ok(operations::accepted(
         &operation,
         operations::tenant_view(&state, &tenant).await,
@@ -276,9 +282,19 @@ async fn onboard(State(state): State<AppState>, Body(new): Body<NewTenant>) -> R
 async fn provision_all(state: &AppState) {
     let snapshot = state.registry.snapshot();
     for entry in snapshot.tenants().filter(|t| t.tenant.search.is_some()) {
-        match operations::start(state, &entry.tenant, Kind::Provision, json!({}), "creating_indexes").await {
+        match operations::start(
+            state,
+            &entry.tenant,
+            Kind::Provision,
+            json!({}),
+            "creating_indexes",
+        )
+        .await
+        {
             Ok(_) | Err(AdminError::Conflict(_)) => {}
-            Err(error) => tracing::warn!(%error, tenant = %entry.tenant.slug, "cannot start provisioning"),
+            Err(error) => {
+                tracing::warn!(%error, tenant = %entry.tenant.slug, "cannot start provisioning")
+            }
         }
     }
 }
@@ -346,7 +362,8 @@ async fn update_tenant(
         if patch.data_zone.is_some() {
             return Err(AdminError::Invalid {
                 field: Some("data_zone".into()),
-                message: "change the data zone and move the search placement in two requests".into(),
+                message: "change the data zone and move the search placement in two requests"
+                    .into(),
             });
         }
         operations::check_move(&state, &current, &to).await?;
@@ -362,9 +379,14 @@ async fn update_tenant(
     }
     let tenant = state.registry.update_tenant(&slug, patch).await?;
     if provisioning {
-        let operation =
-            operations::start(&state, &tenant, Kind::Provision, json!({}), "creating_indexes")
-                .await?;
+        let operation = operations::start(
+            &state,
+            &tenant,
+            Kind::Provision,
+            json!({}),
+            "creating_indexes",
+        )
+        .await?;
         return Ok(operations::accepted(
             &operation,
             operations::tenant_view(&state, &tenant).await,
@@ -393,7 +415,10 @@ async fn offboard(State(state): State<AppState>, Path(slug): Path<String>) -> Re
         }
         None => operations::start(&state, &tenant, Kind::Offboard, json!({}), "suspending").await?,
     };
-    Ok(operations::accepted(&operation, operations::view(&operation)))
+    Ok(operations::accepted(
+        &operation,
+        operations::view(&operation),
+    ))
 }
 
 async fn create_key(

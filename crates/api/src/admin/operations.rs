@@ -37,6 +37,8 @@ pub fn view(operation: &Operation) -> Value {
         "progress": operation.progress,
         "cancelRequested": operation.cancel_requested,
         "attempts": operation.attempts,
+        // The replica running it (`{pid}-{id}`), while it runs.
+        "runner": operation.lease_owner,
         "createdDateTime": operation.created_at,
         "lastActionDateTime": operation.updated_at,
         "finishedDateTime": operation.finished_at,
@@ -97,12 +99,12 @@ pub fn accepted(operation: &Operation, body: Value) -> Response {
             .headers_mut()
             .insert(HeaderName::from_static("operation-location"), location);
     }
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
     response
 }
-
 
 /// `tenant` as admins see it: with its operation in progress and the state of its search
 /// indexes (from its operations, so every replica says the same).
@@ -122,7 +124,11 @@ pub async fn tenant_view(state: &AppState, tenant: &Tenant) -> Value {
     let indexes: Vec<String> = tenant
         .search
         .as_ref()
-        .and_then(|p| placed_templates(&snapshot, tenant.id, p).ok().map(|placed| (p, placed)))
+        .and_then(|p| {
+            placed_templates(&snapshot, tenant.id, p)
+                .ok()
+                .map(|placed| (p, placed))
+        })
         .map(|(p, placed)| {
             placed
                 .iter()
@@ -153,11 +159,7 @@ pub async fn tenant_view(state: &AppState, tenant: &Tenant) -> Value {
 /// Why a search move cannot be done, before anything is changed: the target's service must
 /// accept the tenant (ownership, data zone: the registry's rules), have room for its indexes,
 /// and every template's documents must be readable back in full, in key order.
-pub async fn check_move(
-    state: &AppState,
-    tenant: &Tenant,
-    to: &SearchPlacement,
-) -> Result<()> {
+pub async fn check_move(state: &AppState, tenant: &Tenant, to: &SearchPlacement) -> Result<()> {
     state
         .registry
         .check_search_placement(tenant.slug.as_str(), to)
@@ -203,9 +205,7 @@ fn check_capacity(snapshot: &Snapshot, tenant: &Tenant, to: &SearchPlacement) ->
         return Ok(());
     };
     let templates = snapshot.catalog.templates.len() as u64;
-    let dedicated_here = |t: &Tenant| {
-        matches!(&t.search, Some(SearchPlacement::DedicatedIndex { service }) if service == to.service())
-    };
+    let dedicated_here = |t: &Tenant| matches!(&t.search, Some(SearchPlacement::DedicatedIndex { service }) if service == to.service());
     let others = snapshot
         .tenants()
         .filter(|t| t.tenant.id != tenant.id && dedicated_here(&t.tenant))
@@ -250,9 +250,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         .ok_or_else(|| AdminError::NotFound("no such operation".into()))?;
     let mut response = Json(view(&operation)).into_response();
     if operation.status.is_active() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        );
     }
     Ok(response)
 }
