@@ -32,7 +32,8 @@ async fn world() -> World {
             ))
             .with_resource(resource("aoai-b", &[("gpt4o", "gpt-4o")]))
             .with_resource(resource("aoai-own", &[("mini", "gpt-4o-mini")]))
-            .with_resource(resource("aoai-byo", &[("their-dep", "gpt-4o")])),
+            .with_resource(resource("aoai-byo", &[("their-dep", "gpt-4o")]))
+            .with_resource(resource("aoai-dd2", &[("chat", "gpt-4o")])),
     )
     .await
     .unwrap();
@@ -44,7 +45,12 @@ async fn world() -> World {
             assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
         }
     };
-    for (name, owner) in [("aoai-a", None), ("aoai-b", None), ("aoai-own", Some("dr"))] {
+    for (name, owner) in [
+        ("aoai-a", None),
+        ("aoai-b", None),
+        ("aoai-own", Some("dr")),
+        ("aoai-dd2", Some("dd")),
+    ] {
         post(
             "/admin/v1/openai/resources",
             json!({"name": name, "endpoint": sim.resource_url(name), "region": "eastus",
@@ -57,6 +63,7 @@ async fn world() -> World {
         ("aoai-b", "gpt4o", "gpt-4o", None),
         ("aoai-a", "dd-chat", "gpt-4o", Some("dd")),
         ("aoai-own", "mini", "gpt-4o-mini", None),
+        ("aoai-dd2", "chat", "gpt-4o", None),
     ] {
         post(
             "/admin/v1/openai/deployments",
@@ -385,4 +392,69 @@ async fn response_ids_and_credentials_survive_a_master_key_rotation() {
         StatusCode::NOT_FOUND,
         "its key is no longer configured"
     );
+}
+
+/// An OpenAI placement change takes effect for new calls at once, and the tenant's existing
+/// response ids keep resolving to the resource that holds them: read, continued, deleted.
+#[tokio::test]
+async fn response_ids_outlive_a_change_of_openai_placement() {
+    let w = world().await;
+    let (status, created) = w
+        .call(
+            "dd",
+            Method::POST,
+            "/openai/v1/responses",
+            Some(json!({"model": "chat", "input": "remember the number 7"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // dd moves from its deployment on aoai-a to a resource of its own.
+    let (status, tenant) = w
+        .app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/dd",
+            Some(json!({"openai": {"isolation": "dedicated_resource", "resources": ["aoai-dd2"]}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "at once: {tenant}");
+    let new_call = w
+        .app
+        .http
+        .post(w.app.url("/openai/v1/responses"))
+        .header("api-key", &w.keys["dd"])
+        .json(&json!({"model": "chat", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new_call.status(), StatusCode::OK);
+    assert_eq!(
+        new_call.headers()["x-bulkhead-deployment"]
+            .to_str()
+            .unwrap(),
+        "aoai-dd2/chat",
+        "new calls go to the new placement"
+    );
+    let path = format!("/openai/v1/responses/{id}");
+    let (status, read) = w.call("dd", Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "the old id still reads: {read}");
+    let (status, next) = w
+        .call(
+            "dd",
+            Method::POST,
+            "/openai/v1/responses",
+            Some(json!({"model": "chat", "input": "which number?", "previous_response_id": id})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "and continues on the resource that holds it: {next}"
+    );
+    assert_eq!(next["previous_response_id"], id.as_str());
+    let (status, _) = w.call("shared", Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "never another tenant's");
+    let (status, _) = w.call("dd", Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -30,6 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use operations::{Executor, Kind, Outcome, Step, Work};
+use search_router::documents::Copied;
 use search_router::schema::physical_definition;
 use search_router::{Retry, SearchClient, SearchError, Target};
 use serde::{Deserialize, Serialize};
@@ -40,8 +41,6 @@ use uuid::Uuid;
 
 use crate::search::placement_target;
 
-/// Documents read or written per page of a copy or comparison (Azure's batch limit).
-const PAGE: usize = 1000;
 /// Comparison passes before the switch that may still find differences.
 const MAX_CATCH_UP_PASSES: u32 = 5;
 /// Comparison passes with writes held; two clean ones in a row end it.
@@ -437,7 +436,6 @@ impl Jobs {
         let sources = placed_templates(&snapshot, tenant, &spec.from).map_err(Stop::Fail)?;
         let targets = placed_templates(&snapshot, tenant, &spec.to).map_err(Stop::Fail)?;
         for ((source, _), (target, _)) in sources.iter().zip(&targets) {
-            let key_field = source.key_field.clone();
             let entry = progress.indexes.entry(source.logical.clone()).or_default();
             if entry.done {
                 continue;
@@ -454,28 +452,23 @@ impl Jobs {
                     .indexes
                     .get(&source.logical)
                     .and_then(|p| p.last_key.clone());
-                let page = self
+                let copied = self
                     .search
-                    .page(source, after.as_deref(), PAGE, self.settings.retry)
-                    .await?
-                    .unwrap_or_default();
-                let entry = progress.indexes.entry(source.logical.clone()).or_default();
-                let Some(last) = page
-                    .last()
-                    .and_then(|d| d.get(&key_field))
-                    .and_then(Value::as_str)
-                    .map(ToOwned::to_owned)
-                else {
-                    entry.done = true;
-                    step(work, "copying", progress).await?;
-                    break;
-                };
-                self.search
-                    .upload(target, &page, self.settings.retry)
+                    .copy_page(source, target, after.as_deref(), self.settings.retry)
                     .await?;
-                entry.copied += page.len() as u64;
-                entry.last_key = Some(last);
-                step(work, "copying", progress).await?;
+                let entry = progress.indexes.entry(source.logical.clone()).or_default();
+                match copied {
+                    Copied::Done => {
+                        entry.done = true;
+                        step(work, "copying", progress).await?;
+                        break;
+                    }
+                    Copied::Page { count, last_key } => {
+                        entry.copied += count;
+                        entry.last_key = Some(last_key);
+                        step(work, "copying", progress).await?;
+                    }
+                }
             }
         }
         Ok(())
@@ -493,72 +486,12 @@ impl Jobs {
         let snapshot = self.registry.snapshot();
         let sources = placed_templates(&snapshot, tenant, &spec.from).map_err(Stop::Fail)?;
         let targets = placed_templates(&snapshot, tenant, &spec.to).map_err(Stop::Fail)?;
-        let retry = self.settings.retry;
         let mut fixed = 0;
         for ((source, _), (target, _)) in sources.iter().zip(&targets) {
-            let key = source.key_field.clone();
-            let key_of = |doc: &Map<String, Value>| {
-                doc.get(&key).and_then(Value::as_str).map(ToOwned::to_owned)
-            };
-            let mut src = Pager::new(source);
-            let mut dst = Pager::new(target);
-            let mut upload: Vec<Map<String, Value>> = Vec::new();
-            let mut delete: Vec<String> = Vec::new();
-            loop {
-                let s = src.peek(&self.search, retry, &key).await?;
-                let t = dst.peek(&self.search, retry, &key).await?;
-                match (s, t) {
-                    (None, None) => break,
-                    (Some(doc), None) => {
-                        upload.push(doc);
-                        src.advance();
-                    }
-                    (None, Some(doc)) => {
-                        if let Some(k) = key_of(&doc) {
-                            delete.push(k);
-                        }
-                        dst.advance();
-                    }
-                    (Some(a), Some(b)) => {
-                        let (ka, kb) = (key_of(&a), key_of(&b));
-                        if ka < kb {
-                            upload.push(a);
-                            src.advance();
-                        } else if ka > kb {
-                            if let Some(k) = kb {
-                                delete.push(k);
-                            }
-                            dst.advance();
-                        } else {
-                            if a != b {
-                                upload.push(a);
-                            }
-                            src.advance();
-                            dst.advance();
-                        }
-                    }
-                }
-                if upload.len() >= PAGE {
-                    fixed += upload.len() as u64;
-                    self.search
-                        .upload(target, &std::mem::take(&mut upload), retry)
-                        .await?;
-                }
-                if delete.len() >= PAGE {
-                    fixed += delete.len() as u64;
-                    self.search
-                        .delete_documents(target, &std::mem::take(&mut delete), retry)
-                        .await?;
-                }
-            }
-            if !upload.is_empty() {
-                fixed += upload.len() as u64;
-                self.search.upload(target, &upload, retry).await?;
-            }
-            if !delete.is_empty() {
-                fixed += delete.len() as u64;
-                self.search.delete_documents(target, &delete, retry).await?;
-            }
+            fixed += self
+                .search
+                .reconcile(source, target, self.settings.retry)
+                .await?;
         }
         progress.corrected += fixed;
         progress.passes += 1;
@@ -638,49 +571,4 @@ async fn step(work: &mut Work, phase: &str, progress: &MoveProgress) -> Result<(
 
 fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-/// One side of a comparison, read page by page in key order.
-struct Pager<'a> {
-    target: &'a Target,
-    page: std::collections::VecDeque<Map<String, Value>>,
-    last: Option<String>,
-    exhausted: bool,
-}
-
-impl<'a> Pager<'a> {
-    fn new(target: &'a Target) -> Self {
-        Self {
-            target,
-            page: std::collections::VecDeque::new(),
-            last: None,
-            exhausted: false,
-        }
-    }
-
-    async fn peek(
-        &mut self,
-        search: &SearchClient,
-        retry: Retry,
-        key: &str,
-    ) -> Result<Option<Map<String, Value>>, SearchError> {
-        if self.page.is_empty() && !self.exhausted {
-            let page = search
-                .page(self.target, self.last.as_deref(), PAGE, retry)
-                .await?
-                .unwrap_or_default();
-            if page.len() < PAGE {
-                self.exhausted = true;
-            }
-            if let Some(last) = page.last().and_then(|d| d.get(key)).and_then(Value::as_str) {
-                self.last = Some(last.to_owned());
-            }
-            self.page.extend(page);
-        }
-        Ok(self.page.front().cloned())
-    }
-
-    fn advance(&mut self) {
-        self.page.pop_front();
-    }
 }

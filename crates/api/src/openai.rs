@@ -520,11 +520,24 @@ pub async fn create_response(
         // A follow-up must reach the resource that holds the state, and only it; any of the
         // alias's deployments on that resource will do.
         let holder = holder_of(&binding.member);
+        let alias_model = model_of(&target, &alias).to_owned();
         target
             .members
             .retain(|m| holder.is_some() && holder_of(&m.key) == holder);
         if target.members.is_empty() {
-            return response_not_found(previous);
+            // The tenant's placement no longer reaches that resource (it moved): the state is
+            // still there, so the follow-up goes to the deployment that made the response.
+            let Some(mut member) = holder_member(&caller.tenant, &snapshot, &binding) else {
+                return response_not_found(previous);
+            };
+            member.deployment = match binding.member.split_once('/') {
+                Some((_, deployment)) if !binding.member.starts_with("tenant:") => {
+                    deployment.to_owned()
+                }
+                _ => alias.clone(),
+            };
+            member.model = alias_model;
+            target.members = vec![member];
         }
         body.insert(
             "previous_response_id".into(),

@@ -351,3 +351,165 @@ impl SearchClient {
         }
     }
 }
+
+/// Documents read or written per page of a copy or a comparison (Azure's batch limit).
+pub const PAGE: usize = MAX_BATCH_ACTIONS;
+
+/// What [`SearchClient::copy_page`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copied {
+    /// `count` documents copied; the last one's key, to resume after.
+    Page { count: u64, last_key: String },
+    /// Nothing left after the key given.
+    Done,
+}
+
+impl SearchClient {
+    /// Copies the next page of the tenant's documents (after `after`, in key order) from
+    /// `source` to `target` as they are.
+    pub async fn copy_page(
+        &self,
+        source: &Target,
+        target: &Target,
+        after: Option<&str>,
+        retry: Retry,
+    ) -> Result<Copied, SearchError> {
+        let page = self
+            .page(source, after, PAGE, retry)
+            .await?
+            .unwrap_or_default();
+        let Some(last_key) = page
+            .last()
+            .and_then(|d| d.get(&source.key_field))
+            .and_then(Value::as_str)
+            .map(ToOwned::to_owned)
+        else {
+            return Ok(Copied::Done);
+        };
+        self.upload(target, &page, retry).await?;
+        Ok(Copied::Page {
+            count: page.len() as u64,
+            last_key,
+        })
+    }
+
+    /// Makes `target` hold exactly the tenant's documents of `source`: both are read in key
+    /// order side by side; a document missing from the target or different in any field is
+    /// written again, one the source does not have is deleted. Returns how many were
+    /// corrected (0: they were equal). Assumes both services order keys the same way
+    /// (ordinal; document keys are ASCII letters, digits, `_`, `-` and `=`).
+    pub async fn reconcile(
+        &self,
+        source: &Target,
+        target: &Target,
+        retry: Retry,
+    ) -> Result<u64, SearchError> {
+        let key = source.key_field.clone();
+        let key_of =
+            |doc: &Map<String, Value>| doc.get(&key).and_then(Value::as_str).map(ToOwned::to_owned);
+        let mut src = Pager::new(source);
+        let mut dst = Pager::new(target);
+        let mut upload: Vec<Map<String, Value>> = Vec::new();
+        let mut delete: Vec<String> = Vec::new();
+        let mut fixed = 0;
+        loop {
+            let s = src.peek(self, retry, &key).await?;
+            let t = dst.peek(self, retry, &key).await?;
+            match (s, t) {
+                (None, None) => break,
+                (Some(doc), None) => {
+                    upload.push(doc);
+                    src.advance();
+                }
+                (None, Some(doc)) => {
+                    if let Some(k) = key_of(&doc) {
+                        delete.push(k);
+                    }
+                    dst.advance();
+                }
+                (Some(a), Some(b)) => {
+                    let (ka, kb) = (key_of(&a), key_of(&b));
+                    if ka < kb {
+                        upload.push(a);
+                        src.advance();
+                    } else if ka > kb {
+                        if let Some(k) = kb {
+                            delete.push(k);
+                        }
+                        dst.advance();
+                    } else {
+                        if a != b {
+                            upload.push(a);
+                        }
+                        src.advance();
+                        dst.advance();
+                    }
+                }
+            }
+            if upload.len() >= PAGE {
+                fixed += upload.len() as u64;
+                self.upload(target, &std::mem::take(&mut upload), retry)
+                    .await?;
+            }
+            if delete.len() >= PAGE {
+                fixed += delete.len() as u64;
+                self.delete_documents(target, &std::mem::take(&mut delete), retry)
+                    .await?;
+            }
+        }
+        if !upload.is_empty() {
+            fixed += upload.len() as u64;
+            self.upload(target, &upload, retry).await?;
+        }
+        if !delete.is_empty() {
+            fixed += delete.len() as u64;
+            self.delete_documents(target, &delete, retry).await?;
+        }
+        Ok(fixed)
+    }
+}
+
+/// One side of a comparison, read page by page in key order.
+struct Pager<'a> {
+    target: &'a Target,
+    page: std::collections::VecDeque<Map<String, Value>>,
+    last: Option<String>,
+    exhausted: bool,
+}
+
+impl<'a> Pager<'a> {
+    fn new(target: &'a Target) -> Self {
+        Self {
+            target,
+            page: std::collections::VecDeque::new(),
+            last: None,
+            exhausted: false,
+        }
+    }
+
+    async fn peek(
+        &mut self,
+        search: &SearchClient,
+        retry: Retry,
+        key: &str,
+    ) -> Result<Option<Map<String, Value>>, SearchError> {
+        if self.page.is_empty() && !self.exhausted {
+            let page = search
+                .page(self.target, self.last.as_deref(), PAGE, retry)
+                .await?
+                .unwrap_or_default();
+            if page.len() < PAGE {
+                self.exhausted = true;
+            }
+            if let Some(last) = page.last().and_then(|d| d.get(key)).and_then(Value::as_str) {
+                self.last = Some(last.to_owned());
+            }
+            self.page.extend(page);
+        }
+        Ok(self.page.front().cloned())
+    }
+
+    fn advance(&mut self) {
+        self.page.pop_front();
+    }
+}
