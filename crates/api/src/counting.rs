@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use token_count::CountBudget;
+
+use crate::background::{Job, LowPriorityThreads};
 use tokio::sync::Semaphore;
 
 /// Bodies up to this size are counted inline: the slowest text to tokenize costs ~65 ns a
@@ -26,11 +28,9 @@ pub const INLINE_BYTES: usize = 16 * 1024;
 #[error("every token-counting slot is busy")]
 pub struct Busy;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
-
 pub struct CountPool {
-    /// Jobs for the counting threads (they exit when this is dropped).
-    jobs: parking_lot::Mutex<std::sync::mpsc::Sender<Job>>,
+    /// The counting threads (they exit when this is dropped).
+    threads: LowPriorityThreads,
     permits: Arc<Semaphore>,
     wait: Duration,
     max_bytes: u64,
@@ -41,39 +41,8 @@ pub struct CountPool {
 impl CountPool {
     pub fn new(threads: usize, wait: Duration, max_bytes: u64) -> Self {
         let threads = threads.max(1);
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = Arc::new(parking_lot::Mutex::new(queue));
-        for i in 0..threads {
-            let queue = Arc::clone(&queue);
-            let spawned = std::thread::Builder::new()
-                .name(format!("bulkhead-count-{i}"))
-                .spawn(move || {
-                    // Nice 10: a request thread that wakes up runs first.
-                    let lower = thread_priority::ThreadPriorityValue::try_from(24u8)
-                        .map_err(|e| e.to_string())
-                        .and_then(|value| {
-                            thread_priority::set_current_thread_priority(
-                                thread_priority::ThreadPriority::Crossplatform(value),
-                            )
-                            .map_err(|e| e.to_string())
-                        });
-                    if let Err(error) = lower {
-                        tracing::debug!(%error, "could not lower the counting thread's priority");
-                    }
-                    loop {
-                        let job = queue.lock().recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            if let Err(error) = spawned {
-                tracing::error!(%error, "cannot start a token counting thread");
-            }
-        }
         Self {
-            jobs: parking_lot::Mutex::new(jobs),
+            threads: LowPriorityThreads::start("bulkhead-count", threads),
             permits: Arc::new(Semaphore::new(threads)),
             wait,
             max_bytes,
@@ -118,8 +87,8 @@ impl CountPool {
             let _permit = permit;
             let _ = done.send(work());
         });
-        if self.jobs.lock().send(job).is_err() {
-            tracing::error!("the token counting threads are gone");
+        if let Err(gone) = self.threads.submit(job, "token counting") {
+            tracing::error!(%gone);
             return Err(Busy);
         }
         result.await.map_err(|_| {

@@ -43,8 +43,9 @@ use crate::search::placement_target;
 
 /// Comparison passes before the switch that may still find differences.
 const MAX_CATCH_UP_PASSES: u32 = 5;
-/// Comparison passes with writes held; two clean ones in a row end it.
-const MAX_FENCED_PASSES: u32 = 5;
+/// Comparison passes with writes held; the first that finds nothing to correct ends it (nothing
+/// else writes the tenant's documents then, so the sides are equal).
+const MAX_FENCED_PASSES: u32 = 3;
 
 /// How moves run.
 #[derive(Debug, Clone)]
@@ -519,19 +520,18 @@ impl Jobs {
             )
             .await?;
         tokio::time::sleep(self.settings.fence_settle).await;
-        let mut clean = 0;
+        let mut clean = false;
         for _ in 0..MAX_FENCED_PASSES {
             let fixed = self.compare(tenant, spec, progress).await?;
             step(work, "switching", progress).await?;
-            clean = if fixed == 0 { clean + 1 } else { 0 };
-            if clean >= 2 {
+            if fixed == 0 {
+                clean = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if clean < 2 {
-            // Writes keep changing what the comparison fixes: let them through and try again
-            // later rather than hold them longer.
+        if !clean {
+            // Writes that began before the fence keep landing: let writes through and try
+            // again later rather than hold them longer.
             self.registry
                 .set_search_move(
                     slug,

@@ -166,10 +166,17 @@ impl Application {
                 .await
                 .context("starting the usage ledger")?,
         );
-        let search = Arc::new(search_router::SearchClient::new(
-            Duration::from_millis(config.upstream_connect_timeout_ms),
-            Duration::from_millis(config.upstream_total_timeout_ms),
-        )?);
+        // The JSON of the pages moves copy and compare runs on one low-priority thread: a
+        // replica's moves never take more than a core, and never one a request is waiting for.
+        let search = Arc::new(
+            search_router::SearchClient::new(
+                Duration::from_millis(config.upstream_connect_timeout_ms),
+                Duration::from_millis(config.upstream_total_timeout_ms),
+            )?
+            .with_offload(Arc::new(crate::background::PageThreads(
+                crate::background::LowPriorityThreads::start("bulkhead-pages", 1),
+            ))),
+        );
         let jobs = Arc::new(crate::jobs::Jobs {
             registry: Arc::clone(&registry),
             search: Arc::clone(&search),

@@ -2,6 +2,7 @@
 //! call (a search service's 503 is passed to the caller with its `Retry-After`, as Azure's
 //! SDKs retry on their own); connection errors and timeouts are [`SearchError`]s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,10 +46,30 @@ impl Answer {
     }
 }
 
+/// Work handed to an [`Offload`].
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Where the CPU-heavy part of copying and comparing documents runs: a page is up to 16 MB of
+/// JSON (vectors), too much to parse or write on an async worker that serves requests.
+pub trait Offload: Send + Sync {
+    /// Runs `job` elsewhere than the async workers; false when it cannot be queued.
+    fn run(&self, job: Job) -> bool;
+}
+
 /// Calls search services.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SearchClient {
     http: reqwest::Client,
+    /// Page work; tokio's blocking threads when not set.
+    pub(crate) offload: Option<Arc<dyn Offload>>,
+}
+
+impl std::fmt::Debug for SearchClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchClient")
+            .field("offload", &self.offload.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SearchClient {
@@ -59,7 +80,17 @@ impl SearchClient {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| SearchError::Upstream(e.to_string()))?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            offload: None,
+        })
+    }
+
+    /// Runs the JSON work of copies and comparisons on `offload`.
+    #[must_use]
+    pub fn with_offload(mut self, offload: Arc<dyn Offload>) -> Self {
+        self.offload = Some(offload);
+        self
     }
 
     /// `method {endpoint}{path}?api-version={version}` with an optional JSON body.
@@ -71,6 +102,19 @@ impl SearchClient {
         query: &str,
         body: Option<&Map<String, Value>>,
     ) -> Result<Answer, SearchError> {
+        let body = body.map(json_bytes).transpose()?;
+        self.call_bytes(upstream, method, path, query, body).await
+    }
+
+    /// [`SearchClient::call`] with a body already serialized (JSON).
+    pub async fn call_bytes(
+        &self,
+        upstream: &Upstream,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Option<Bytes>,
+    ) -> Result<Answer, SearchError> {
         let url = if query.is_empty() {
             format!("{}{path}", upstream.endpoint)
         } else {
@@ -81,9 +125,7 @@ impl SearchClient {
             .request(method, url)
             .header("api-key", upstream.credential.expose_secret())
             .header("accept", "application/json");
-        if let Some(body) = body {
-            let bytes =
-                serde_json::to_vec(body).map_err(|e| SearchError::Upstream(e.to_string()))?;
+        if let Some(bytes) = body {
             request = request
                 .header("content-type", "application/json")
                 .body(bytes);
@@ -103,6 +145,13 @@ impl SearchClient {
             body,
         })
     }
+}
+
+/// A JSON object as request bytes.
+pub fn json_bytes(body: &Map<String, Value>) -> Result<Bytes, SearchError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| SearchError::Upstream(e.to_string()))
 }
 
 fn map_error(error: reqwest::Error) -> SearchError {

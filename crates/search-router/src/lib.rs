@@ -15,7 +15,7 @@ pub mod rewrite;
 pub mod schema;
 mod target;
 
-pub use client::{Answer, SearchClient};
+pub use client::{Answer, Job, Offload, SearchClient};
 pub use documents::Retry;
 pub use names::{partition_code, physical_index, IndexKind, PARTITION_CODE_LEN};
 pub use rewrite::Boundary;
