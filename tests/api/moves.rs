@@ -310,6 +310,11 @@ async fn set_up(base: String, sim: SimHandle, app: Option<TestApp>) -> World {
 }
 
 async fn in_process(postgres: bool) -> World {
+    in_process_with_grace(postgres, 0).await
+}
+
+/// A gateway that keeps a move's source `grace_seconds` after the switch.
+async fn in_process_with_grace(postgres: bool, grace_seconds: u64) -> World {
     let sim = Sim::start(sim_config()).await.unwrap();
     let database = if postgres {
         Some(fresh_postgres_database().await)
@@ -322,6 +327,7 @@ async fn in_process(postgres: bool) -> World {
             config.master_key = Some(secrecy::SecretString::from(MASTER_KEY));
         }
         config.move_fence_settle_ms = 300;
+        config.move_source_grace_seconds = grace_seconds;
     })
     .await;
     let base = app.base.clone();
@@ -647,6 +653,59 @@ async fn a_move_canceled_before_its_switch_leaves_the_tenant_where_it_was() {
         admin_call_no_wait(&w.http, &w.base, Method::POST, &cancel, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again}");
     assert_eq!(again["status"], "canceled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_its_switch_a_move_serves_from_the_target_and_keeps_the_source_for_its_grace() {
+    let w = in_process_with_grace(false, 3600).await;
+    let mover: Vec<_> = (0..500)
+        .map(|i| doc("mover", &format!("d{i:04}"), i, 0))
+        .collect();
+    w.upload("mover", &mover).await;
+    let before = w.documents("mover").await;
+    let location = w
+        .start_move(
+            "mover",
+            json!({"isolation": "dedicated_index", "service": SHARED}),
+        )
+        .await;
+    bulkhead_tests::eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        async || {
+            let op = w.operation(&location).await;
+            match op["phase"].as_str() {
+                Some("waiting_grace") => Ok(()),
+                other => Err(format!("{other:?}: {op}")),
+            }
+        },
+    )
+    .await;
+    // Switched: the tenant is served from its own index, which admins see as ready; the
+    // operation is still running (it removes the source after the grace period).
+    let tenant = w.tenant("mover").await;
+    assert_eq!(tenant["search"]["isolation"], "dedicated_index", "{tenant}");
+    assert_eq!(tenant["search_provisioning"]["state"], "ready", "{tenant}");
+    assert_eq!(tenant["operation"]["phase"], "waiting_grace", "{tenant}");
+    assert_eq!(tenant["operation"]["status"], "running", "{tenant}");
+    let dedicated = dedicated_name(&w).await;
+    assert_eq!(w.stored(SHARED, &dedicated).await, 500);
+    assert_exactly(&w.documents("mover").await, &before, "after the switch");
+    // The source is kept until the grace period ends (the neighbour has no documents here).
+    assert_eq!(w.stored(SHARED, "shared-docs").await, 500);
+    // Past the switch a move cannot be canceled, and asking changes nothing.
+    let (status, _, answer) = admin_call_no_wait(
+        &w.http,
+        &w.base,
+        Method::POST,
+        &format!("{location}:cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let op = w.operation(&location).await;
+    assert_eq!(op["cancelRequested"], false, "{op}");
+    assert_eq!(op["status"], "running", "{op}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

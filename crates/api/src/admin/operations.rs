@@ -138,7 +138,7 @@ pub async fn tenant_view(state: &AppState, tenant: &Tenant) -> Value {
         .unwrap_or_default();
     let provisioning = match (&tenant.search, last_search) {
         (None, _) => json!({"state": "none", "indexes": [], "error": null}),
-        (Some(_), Some(op)) if op.status.is_active() => {
+        (Some(_), Some(op)) if op.status.is_active() && !switched(op) => {
             json!({"state": "pending", "indexes": indexes, "operation": op.id, "error": null})
         }
         (Some(_), Some(op)) if op.status == Status::Failed => json!({
@@ -154,6 +154,16 @@ pub async fn tenant_view(state: &AppState, tenant: &Tenant) -> Value {
         obj.insert("operation".into(), active.map(view).unwrap_or(Value::Null));
     }
     value
+}
+
+/// Whether `op` is a move past its switch: the tenant is served from the target, and what is
+/// left is removing the source after the grace period.
+fn switched(op: &Operation) -> bool {
+    op.kind == Kind::SearchMove
+        && op
+            .progress
+            .get("switched_at")
+            .is_some_and(|at| !at.is_null())
 }
 
 /// Why a search move cannot be done, before anything is changed: the target's service must
@@ -306,6 +316,18 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Re
         .strip_suffix(":cancel")
         .and_then(|id| Uuid::parse_str(id).ok())
         .ok_or_else(|| AdminError::NotFound("no such operation".into()))?;
+    let known = state
+        .operations
+        .store
+        .operation(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| AdminError::NotFound("no such operation".into()))?;
+    if known.status.is_active() && switched(&known) {
+        return Err(AdminError::Conflict(
+            "the move has switched the tenant to its target: it can no longer be canceled (the source is removed after the grace period)".into(),
+        ));
+    }
     let operation = state
         .operations
         .store
