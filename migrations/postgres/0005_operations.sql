@@ -24,7 +24,8 @@ CREATE TABLE operations (
 
 CREATE UNIQUE INDEX operations_one_active_per_tenant ON operations (tenant_id)
     WHERE status IN ('notStarted', 'running');
-CREATE INDEX operations_by_tenant ON operations (tenant_id, created_at);
+CREATE INDEX operations_by_tenant ON operations (tenant_id, id);
+CREATE INDEX operations_by_slug ON operations (tenant_slug, id);
 CREATE INDEX operations_runnable ON operations (status, id);
 
 -- A search move in progress: the target placement while documents are copied (index batches

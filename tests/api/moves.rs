@@ -850,6 +850,17 @@ async fn offboarding_is_an_operation_and_a_second_delete_returns_it() {
     assert_eq!(op["progress"]["removed"], 3000, "{op}");
     let (status, _) = w.admin(Method::GET, "/admin/v1/tenants/mover", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // The tenant is gone; its operations are still listed by its slug, and only its own.
+    let (status, history) = w
+        .admin(Method::GET, "/admin/v1/operations?tenant=mover", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let history = history["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(history[0]["id"], first["id"], "{history:?}");
+    assert!(
+        history.iter().all(|o| o["tenant"] == "mover"),
+        "{history:?}"
+    );
     assert_eq!(
         w.stored(SHARED, "shared-docs").await,
         100,

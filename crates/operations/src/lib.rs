@@ -18,4 +18,4 @@ pub mod store;
 
 pub use model::{Kind, NewOperation, Operation, OperationError, Status};
 pub use runner::{Executor, Outcome, Runner, RunnerSettings, Step, Work};
-pub use store::{OperationStore, StoreError};
+pub use store::{OperationStore, StoreError, Whose};

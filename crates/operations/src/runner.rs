@@ -362,7 +362,7 @@ mod tests {
         }
         async fn operations(
             &self,
-            _: Option<Uuid>,
+            _: crate::Whose<'_>,
             _: Option<Status>,
             _: u32,
         ) -> Result<Vec<Operation>, StoreError> {

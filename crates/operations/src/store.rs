@@ -18,6 +18,17 @@ pub enum StoreError {
     Store(String),
 }
 
+/// Whose operations a listing wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose<'a> {
+    Everyone,
+    /// One tenant, by id.
+    Tenant(Uuid),
+    /// Tenants by slug, whether they still exist or not (an offboarded tenant's history; a
+    /// slug taken again later lists both).
+    Slug(&'a str),
+}
+
 /// Where operations live. Every write that a runner makes names the lease it holds
 /// (`owner`) and is refused (`false`) once the lease is someone else's: a replica that lost
 /// its lease can never overwrite the progress of the one that took the operation over.
@@ -29,10 +40,10 @@ pub trait OperationStore: Send + Sync {
 
     async fn operation(&self, id: Uuid) -> Result<Option<Operation>, StoreError>;
 
-    /// Operations, newest first, optionally of one tenant and in one status.
+    /// Operations, newest first, of `whose` tenants, optionally in one status.
     async fn operations(
         &self,
-        tenant: Option<Uuid>,
+        whose: Whose<'_>,
         status: Option<Status>,
         limit: u32,
     ) -> Result<Vec<Operation>, StoreError>;

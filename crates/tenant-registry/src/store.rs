@@ -1128,16 +1128,23 @@ impl operations::OperationStore for SqlStore {
 
     async fn operations(
         &self,
-        tenant: Option<Uuid>,
+        whose: operations::Whose<'_>,
         status: Option<operations::Status>,
         limit: u32,
     ) -> Result<Vec<operations::Operation>, operations::StoreError> {
+        let (tenant, slug) = match whose {
+            operations::Whose::Everyone => (None, None),
+            operations::Whose::Tenant(id) => (Some(id), None),
+            operations::Whose::Slug(slug) => (None, Some(slug)),
+        };
         let rows: Vec<OperationRow> = on_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT * FROM operations WHERE ($1 IS NULL OR tenant_id = $1) \
-                 AND ($2 IS NULL OR status = $2) ORDER BY id DESC LIMIT $3",
+                 AND ($2 IS NULL OR tenant_slug = $2) \
+                 AND ($3 IS NULL OR status = $3) ORDER BY id DESC LIMIT $4",
             )
             .bind(tenant)
+            .bind(slug)
             .bind(status.map(operations::Status::as_str))
             .bind(i64::from(limit))
             .fetch_all(pool)

@@ -1182,7 +1182,7 @@ async fn the_master_key_rotates_without_losing_a_credential_on_sqlite() {
 /// exclusive, a lease that runs out can be taken over (and the old owner can write nothing
 /// more), a cancel stops what has not started.
 async fn operations_are_claimed_once_and_taken_over_after_their_lease(store: SqlStore) {
-    use operations::{Kind, NewOperation, OperationStore, Status, StoreError};
+    use operations::{Kind, NewOperation, OperationStore, Status, StoreError, Whose};
     let store: Arc<SqlStore> = Arc::new(store);
     store.migrate().await.unwrap();
     let tenant = uuid::Uuid::now_v7();
@@ -1311,12 +1311,25 @@ async fn operations_are_claimed_once_and_taken_over_after_their_lease(store: Sql
     let canceled = store.request_cancel(second.id).await.unwrap().unwrap();
     assert_eq!(canceled.status, Status::Canceled);
     assert!(canceled.finished_at.is_some());
-    let listed = store.operations(Some(tenant), None, 10).await.unwrap();
+    let listed = store
+        .operations(Whose::Tenant(tenant), None, 10)
+        .await
+        .unwrap();
     assert_eq!(
         listed.iter().map(|o| o.id).collect::<Vec<_>>(),
         vec![second.id, first.id],
         "newest first"
     );
+    let by_slug = store
+        .operations(Whose::Slug("acme"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(by_slug.len(), 2);
+    assert!(store
+        .operations(Whose::Slug("other"), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let failed = operations::OperationError {
         code: "x".into(),
         message: "y".into(),
@@ -1337,7 +1350,7 @@ async fn operations_are_claimed_once_and_taken_over_after_their_lease(store: Sql
     assert_eq!((read.status, read.error), (Status::Failed, Some(failed)));
     assert_eq!(
         store
-            .operations(None, Some(Status::Failed), 10)
+            .operations(Whose::Everyone, Some(Status::Failed), 10)
             .await
             .unwrap()
             .len(),

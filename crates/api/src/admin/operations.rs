@@ -10,7 +10,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use operations::{Kind, NewOperation, Operation, Status, StoreError};
+use operations::{Kind, NewOperation, Operation, Status, StoreError, Whose};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tenant_registry::model::{SearchPlacement, Tenant};
@@ -113,7 +113,7 @@ pub async fn tenant_view(state: &AppState, tenant: &Tenant) -> Value {
     let recent = state
         .operations
         .store
-        .operations(Some(tenant.id), None, 10)
+        .operations(Whose::Tenant(tenant.id), None, 10)
         .await
         .unwrap_or_default();
     let active = recent.iter().find(|o| o.status.is_active());
@@ -296,14 +296,12 @@ pub async fn list(
             message: "must be notStarted, running, succeeded, failed or canceled".into(),
         })?),
     };
-    let tenant = match query.tenant.as_deref() {
-        None => None,
-        Some(slug) => Some(state.registry.tenant(slug).await?.id),
-    };
+    // By slug, so an offboarded tenant's operations can still be listed.
+    let whose = query.tenant.as_deref().map_or(Whose::Everyone, Whose::Slug);
     let found = state
         .operations
         .store
-        .operations(tenant, status, limit)
+        .operations(whose, status, limit)
         .await
         .map_err(store_error)?;
     Ok(Json(json!({"data": found.iter().map(view).collect::<Vec<_>>()})).into_response())
