@@ -1,10 +1,10 @@
-//! Moving a tenant between search isolation models, online: every document kept (every key,
-//! every field, vectors included) while the tenant writes and reads, the neighbour in a shared
-//! index untouched, the source removed after the grace period; a replica killed mid-copy
-//! taken over from its checkpoint; a cancel before the switch leaving the tenant where it
-//! was; moves that cannot be done refused before anything changes; offboarding as an
-//! operation; operations the same on every replica and after a restart. Against azure-sim,
-//! on Postgres and on SQLite.
+//! Moving a tenant between search isolation models (and from one service to another),
+//! online: every document kept (every key, every field, vectors included) while the tenant
+//! writes and reads, the neighbour in a shared index untouched, the source removed after the
+//! grace period; a replica killed mid-copy taken over from its checkpoint; a cancel before
+//! the switch leaving the tenant where it was; moves that cannot be done refused before
+//! anything changes; offboarding as an operation; operations the same on every replica and
+//! after a restart. Against azure-sim, on Postgres and on SQLite.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,14 +22,15 @@ use serde_json::{json, Map, Value};
 const V: &str = "api-version=2024-07-01";
 const SHARED: &str = "search-a";
 const OWN: &str = "search-own";
+const OWN_2: &str = "search-own-2";
 const EU: &str = "search-eu";
 const OTHERS: &str = "search-other";
 const TINY: &str = "search-tiny";
 
-/// The services of every test: a shared one, one reserved for `mover`, one in another data
+/// The services of every test: a shared one, two reserved for `mover`, one in another data
 /// zone, one reserved for another tenant, and one with room for a single index.
 fn sim_config() -> SimConfig {
-    [SHARED, OWN, EU, OTHERS, TINY]
+    [SHARED, OWN, OWN_2, EU, OTHERS, TINY]
         .into_iter()
         .fold(SimConfig::default(), |config, name| {
             config.with_search_service(SearchServiceConfig::new(
@@ -261,6 +262,7 @@ async fn set_up(base: String, sim: SimHandle, app: Option<TestApp>) -> World {
     for (name, zone, owner, capacity) in [
         (SHARED, "us", None, 50),
         (OWN, "us", Some("mover"), 50),
+        (OWN_2, "us", Some("mover"), 50),
         (EU, "eu", None, 50),
         (OTHERS, "us", Some("someone-else"), 50),
         (TINY, "us", None, 1),
@@ -491,6 +493,11 @@ async fn moves_through_every_placement(w: World) {
             json!({"isolation": "dedicated_service", "service": OWN}),
             "dedicated_service",
         ),
+        // From one service to another.
+        (
+            json!({"isolation": "dedicated_service", "service": OWN_2}),
+            "dedicated_service",
+        ),
         (
             json!({"isolation": "shared_index", "service": SHARED}),
             "shared_index",
@@ -556,7 +563,11 @@ async fn moves_through_every_placement(w: World) {
                 SHARED.into(),
                 dedicated_name(&w).await,
             ),
-            "dedicated_service" => ("dedicated_service".into(), OWN.into(), "docs".into()),
+            "dedicated_service" => (
+                "dedicated_service".into(),
+                to["service"].as_str().unwrap_or_default().to_owned(),
+                "docs".into(),
+            ),
             _ => ("shared_index".into(), SHARED.into(), "shared-docs".into()),
         };
         // The vector field went across: a vector query finds the document it was made from.
