@@ -297,6 +297,14 @@ pub async fn list(
         })?),
     };
     // By slug, so an offboarded tenant's operations can still be listed.
+    if let Some(slug) = &query.tenant {
+        tenant_registry::names::TenantSlug::parse(slug.as_str()).map_err(|e| {
+            AdminError::Invalid {
+                field: Some("tenant".into()),
+                message: e.0,
+            }
+        })?;
+    }
     let whose = query.tenant.as_deref().map_or(Whose::Everyone, Whose::Slug);
     let found = state
         .operations
