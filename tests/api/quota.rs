@@ -120,6 +120,14 @@ async fn set_limits(http: &reqwest::Client, base: &str, limits: Value) {
     assert_eq!(status, StatusCode::OK, "{answer}");
 }
 
+/// Debug builds of three gateways on a busy 2-core machine: a generous Redis timeout, so no
+/// reservation falls back to in-process counting (fail-open is per replica by design), and a
+/// generous wait for recalled slices, so a refusal only stands once they are back.
+const SLOW_MACHINE: &[(&str, &str)] = &[
+    ("BULKHEAD_QUOTA_TIMEOUT_MS", "3000"),
+    ("BULKHEAD_QUOTA_RECALL_WAIT_MS", "1000"),
+];
+
 async fn replicas(database: &str, redis: &str, extra: &[(&str, &str)]) -> Vec<GatewayProcess> {
     let mut envs = vec![
         ("DATABASE_URL", database),
@@ -133,6 +141,23 @@ async fn replicas(database: &str, redis: &str, extra: &[(&str, &str)]) -> Vec<Ga
         replicas.push(GatewayProcess::start(&envs).await);
     }
     replicas
+}
+
+/// A replica's `bulkhead_quota_*` metrics, for a failure's message.
+async fn quota_lines(http: &reqwest::Client, base: &str) -> String {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(bulkhead_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("bulkhead_quota"))
+        .map(|l| format!("{base} {l}\n"))
+        .collect()
 }
 
 /// Waits until every replica refuses a call whose estimate no budget below `limit` holds:
@@ -170,11 +195,9 @@ async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_h
     let sim = sim().await;
     let database = fresh_postgres_database().await;
     let redis = format!("redis://{}", redis_address());
-    // Debug builds of three gateways on a busy 2-core machine: a generous Redis timeout, so
-    // no reservation falls back to in-process counting (fail-open is per replica by design).
-    let replicas = replicas(&database, &redis, &[("BULKHEAD_QUOTA_TIMEOUT_MS", "3000")]).await;
+    let replicas = replicas(&database, &redis, SLOW_MACHINE).await;
     let http = reqwest::Client::new();
-    let (_, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
+    let (tenant, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
     let other = other_key(&http, &replicas[0].base).await;
     let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
     const K: u64 = 37;
@@ -199,11 +222,17 @@ async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_h
     });
     let answers = futures::future::join_all(calls).await;
     let admitted = answers.iter().filter(|(s, _)| s.is_success()).count() as u64;
-    let logs: String = replicas.iter().map(GatewayProcess::output).collect();
-    assert_eq!(
-        admitted, K,
-        "exactly the calls the budget holds; logs:\n{logs}"
-    );
+    if admitted != K {
+        let logs: String = replicas.iter().map(GatewayProcess::output).collect();
+        let mut quota_metrics = String::new();
+        for replica in &replicas {
+            quota_metrics += &quota_lines(&http, &replica.base).await;
+        }
+        let used = month_used_in_redis(&tenant).await;
+        panic!(
+            "{admitted} admitted, the budget holds exactly {K} ({per_call} tokens each, {used:?} used in Redis)\n{quota_metrics}\nlogs:\n{logs}"
+        );
+    }
     for (status, value) in answers.iter().filter(|(s, _)| !s.is_success()) {
         assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{value}");
         assert_eq!(value["error"]["code"], "insufficient_quota", "{value}");
@@ -214,11 +243,69 @@ async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_h
 }
 
 #[tokio::test]
+async fn a_replica_killed_holding_a_slice_cannot_push_admissions_past_the_budget() {
+    let sim = sim().await;
+    let database = fresh_postgres_database().await;
+    let redis = format!("redis://{}", redis_address());
+    let mut replicas = replicas(&database, &redis, SLOW_MACHINE).await;
+    let http = reqwest::Client::new();
+    let (tenant, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
+    let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
+    const K: u64 = 40;
+    set_limits(
+        &http,
+        &replicas[0].base,
+        json!({"monthly_tokens": K * per_call}),
+    )
+    .await;
+    until_every_replica_enforces(&http, &replicas, &key, &body(K * per_call)).await;
+
+    // Replica 0 serves two calls and, with the first, leases a slice of several more; then it
+    // is killed without a chance to give the slice back.
+    let mut admitted = 0;
+    for _ in 0..2 {
+        let answer = chat(&http, &replicas[0].base, &key, &body(5)).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        admitted += 1;
+    }
+    let dead = replicas.remove(0);
+    dead.kill().await;
+    let used_at_kill = month_used_in_redis(&tenant).await.unwrap_or(0);
+    let stranded = used_at_kill.saturating_sub(admitted * per_call) / per_call;
+    assert!(
+        stranded > 0,
+        "the dead replica held a slice ({used_at_kill} used)"
+    );
+
+    // The two survivors are driven far past the budget.
+    let calls = (0..200).map(|i| {
+        let http = http.clone();
+        let base = replicas[i % 2].base.clone();
+        let key = key.clone();
+        async move { chat(&http, &base, &key, &body(5)).await.status() }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    admitted += statuses.iter().filter(|s| s.is_success()).count() as u64;
+    for status in statuses.iter().filter(|s| !s.is_success()) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Never past the budget: the dead replica's slice stays counted as consumed, and no one
+    // else may spend it (it could have been spent already).
+    assert!(admitted <= K, "{admitted} admitted, the budget holds {K}");
+    assert_eq!(
+        admitted,
+        K - stranded,
+        "everything but the dead replica's slice was used"
+    );
+    assert!(month_used_in_redis(&tenant).await.unwrap() <= K * per_call);
+}
+
+#[tokio::test]
 async fn three_replicas_hold_a_per_minute_token_limit_within_its_refill() {
     let sim = sim().await;
     let database = fresh_postgres_database().await;
     let redis = format!("redis://{}", redis_address());
-    let replicas = replicas(&database, &redis, &[("BULKHEAD_QUOTA_TIMEOUT_MS", "3000")]).await;
+    let replicas = replicas(&database, &redis, SLOW_MACHINE).await;
     let http = reqwest::Client::new();
     let (_, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
     let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
@@ -350,7 +437,20 @@ async fn with_redis_gone_a_fail_closed_gateway_refuses_limited_tenants_until_it_
     );
 
     proxy.cut();
-    let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+    // What the replica had already leased from Redis was taken from the tenant's counters
+    // there: it is spent (safely) first, and only then does fail-closed refuse.
+    let mut from_slice = 0;
+    let answer = loop {
+        let answer = chat(&app.http, &app.base, &key, &body(5)).await;
+        if answer.status() != StatusCode::OK {
+            break answer;
+        }
+        from_slice += 1;
+        assert!(
+            from_slice <= 8,
+            "more calls than a slice holds were served without Redis"
+        );
+    };
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(answer.headers().contains_key("retry-after"));
     let value: Value = answer.json().await.unwrap();

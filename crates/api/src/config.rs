@@ -40,6 +40,9 @@
 //! | `REDIS_URL` | quota counters in Redis, shared by every replica; unset: in process |
 //! | `BULKHEAD_QUOTA_ON_REDIS_ERROR` | `open` (default: decide in process, per replica) or `closed` (refuse with 503) |
 //! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
+//! | `BULKHEAD_QUOTA_LEASE_CALLS` | calls' worth of each limited scope a replica may hold, decided without Redis (default 8; 0: ask Redis for every call) |
+//! | `BULKHEAD_QUOTA_LEASE_IDLE_MS` | a slice unused this long goes back to Redis (default 1000) |
+//! | `BULKHEAD_QUOTA_RECALL_WAIT_MS` | how long a call refused while other replicas hold slices waits for them to come back (default 100) |
 //! | `BULKHEAD_TOKENIZER_MAP` | model to encoding overrides, e.g. `my-model=cl100k_base,ft-*=o200k_base` |
 //! | `BULKHEAD_MODEL_LIMITS` | context window / output cap overrides, e.g. `my-model=32000/4096` |
 //! | `BULKHEAD_TOKENIZE_MAX_BYTES` | the most text one request may have tokenized (default 8 MiB; 400 beyond) |
@@ -256,6 +259,21 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_QUOTA_TIMEOUT_MS", default_value_t = 50)]
     pub quota_timeout_ms: u64,
 
+    /// How many calls' worth of each limited scope a replica may lease from Redis and decide
+    /// on its own (slices shrink near a limit; a limit is never exceeded). 0: every call asks
+    /// Redis.
+    #[arg(long, env = "BULKHEAD_QUOTA_LEASE_CALLS", default_value_t = 8)]
+    pub quota_lease_calls: u64,
+
+    /// A leased slice unused this long goes back to Redis.
+    #[arg(long, env = "BULKHEAD_QUOTA_LEASE_IDLE_MS", default_value_t = 1000)]
+    pub quota_lease_idle_ms: u64,
+
+    /// How long a call refused while other replicas hold slices of its limits waits for them
+    /// to give the slices back (a recall) before its refusal stands.
+    #[arg(long, env = "BULKHEAD_QUOTA_RECALL_WAIT_MS", default_value_t = 100)]
+    pub quota_recall_wait_ms: u64,
+
     /// Which tokenizer a model uses, over the built-in table: `model=encoding` pairs, a
     /// model name or a prefix ending in `*` (`my-model=cl100k_base,ft-*=o200k_base`).
     #[arg(long, env = "BULKHEAD_TOKENIZER_MAP", default_value = "")]
@@ -402,6 +420,9 @@ impl Config {
             redis_url: None,
             quota_on_redis_error: OnRedisError::Open,
             quota_timeout_ms: 50,
+            quota_lease_calls: 8,
+            quota_lease_idle_ms: 1000,
+            quota_recall_wait_ms: 100,
             tokenizer_map: token_count::EncodingMap::default(),
             model_limits: token_count::LimitsMap::default(),
             tokenize_max_bytes: 8 * 1024 * 1024,

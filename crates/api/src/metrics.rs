@@ -10,7 +10,8 @@
 //! Read at scrape time from the components that own them:
 //! - `bulkhead_member_breaker_state` (0 closed, 1 half-open, 2 open) and
 //!   `bulkhead_member_cooldown_seconds` per member;
-//! - `bulkhead_quota_*`: admissions, refusals by reason, Redis errors, fail-open decisions;
+//! - `bulkhead_quota_*`: admissions, refusals by reason, Redis errors, fail-open decisions, leases
+//!   (admissions decided from a slice, grants, recalls, slices given back or lost);
 //! - `bulkhead_ledger_*`: buffered records, lag, written, spilled, write errors, store up;
 //! - `bulkhead_connections_open`, `bulkhead_connections_refused_total` (at the connection
 //!   cap), `bulkhead_connections_timed_out_total` (header, idle or write timeouts);
@@ -200,6 +201,11 @@ pub async fn render(State(state): State<AppState>) -> Response {
     counter!("bulkhead_quota_redis_errors_total").absolute(quota.redis_errors);
     counter!("bulkhead_quota_fail_open_total").absolute(quota.fail_open);
     counter!("bulkhead_quota_settle_failures_total").absolute(quota.settle_failures);
+    counter!("bulkhead_quota_lease_admissions_total").absolute(quota.lease_local);
+    counter!("bulkhead_quota_lease_grants_total").absolute(quota.lease_grants);
+    counter!("bulkhead_quota_lease_recalls_total").absolute(quota.lease_recalls);
+    counter!("bulkhead_quota_lease_given_back_total").absolute(quota.lease_given_back);
+    counter!("bulkhead_quota_lease_lost_total").absolute(quota.lease_lost);
     let ledger = state.ledger.metrics();
     gauge!("bulkhead_ledger_buffered").set(ledger.buffered() as f64);
     gauge!("bulkhead_ledger_in_spill").set(ledger.in_spill as f64);

@@ -137,6 +137,12 @@ impl Application {
                         crate::config::OnRedisError::Open => quota::OnRedisError::FailOpen,
                         crate::config::OnRedisError::Closed => quota::OnRedisError::FailClosed,
                     },
+                    lease: quota::LeaseConfig {
+                        calls: config.quota_lease_calls,
+                        idle: Duration::from_millis(config.quota_lease_idle_ms.max(1)),
+                        recall_wait: Duration::from_millis(config.quota_recall_wait_ms),
+                        ..quota::LeaseConfig::default()
+                    },
                     ..quota::QuotaConfig::default()
                 })
                 .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
@@ -293,6 +299,7 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let ledger = Arc::clone(&self.state.ledger);
+        let quota = self.state.quota.clone();
         crate::server::Server {
             listener: self.listener,
             gate: self.router,
@@ -301,6 +308,8 @@ impl Application {
         }
         .run(stop)
         .await;
+        // The slices of quota this replica leased go back for the others to use.
+        quota.release().await;
         // Every finished call's record reaches the store (or, with the store down, the spill
         // file that the next start replays).
         match ledger.shutdown().await {

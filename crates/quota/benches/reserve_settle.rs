@@ -135,6 +135,10 @@ async fn main() {
         timeout: Duration::from_millis(50),
         on_redis_error: OnRedisError::FailClosed,
         retry_interval: Duration::from_secs(1),
+        lease: quota::LeaseConfig {
+            calls: 0,
+            ..quota::LeaseConfig::default()
+        },
     })
     .unwrap();
     shared

@@ -12,6 +12,7 @@
 //! answer within the timeout, [`OnRedisError`] decides: refuse, or decide in process (each
 //! replica then enforces the limits on its own).
 
+mod leases;
 mod local;
 mod metrics;
 mod redis_store;
@@ -23,14 +24,16 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+pub use leases::LeaseConfig;
 pub use metrics::MetricsSnapshot;
 pub use scope::{Dimension, Limits, Scope, ScopeLimits, MAX_LIMIT};
 pub use window::Remaining;
 
+use leases::{Leases, Settlement};
 use local::LocalLimiter;
 use metrics::Metrics;
 use redis_store::{Failure, RedisStore};
-use window::Verdict;
+use window::{Returned, Verdict};
 
 /// What to do with a reservation when Redis is configured but does not answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +58,9 @@ pub struct QuotaConfig {
     pub on_redis_error: OnRedisError,
     /// After a Redis failure, how long calls skip Redis before one probes it again.
     pub retry_interval: Duration,
+    /// Slices of each scope leased to this replica, so most calls are decided without a
+    /// round trip (see `leases`); `calls: 0` asks Redis for every call.
+    pub lease: LeaseConfig,
 }
 
 impl Default for QuotaConfig {
@@ -65,6 +71,7 @@ impl Default for QuotaConfig {
             timeout: Duration::from_millis(50),
             on_redis_error: OnRedisError::FailOpen,
             retry_interval: Duration::from_secs(1),
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -137,6 +144,9 @@ impl Refusal {
 pub enum Decider {
     /// In Redis: every replica sees it.
     Redis,
+    /// From a slice Redis leased to this replica: consumed in Redis before it was admitted,
+    /// so every replica sees it too.
+    Lease,
     /// In this process: no Redis configured, or Redis down and failing open.
     Local,
     /// No scope had any limit: nothing was counted.
@@ -151,7 +161,8 @@ pub struct Limiter {
 
 struct Inner {
     local: LocalLimiter,
-    redis: Option<RedisStore>,
+    redis: Option<Arc<RedisStore>>,
+    leases: Option<Arc<Leases>>,
     on_redis_error: OnRedisError,
     metrics: Metrics,
 }
@@ -162,7 +173,7 @@ impl Limiter {
     pub fn new(config: QuotaConfig) -> Result<Self, QuotaError> {
         let redis = match &config.redis_url {
             None => None,
-            Some(url) => Some(
+            Some(url) => Some(Arc::new(
                 RedisStore::new(
                     url.expose_secret(),
                     config.key_prefix.clone(),
@@ -170,12 +181,15 @@ impl Limiter {
                     config.retry_interval,
                 )
                 .map_err(|e| QuotaError::InvalidRedisUrl(e.to_string()))?,
-            ),
+            )),
         };
+        let leases = (redis.is_some() && config.lease.calls > 0)
+            .then(|| Arc::new(Leases::new(config.lease)));
         Ok(Self {
             inner: Arc::new(Inner {
                 local: LocalLimiter::default(),
                 redis,
+                leases,
                 on_redis_error: config.on_redis_error,
                 metrics: Metrics::default(),
             }),
@@ -188,6 +202,7 @@ impl Limiter {
             inner: Arc::new(Inner {
                 local: LocalLimiter::default(),
                 redis: None,
+                leases: None,
                 on_redis_error: OnRedisError::FailOpen,
                 metrics: Metrics::default(),
             }),
@@ -197,13 +212,21 @@ impl Limiter {
     /// Connects to Redis and loads the scripts, waiting up to `patience`: for start-up, so the
     /// first requests do not pay for it. Without Redis, does nothing.
     pub async fn warm_up(&self, patience: Duration) -> Result<(), QuotaError> {
-        match &self.inner.redis {
-            None => Ok(()),
-            Some(redis) => redis
-                .warm_up(patience)
+        let Some(redis) = &self.inner.redis else {
+            return Ok(());
+        };
+        redis
+            .warm_up(patience)
+            .await
+            .map_err(|e| QuotaError::RedisUnreachable(e.to_string()))?;
+        if let Some(leases) = &self.inner.leases {
+            // Listening for recalls before the first call, so none is missed.
+            leases
+                .warm_up(redis)
                 .await
-                .map_err(|e| QuotaError::RedisUnreachable(e.to_string())),
+                .map_err(|e| QuotaError::RedisUnreachable(e.to_string()))?;
         }
+        Ok(())
     }
 
     pub fn uses_redis(&self) -> bool {
@@ -212,7 +235,23 @@ impl Limiter {
 
     /// Counters since start; reading takes no lock.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
+        let mut snapshot = self.inner.metrics.snapshot();
+        if let Some(leases) = &self.inner.leases {
+            snapshot.lease_local = leases.counts.local.get();
+            snapshot.lease_grants = leases.counts.grants.get();
+            snapshot.lease_recalls = leases.counts.recalls.get();
+            snapshot.lease_given_back = leases.counts.given_back.get();
+            snapshot.lease_lost = leases.counts.lost.get();
+        }
+        snapshot
+    }
+
+    /// Gives every slice leased to this replica back to Redis (at shutdown, so its tokens are
+    /// not stranded until they would have gone back by themselves).
+    pub async fn release(&self) {
+        if let (Some(leases), Some(redis)) = (&self.inner.leases, &self.inner.redis) {
+            leases.give_back_all(redis).await;
+        }
     }
 
     /// Reserves `estimate` tokens and one request in every scope, all or nothing. Scopes with
@@ -241,6 +280,12 @@ impl Limiter {
             });
         }
         let scopes: Arc<[(Scope, Limits)]> = limited.into();
+        if let Some(leases) = &self.inner.leases {
+            // Most calls end here: decided from this replica's slices, no I/O.
+            if let Some(verdict) = leases.try_local(&scopes, estimate) {
+                return Inner::conclude(&self.inner, verdict, Decider::Lease, scopes, estimate);
+            }
+        }
         if self.inner.redis.is_none() {
             let verdict = self.inner.local.reserve(&scopes, estimate);
             return Inner::conclude(&self.inner, verdict, Decider::Local, scopes, estimate);
@@ -272,8 +317,26 @@ impl Inner {
             let verdict = this.local.reserve(&scopes, estimate);
             return Self::conclude(&this, verdict, Decider::Local, scopes, estimate);
         };
-        match redis.reserve(&scopes, estimate).await {
-            Ok(verdict) => Self::conclude(&this, verdict, Decider::Redis, scopes, estimate),
+        let decided = match &this.leases {
+            Some(leases) => Leases::reserve(leases, redis, &scopes, estimate)
+                .await
+                .map(|d| {
+                    (
+                        d.verdict,
+                        if d.local {
+                            Decider::Lease
+                        } else {
+                            Decider::Redis
+                        },
+                    )
+                }),
+            None => redis
+                .reserve(&scopes, estimate)
+                .await
+                .map(|v| (v, Decider::Redis)),
+        };
+        match decided {
+            Ok((verdict, decider)) => Self::conclude(&this, verdict, decider, scopes, estimate),
             Err(failure) => {
                 if !matches!(failure, Failure::Skipped) {
                     this.metrics.redis_errors.inc();
@@ -431,6 +494,10 @@ impl Admission {
             return;
         };
         let actual = scope::clamp(actual_tokens);
+        if ticket.leased() {
+            ticket.settle_leased(actual).await;
+            return;
+        }
         match ticket.decider {
             Decider::Redis if actual != ticket.estimate => {
                 // Its own task, so a caller that stops waiting does not lose the settlement.
@@ -454,6 +521,24 @@ impl Drop for Admission {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
+        if ticket.leased() {
+            // Into this replica's slice, without I/O (what it cannot take goes to Redis).
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(ticket.settle_leased(0));
+                }
+                Err(_) => {
+                    let (leases, rest) = ticket.settle_into_slices(0);
+                    if leases && !rest.is_empty() {
+                        tracing::warn!(
+                            "quota: admission dropped outside a runtime; its refund is lost"
+                        );
+                        ticket.inner.metrics.settle_failures.inc();
+                    }
+                }
+            }
+            return;
+        }
         match (ticket.decider, tokio::runtime::Handle::try_current()) {
             (Decider::Redis, _) if ticket.estimate == 0 => ticket.settle_now(0),
             (Decider::Redis, Ok(runtime)) => {
@@ -469,6 +554,55 @@ impl Drop for Admission {
 }
 
 impl Ticket {
+    /// Whether the admission was made in lease mode (its settlement goes to the slices).
+    fn leased(&self) -> bool {
+        self.inner.leases.is_some() && matches!(self.decider, Decider::Lease | Decider::Redis)
+    }
+
+    /// Applies the settlement to this replica's slices; returns whether leases are on and
+    /// what the slices could not take.
+    fn settle_into_slices(&self, actual: u64) -> (bool, Vec<(Scope, Limits, Settlement)>) {
+        match &self.inner.leases {
+            Some(leases) => (
+                true,
+                leases.settle(&self.scopes, self.estimate, actual, self.month),
+            ),
+            None => (false, Vec::new()),
+        }
+    }
+
+    /// A lease-mode settlement: into the slices, the rest to Redis.
+    async fn settle_leased(self, actual: u64) {
+        let (_, rest) = self.settle_into_slices(actual);
+        let (Some(leases), Some(redis)) = (&self.inner.leases, &self.inner.redis) else {
+            return;
+        };
+        let mut failed = false;
+        for (scope, limits, settlement) in rest {
+            match settlement {
+                Settlement::Refund(tokens) => {
+                    let back = Returned {
+                        tokens,
+                        requests: 0,
+                        month: self.month,
+                    };
+                    leases.give_back(redis, vec![(scope, limits, back)]).await;
+                }
+                Settlement::Charge(tokens) => {
+                    let one = [(scope, limits)];
+                    if redis.settle(&one, 0, tokens, self.month).await.is_err() {
+                        failed = true;
+                    }
+                }
+            }
+        }
+        if failed {
+            self.inner.metrics.settle_failures.inc();
+        } else {
+            self.inner.metrics.settled.inc();
+        }
+    }
+
     /// Settles what needs no I/O: an in-process admission, or an unchanged amount.
     fn settle_now(self, actual: u64) {
         if self.decider == Decider::Local && actual != self.estimate {

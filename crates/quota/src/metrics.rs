@@ -10,7 +10,7 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -47,6 +47,17 @@ pub struct MetricsSnapshot {
     pub settled: u64,
     /// Settlements Redis did not take.
     pub settle_failures: u64,
+    /// Admissions decided from a slice leased to this replica, without a round trip.
+    pub lease_local: u64,
+    /// Calls of the lease script that decided an admission (and leased slices).
+    pub lease_grants: u64,
+    /// Recalls published by calls refused while other replicas held slices.
+    pub lease_recalls: u64,
+    /// Slices given back (idle, recalled, refunds of another month, shutdown).
+    pub lease_given_back: u64,
+    /// Give-backs (or grants handing slices back) Redis did not take: their tokens stay
+    /// consumed.
+    pub lease_lost: u64,
 }
 
 impl Metrics {
@@ -61,6 +72,7 @@ impl Metrics {
             fail_open: self.fail_open.get(),
             settled: self.settled.get(),
             settle_failures: self.settle_failures.get(),
+            ..MetricsSnapshot::default()
         }
     }
 }

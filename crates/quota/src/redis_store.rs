@@ -23,10 +23,11 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 
 use crate::scope::{Dimension, Limits, Scope};
-use crate::window::{Remaining, Verdict};
+use crate::window::{Remaining, Returned, Slice, Verdict};
 
 const RESERVE: &str = include_str!("reserve.lua");
 const SETTLE: &str = include_str!("settle.lua");
+const LEASE: &str = include_str!("lease.lua");
 
 /// Why a call to Redis did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,7 @@ pub(crate) struct RedisStore {
     connecting: tokio::sync::Mutex<()>,
     reserve: Script,
     settle: Script,
+    lease: Script,
     prefix: String,
     timeout: Duration,
     breaker: Breaker,
@@ -66,6 +68,7 @@ impl RedisStore {
             connecting: tokio::sync::Mutex::new(()),
             reserve: Script::new(RESERVE),
             settle: Script::new(SETTLE),
+            lease: Script::new(LEASE),
             prefix,
             timeout,
             breaker: Breaker::new(retry_interval),
@@ -79,6 +82,7 @@ impl RedisStore {
             let mut conn = self.connection().await?;
             self.reserve.load_async(&mut conn).await?;
             self.settle.load_async(&mut conn).await?;
+            self.lease.load_async(&mut conn).await?;
             Ok::<_, Failure>(())
         };
         let result = match tokio::time::timeout(patience, work).await {
@@ -132,6 +136,72 @@ impl RedisStore {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Runs the lease script: gives back `returned` to each scope, then (with `need`) decides
+    /// the call and leases slices of `calls` calls' worth. `keep[i]`: the holder keeps a
+    /// record on scope `i` whatever it is granted. Returns the verdict, each scope's slice, and
+    /// how many other holders hold a lease on these scopes.
+    pub(crate) async fn grant(
+        &self,
+        request: &Grant<'_>,
+    ) -> Result<(Verdict, Vec<Slice>, u64), Failure> {
+        let mut call = self.lease.prepare_invoke();
+        call.arg(request.holder)
+            .arg(
+                request
+                    .need
+                    .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            )
+            .arg(request.calls)
+            .arg(u64::try_from(request.ttl.as_millis()).unwrap_or(u64::MAX));
+        for (i, (scope, limits)) in request.scopes.iter().enumerate() {
+            let back = request.returned.get(i).copied().unwrap_or_default();
+            call.key(self.key(scope));
+            call.arg(or_minus_one(limits.tokens_per_minute))
+                .arg(or_minus_one(limits.requests_per_minute))
+                .arg(or_minus_one(limits.monthly_tokens))
+                .arg(back.tokens)
+                .arg(back.requests)
+                .arg(back.month)
+                .arg(i64::from(request.keep.get(i).copied().unwrap_or(false)));
+        }
+        let reply = self
+            .guarded(async {
+                let mut conn = self.connection().await?;
+                Ok(call.invoke_async::<Vec<i64>>(&mut conn).await?)
+            })
+            .await?;
+        parse_grant(reply, request.scopes.len())
+    }
+
+    /// Publishes `message` on the recall channel.
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<(), Failure> {
+        self.guarded(async {
+            let mut conn = self.connection().await?;
+            Ok(redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<i64>(&mut conn)
+                .await?)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A subscription to `channel` on a connection of its own (no timeout: it waits).
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, Failure> {
+        let mut pubsub = tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), async {
+            self.client.get_async_pubsub().await
+        })
+        .await
+        .map_err(|_| Failure::Timeout(self.timeout))??;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    }
+
+    pub(crate) fn channel(&self) -> String {
+        format!("{}recall", self.prefix)
     }
 
     fn key(&self, scope: &Scope) -> String {
@@ -233,6 +303,84 @@ fn parse_reserve(reply: Vec<i64>) -> Result<Verdict, Failure> {
         },
         _ => return Err(Failure::Reply(reply)),
     })
+}
+
+/// One call of the lease script.
+pub(crate) struct Grant<'a> {
+    pub holder: &'a str,
+    /// The call's tokens; `None` only gives back.
+    pub need: Option<u64>,
+    pub calls: u64,
+    pub ttl: Duration,
+    pub scopes: &'a [(Scope, Limits)],
+    pub returned: &'a [Returned],
+    pub keep: &'a [bool],
+}
+
+fn optional(v: i64) -> Option<u64> {
+    u64::try_from(v).ok()
+}
+
+fn parse_grant(reply: Vec<i64>, scopes: usize) -> Result<(Verdict, Vec<Slice>, u64), Failure> {
+    let others = |v: i64| unsigned(v);
+    let verdict = match *reply.as_slice() {
+        [0, o] => {
+            return Ok((
+                Verdict::Admitted {
+                    month: 0,
+                    remaining: Remaining::default(),
+                },
+                Vec::new(),
+                others(o),
+            ))
+        }
+        [1, month, t, r, o, ref rest @ ..] if rest.len() == 4 * scopes => {
+            let slices = rest
+                .chunks_exact(4)
+                .map(|c| Slice {
+                    tokens: unsigned(c[0]),
+                    requests: unsigned(c[1]),
+                    left_tokens: optional(c[2]),
+                    left_requests: optional(c[3]),
+                })
+                .collect();
+            return Ok((
+                Verdict::Admitted {
+                    month: u32::try_from(month).unwrap_or(0),
+                    remaining: remaining(t, r),
+                },
+                slices,
+                others(o),
+            ));
+        }
+        [2, scope, dim, limit, o] => (
+            Verdict::ExceedsLimit {
+                scope: index(scope),
+                dimension: Dimension::from_code(dim),
+                limit: unsigned(limit),
+            },
+            o,
+        ),
+        [3, scope, left, t, r, o] => (
+            Verdict::BudgetExhausted {
+                scope: index(scope),
+                remaining_budget: unsigned(left),
+                remaining: remaining(t, r),
+            },
+            o,
+        ),
+        [4, scope, dim, wait, t, r, o] => (
+            Verdict::RateLimited {
+                scope: index(scope),
+                dimension: Dimension::from_code(dim),
+                retry_after_ms: unsigned(wait),
+                remaining: remaining(t, r),
+            },
+            o,
+        ),
+        _ => return Err(Failure::Reply(reply)),
+    };
+    Ok((verdict.0, Vec::new(), others(verdict.1)))
 }
 
 /// Whether to call Redis: always while it answers; after a failure, one probe per

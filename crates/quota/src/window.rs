@@ -256,6 +256,133 @@ pub(crate) fn settle(
     }
 }
 
+/// What a holder hands back to one scope: tokens leased in `month` and requests it did not
+/// spend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Returned {
+    pub tokens: u64,
+    pub requests: u64,
+    pub month: u32,
+}
+
+/// (`give_back` and `grant` are the model `lease.lua` transliterates; only Redis runs leases,
+/// so here they serve the tests.)
+///
+/// Gives back what a holder did not spend: like a settlement of `tokens` to 0 (into the token
+/// bucket, never above its capacity, and out of the month's usage if that month is still the
+/// one counted), and the requests into the request bucket, never above its capacity.
+#[cfg(test)]
+pub(crate) fn give_back(state: &mut ScopeState, limits: &Limits, returned: Returned, now_ms: i64) {
+    if returned.tokens > 0 {
+        settle(state, limits, returned.tokens, 0, returned.month, now_ms);
+    }
+    if let (Some(rpm), Some(bucket), true) = (
+        limits.requests_per_minute,
+        state.requests,
+        returned.requests > 0,
+    ) {
+        let cap = to_i64(rpm).saturating_mul(UNITS);
+        let level = refilled(Some(bucket), rpm, now_ms);
+        let units = to_i64(returned.requests).saturating_mul(UNITS);
+        state.requests = Some(Bucket {
+            level: level.saturating_add(units).min(cap),
+            at_ms: now_ms,
+        });
+    }
+}
+
+/// What one scope leased to its holder beyond the call that asked (`tokens`, `requests`), and
+/// what the scope has left after it (`None`: that dimension is unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Slice {
+    pub tokens: u64,
+    pub requests: u64,
+    pub left_tokens: Option<u64>,
+    pub left_requests: Option<u64>,
+}
+
+/// The leasing step, in one go per admission (Redis runs it as one script):
+///
+/// 1. every scope takes back what the holder returns (`give_back`), whatever follows;
+/// 2. the call itself (`need` tokens and one request) is decided exactly like [`reserve`];
+/// 3. if it is admitted, each scope leases the holder a slice beyond it: at most `calls`
+///    calls' worth (`calls × need` tokens, in whole calls of this size; `calls` requests),
+///    and at most what the scope has left divided by twice its number of holders (`holders[i]`, the asker included). A slice
+///    is taken from the scope exactly as reservations are, so leased tokens are consumed as far
+///    as every other replica can tell.
+///
+/// **Invariant.** Whatever is leased has been taken from the scope's counters: admissions
+/// made from slices can never total more than the scope admits when asked call by call.
+/// Slices shrink as the scope nears its limit (the `holders` term), so near the limit each
+/// call takes only its need and no holder sits on tokens another one could use.
+#[cfg(test)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the script's arguments, one for one"
+)]
+pub(crate) fn grant(
+    states: &mut [ScopeState],
+    limits: &[Limits],
+    returned: &[Returned],
+    need: u64,
+    calls: u64,
+    holders: &[u64],
+    now_ms: i64,
+    month: u32,
+) -> (Verdict, Vec<Slice>) {
+    for ((state, limits), back) in states.iter_mut().zip(limits).zip(returned) {
+        give_back(state, limits, *back, now_ms);
+    }
+    let verdict = reserve(states, limits, need, now_ms, month);
+    if !matches!(verdict, Verdict::Admitted { .. }) {
+        return (verdict, Vec::new());
+    }
+    let mut slices = Vec::with_capacity(states.len());
+    for (i, (state, limits)) in states.iter_mut().zip(limits).enumerate() {
+        let share = 2 * holders.get(i).copied().unwrap_or(1).max(1);
+        let mut slice = Slice::default();
+        let mut left_tokens: Option<u64> = None;
+        if let Some(tpm) = limits.tokens_per_minute {
+            let level = refilled(state.tokens, tpm, now_ms);
+            left_tokens = Some(left_tokens.map_or(whole(level), |l| l.min(whole(level))));
+        }
+        if let Some(monthly) = limits.monthly_tokens {
+            let left = monthly.saturating_sub(state.month_used);
+            left_tokens = Some(left_tokens.map_or(left, |l| l.min(left)));
+        }
+        if let Some(left) = left_tokens {
+            let most = calls.saturating_mul(need).min(left / share);
+            // Whole calls of this size: no fragment is left that fits no call.
+            let tokens = if need > 0 { most - most % need } else { 0 };
+            slice.tokens = tokens;
+            slice.left_tokens = Some(left - tokens);
+            if let (Some(tpm), true) = (limits.tokens_per_minute, tokens > 0) {
+                let level = refilled(state.tokens, tpm, now_ms);
+                state.tokens = Some(Bucket {
+                    level: level.saturating_sub(to_i64(tokens).saturating_mul(UNITS)),
+                    at_ms: now_ms,
+                });
+            }
+            if limits.monthly_tokens.is_some() {
+                state.month_used = state.month_used.saturating_add(tokens);
+            }
+        }
+        if let Some(rpm) = limits.requests_per_minute {
+            let level = refilled(state.requests, rpm, now_ms);
+            let left = whole(level);
+            let requests = calls.min(left / share);
+            slice.requests = requests;
+            slice.left_requests = Some(left - requests);
+            state.requests = Some(Bucket {
+                level: level.saturating_sub(to_i64(requests).saturating_mul(UNITS)),
+                at_ms: now_ms,
+            });
+        }
+        slices.push(slice);
+    }
+    (verdict, slices)
+}
+
 /// `YYYYMM` of the UTC calendar month containing `unix_secs` (Hinnant's days-to-civil, the
 /// same as the Lua scripts'): every replica and the scripts agree on month boundaries.
 pub(crate) fn month_of(unix_secs: i64) -> u32 {
@@ -525,6 +652,203 @@ mod tests {
             (-1, 196_912),
         ] {
             assert_eq!(month_of(secs), month, "{secs}");
+        }
+    }
+
+    /// The lease arithmetic as replicas use it, on random histories: calls admitted from
+    /// slices or by a grant, settlements above and below their estimates, slices given back,
+    /// replicas that die holding slices. Time stands still, so minute buckets are budgets too.
+    mod leases {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Call { replica: usize, estimate: u64 },
+            Settle { pick: usize, actual_percent: u64 },
+            GiveBack { replica: usize },
+            Crash { replica: usize },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0..4usize, 0..400u64).prop_map(|(replica, estimate)| Op::Call { replica, estimate }),
+                4 => (0..64usize, 0..200u64).prop_map(|(pick, actual_percent)| Op::Settle { pick, actual_percent }),
+                1 => (0..4usize).prop_map(|replica| Op::GiveBack { replica }),
+                1 => (0..4usize).prop_map(|replica| Op::Crash { replica }),
+            ]
+        }
+
+        fn some_limits() -> impl Strategy<Value = Limits> {
+            (
+                prop::option::of(500..20_000u64),
+                prop::option::of(1..200u64),
+                prop::option::of(500..20_000u64),
+            )
+                .prop_filter("at least one limit", |(t, r, m)| {
+                    t.is_some() || r.is_some() || m.is_some()
+                })
+                .prop_map(|(t, r, m)| limits(t, r, m))
+        }
+
+        #[derive(Debug, Default, Clone, Copy)]
+        struct Replica {
+            slice: Returned,
+            dead: bool,
+        }
+
+        fn counts_tokens(l: &Limits) -> bool {
+            l.tokens_per_minute.is_some() || l.monthly_tokens.is_some()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+            #[test]
+            fn slices_never_let_replicas_admit_more_than_the_scope_holds(
+                l in some_limits(),
+                calls in 0..12u64,
+                ops in prop::collection::vec(op(), 1..120),
+            ) {
+                let mut state = [ScopeState::default()];
+                let mut replicas = [Replica::default(); 4];
+                // (replica, estimate) of calls admitted and not settled yet.
+                let mut open: Vec<(usize, u64)> = Vec::new();
+                let (mut settled, mut overcharged, mut admitted_requests) = (0u64, 0u64, 0u64);
+                for op in ops {
+                    match op {
+                        Op::Call { replica, estimate } => {
+                            let r = replicas[replica];
+                            if r.dead {
+                                continue;
+                            }
+                            // A slice is only used in the month it was leased (the real one is
+                            // also dropped when it is empty).
+                            let covered = r.slice.month == MONTH
+                                && (!counts_tokens(&l) || r.slice.tokens >= estimate)
+                                && (l.requests_per_minute.is_none() || r.slice.requests > 0);
+                            if covered {
+                                let s = &mut replicas[replica].slice;
+                                if counts_tokens(&l) {
+                                    s.tokens -= estimate;
+                                }
+                                if l.requests_per_minute.is_some() {
+                                    s.requests -= 1;
+                                }
+                            } else {
+                                let back = std::mem::take(&mut replicas[replica].slice);
+                                let holders = 1 + replicas
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(i, o)| *i != replica && (o.slice.tokens > 0 || o.slice.requests > 0))
+                                    .count() as u64;
+                                let (verdict, slices) = grant(
+                                    &mut state, &[l], &[back], estimate, calls, &[holders], T0, MONTH,
+                                );
+                                if !matches!(verdict, Verdict::Admitted { .. }) {
+                                    continue;
+                                }
+                                let s = &mut replicas[replica].slice;
+                                s.tokens += slices[0].tokens;
+                                s.requests += slices[0].requests;
+                                s.month = MONTH;
+                            }
+                            admitted_requests += 1;
+                            open.push((replica, estimate));
+                        }
+                        Op::Settle { pick, actual_percent } => {
+                            if open.is_empty() {
+                                continue;
+                            }
+                            let (replica, estimate) = open.remove(pick % open.len());
+                            if replicas[replica].dead {
+                                // A dead replica settles nothing: its estimate stays consumed.
+                                settled += estimate;
+                                continue;
+                            }
+                            let actual = estimate * actual_percent / 100;
+                            settled += actual;
+                            if !counts_tokens(&l) {
+                                continue;
+                            }
+                            // Into the replica's slice when it holds one of the call's month,
+                            // else straight to the scope (as `Leases::settle` does).
+                            let s = &mut replicas[replica].slice;
+                            let has_slice = s.month == MONTH;
+                            if actual <= estimate {
+                                let refund = estimate - actual;
+                                if has_slice {
+                                    s.tokens += refund;
+                                } else {
+                                    give_back(&mut state[0], &l, Returned { tokens: refund, requests: 0, month: MONTH }, T0);
+                                }
+                            } else {
+                                let charge = actual - estimate;
+                                let taken = if has_slice { s.tokens.min(charge) } else { 0 };
+                                s.tokens -= taken;
+                                overcharged += charge;
+                                if charge > taken {
+                                    settle(&mut state[0], &l, 0, charge - taken, MONTH, T0);
+                                }
+                            }
+                        }
+                        Op::GiveBack { replica } => {
+                            if !replicas[replica].dead {
+                                let back = std::mem::take(&mut replicas[replica].slice);
+                                give_back(&mut state[0], &l, back, T0);
+                            }
+                        }
+                        Op::Crash { replica } => replicas[replica].dead = true,
+                    }
+                }
+                let in_slices: u64 = replicas.iter().map(|r| r.slice.tokens).sum();
+                let requests_in_slices: u64 = replicas.iter().map(|r| r.slice.requests).sum();
+                let open_estimates: u64 = open.iter().map(|(_, e)| e).sum();
+                let consumed = settled + open_estimates + in_slices;
+                // Conservation: what the scope counts as consumed is exactly what was used,
+                // is still reserved, or sits in a slice (a dead replica's included).
+                if let Some(monthly) = l.monthly_tokens {
+                    prop_assert_eq!(state[0].month_used, consumed);
+                    // Safety: never more than the budget, but for what calls used beyond
+                    // their estimates (charged, as a single reservation's would be).
+                    prop_assert!(consumed <= monthly + overcharged, "{} > {} + {}", consumed, monthly, overcharged);
+                }
+                if let (Some(tpm), Some(bucket)) = (l.tokens_per_minute, state[0].tokens) {
+                    let taken = i64::try_from(tpm).unwrap() * UNITS - bucket.level;
+                    prop_assert_eq!(taken, i64::try_from(consumed).unwrap() * UNITS);
+                    prop_assert!(consumed <= tpm + overcharged);
+                }
+                if let (Some(rpm), Some(bucket)) = (l.requests_per_minute, state[0].requests) {
+                    let taken = i64::try_from(rpm).unwrap() * UNITS - bucket.level;
+                    prop_assert_eq!(taken, i64::try_from(admitted_requests + requests_in_slices).unwrap() * UNITS);
+                    prop_assert!(admitted_requests <= rpm);
+                }
+            }
+
+            #[test]
+            fn slices_shrink_as_the_scope_nears_its_limit(
+                budget in 1_000..100_000u64,
+                need in 1..500u64,
+                calls in 1..32u64,
+                holders in 1..8u64,
+                used_percent in 0..100u64,
+            ) {
+                let l = limits(None, None, Some(budget));
+                let mut state = [ScopeState { month: MONTH, month_used: budget * used_percent / 100, ..ScopeState::default() }];
+                let left_before = budget - state[0].month_used;
+                let (verdict, slices) = grant(&mut state, &[l], &[Returned::default()], need, calls, &[holders], T0, MONTH);
+                if need > left_before {
+                    prop_assert!(matches!(verdict, Verdict::BudgetExhausted { .. }), "{:?}", verdict);
+                    prop_assert_eq!(state[0].month_used, budget * used_percent / 100);
+                } else {
+                    let slice = slices[0];
+                    prop_assert!(slice.tokens <= calls * need);
+                    prop_assert_eq!(slice.tokens % need, 0);
+                    prop_assert!(slice.tokens * 2 * holders <= left_before - need);
+                    prop_assert_eq!(slice.left_tokens, Some(left_before - need - slice.tokens));
+                    prop_assert_eq!(state[0].month_used, budget - slice.left_tokens.unwrap());
+                }
+            }
         }
     }
 }

@@ -10,4 +10,5 @@
 
 mod behaviour;
 mod failures;
+mod leases;
 mod support;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use quota::{Limiter, Limits, OnRedisError, QuotaConfig, Scope, ScopeLimits};
+use quota::{LeaseConfig, Limiter, Limits, OnRedisError, QuotaConfig, Scope, ScopeLimits};
 use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +19,7 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// A limiter on Redis that asks it for every call (no leases).
 pub fn config(url: &str, prefix: &str) -> QuotaConfig {
     QuotaConfig {
         redis_url: Some(SecretString::from(url.to_owned())),
@@ -26,6 +27,25 @@ pub fn config(url: &str, prefix: &str) -> QuotaConfig {
         timeout: Duration::from_millis(50),
         on_redis_error: OnRedisError::FailClosed,
         retry_interval: Duration::from_millis(100),
+        lease: LeaseConfig {
+            calls: 0,
+            ..LeaseConfig::default()
+        },
+    }
+}
+
+/// A limiter on Redis with leases, idle slices going back after 200 ms.
+pub fn leased_config(url: &str, prefix: &str) -> QuotaConfig {
+    QuotaConfig {
+        lease: LeaseConfig {
+            calls: 8,
+            idle: Duration::from_millis(200),
+            ttl: Duration::from_secs(30),
+            recall_wait: Duration::from_millis(300),
+        },
+        // Three limiters in one test process on a busy machine.
+        timeout: Duration::from_millis(500),
+        ..config(url, prefix)
     }
 }
 
@@ -53,12 +73,33 @@ pub fn unique_prefix(test: &str) -> String {
 /// own connection) sharing a key prefix; in process, clones of one limiter.
 pub struct Harness {
     pub on_redis: bool,
+    pub leased: bool,
     prefix: String,
     replicas: Vec<Limiter>,
 }
 
 impl Harness {
     pub async fn redis(test: &str) -> Self {
+        Self::on_redis(test, config).await
+    }
+
+    pub async fn leased(test: &str) -> Self {
+        Self::leased_with(test, Duration::from_millis(200)).await
+    }
+
+    /// Leases whose idle slices go back after `idle`.
+    pub async fn leased_with(test: &str, idle: Duration) -> Self {
+        let mut h = Self::on_redis(test, |url, prefix| {
+            let mut config = leased_config(url, prefix);
+            config.lease.idle = idle;
+            config
+        })
+        .await;
+        h.leased = true;
+        h
+    }
+
+    async fn on_redis(test: &str, config: impl Fn(&str, &str) -> QuotaConfig) -> Self {
         let prefix = unique_prefix(test);
         let mut replicas = Vec::new();
         for _ in 0..3 {
@@ -71,6 +112,7 @@ impl Harness {
         }
         Self {
             on_redis: true,
+            leased: false,
             prefix,
             replicas,
         }
@@ -80,6 +122,7 @@ impl Harness {
         let limiter = Limiter::in_process();
         Self {
             on_redis: false,
+            leased: false,
             prefix: String::new(),
             replicas: vec![limiter.clone(), limiter.clone(), limiter],
         }
