@@ -246,3 +246,140 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         "the process waited for the request"
     );
 }
+
+/// A replica's `bulkhead_registry_*` series, by name.
+async fn registry_series(
+    http: &reqwest::Client,
+    base: &str,
+) -> std::collections::HashMap<String, f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(bulkhead_tests::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("bulkhead_registry_"))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+async fn new_key(http: &reqwest::Client, base: &str, slug: &str) -> String {
+    let (status, key) = admin_call(
+        http,
+        base,
+        Method::POST,
+        &format!("/admin/v1/tenants/{slug}/keys"),
+        Some(json!({"name": "k", "scope": "read"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
+async fn serves(http: &reqwest::Client, base: &str, key: &str) -> bool {
+    http.get(format!("{base}/v1/me"))
+        .header("api-key", key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == StatusCode::OK
+}
+
+#[tokio::test]
+async fn another_replica_applies_a_change_by_itself_without_reading_everything_and_catches_up_a_missed_notification(
+) {
+    let database = fresh_postgres_database().await;
+    let one = replica(&database).await;
+    let two = replica(&database).await;
+    let http = reqwest::Client::new();
+    let (status, _) = admin_call(
+        &http,
+        &one.base,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(json!({"slug": "acme", "display_name": "Acme"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Both replicas have settled after the start (their first reads are full ones).
+    let first = new_key(&http, &one.base, "acme").await;
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || {
+            if serves(&http, &two.base, &first).await {
+                Ok(())
+            } else {
+                Err("replica two never saw the first key".to_owned())
+            }
+        },
+    )
+    .await;
+    let before = registry_series(&http, &two.base).await;
+
+    // A key made through replica one is applied by replica two from the change log alone.
+    let second = new_key(&http, &one.base, "acme").await;
+    eventually(
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+        async || {
+            if serves(&http, &two.base, &second).await {
+                Ok(())
+            } else {
+                Err("replica two never applied the new key".to_owned())
+            }
+        },
+    )
+    .await;
+    let after = registry_series(&http, &two.base).await;
+    assert_eq!(
+        after["bulkhead_registry_full_reloads_total"],
+        before["bulkhead_registry_full_reloads_total"],
+        "no full read: {before:?} -> {after:?}"
+    );
+    assert!(
+        after["bulkhead_registry_changes_applied_total"]
+            > before["bulkhead_registry_changes_applied_total"],
+        "{before:?} -> {after:?}"
+    );
+    assert!(after["bulkhead_registry_change_mark"] > before["bulkhead_registry_change_mark"]);
+
+    // Notifications of key writes silenced (as if the listener's connection had dropped one):
+    // replica two still applies the next key, from its poll of the change log.
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    sqlx::query("ALTER TABLE api_keys DISABLE TRIGGER api_keys_changed")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let third = new_key(&http, &one.base, "acme").await;
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        async || {
+            if serves(&http, &two.base, &third).await {
+                Ok(())
+            } else {
+                Err("replica two never caught up the key whose notification was lost".to_owned())
+            }
+        },
+    )
+    .await;
+    sqlx::query("ALTER TABLE api_keys ENABLE TRIGGER api_keys_changed")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let caught_up = registry_series(&http, &two.base).await;
+    assert_eq!(
+        caught_up["bulkhead_registry_full_reloads_total"],
+        before["bulkhead_registry_full_reloads_total"],
+        "caught up without a full read"
+    );
+}

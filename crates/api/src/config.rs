@@ -17,7 +17,7 @@
 //! | `BULKHEAD_JWT_EXTERNAL_ISSUER` | required `iss` of external tokens |
 //! | `BULKHEAD_JWT_EXTERNAL_AUDIENCE` | required `aud` of external tokens |
 //! | `BULKHEAD_JWT_TENANT_CLAIM` | claim naming the tenant, by id or slug (default `tid`) |
-//! | `BULKHEAD_REGISTRY_REFRESH_SECONDS` | full registry reload interval, besides change notifications (default 30) |
+//! | `BULKHEAD_REGISTRY_REFRESH_SECONDS` | interval of the full registry read that checks the view (changes arrive through the change log; default 300) |
 //! | `BULKHEAD_SHUTDOWN_GRACE_SECONDS` | how long in-flight requests may run once the listener closed after SIGTERM (default 30) |
 //! | `BULKHEAD_SHUTDOWN_DELAY_SECONDS` | how long the listener keeps accepting after SIGTERM, `/readyz` already 503 (default 5) |
 //! | `BULKHEAD_HEADER_READ_TIMEOUT_SECONDS` | time to send a complete request head (default 10) |
@@ -128,8 +128,9 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_JWT_TENANT_CLAIM", default_value = "tid")]
     pub jwt_tenant_claim: String,
 
-    /// Seconds between full registry reloads (changes also arrive by notification on Postgres).
-    #[arg(long, env = "BULKHEAD_REGISTRY_REFRESH_SECONDS", default_value_t = 30)]
+    /// Seconds between full registry reads, a consistency check: changes arrive through the
+    /// change log (on notification, and a one-second poll).
+    #[arg(long, env = "BULKHEAD_REGISTRY_REFRESH_SECONDS", default_value_t = 300)]
     pub registry_refresh_seconds: u64,
 
     /// Seconds in-flight requests may run once the listener has closed after SIGTERM.
@@ -397,7 +398,7 @@ impl Config {
             jwt_external_issuer: None,
             jwt_external_audience: None,
             jwt_tenant_claim: "tid".into(),
-            registry_refresh_seconds: 30,
+            registry_refresh_seconds: 300,
             shutdown_grace_seconds: 5,
             shutdown_delay_seconds: 0,
             header_read_timeout_seconds: 10,

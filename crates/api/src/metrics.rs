@@ -16,7 +16,11 @@
 //! - `bulkhead_connections_open`, `bulkhead_connections_refused_total` (at the connection
 //!   cap), `bulkhead_connections_timed_out_total` (header, idle or write timeouts);
 //! - `bulkhead_token_counts_offloaded_total` (counts run on the blocking pool) and
-//!   `bulkhead_token_counts_busy_total` (refused for want of a counting thread).
+//!   `bulkhead_token_counts_busy_total` (refused for want of a counting thread);
+//! - `bulkhead_registry_changes_applied_total` (change-log rows applied to the in-memory
+//!   view), `bulkhead_registry_full_reloads_total` (times everything was read),
+//!   `bulkhead_registry_change_mark` (the last change included), `bulkhead_registry_tenants`
+//!   and `bulkhead_registry_keys`.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -188,6 +192,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
         gauge!("bulkhead_member_cooldown_seconds", "member" => member)
             .set(cooling.map_or(0.0, |c| c.as_secs_f64()));
     }
+    let view = state.registry.view_counters();
+    counter!("bulkhead_registry_changes_applied_total").absolute(view.changes_applied);
+    counter!("bulkhead_registry_full_reloads_total").absolute(view.full_reloads);
+    gauge!("bulkhead_registry_change_mark").set(view.mark as f64);
+    let snapshot = state.registry.snapshot();
+    gauge!("bulkhead_registry_tenants").set(snapshot.tenant_count() as f64);
+    gauge!("bulkhead_registry_keys").set(snapshot.key_count() as f64);
     let quota = state.quota.metrics();
     counter!("bulkhead_quota_admissions_total").absolute(quota.admitted);
     for (reason, n) in [

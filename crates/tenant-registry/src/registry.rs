@@ -1,11 +1,20 @@
 //! [`Registry`]: the rules of the registry (validation, placement, ownership) over a
-//! [`Store`], and the in-memory [`Snapshot`] the hot path reads, reloaded after every write
-//! here and, on Postgres, whenever another replica writes (LISTEN/NOTIFY).
+//! [`Store`], and the in-memory [`Snapshot`] the hot path reads.
+//!
+//! The view follows the store's change log (migration 0006): after a write here, when another
+//! replica writes (on Postgres, LISTEN/NOTIFY wakes every replica) and on a one-second poll
+//! (a notification lost with a connection is caught up), each replica reads the change rows
+//! after the last one it applied and re-reads only the tenants and keys they name; a catalog
+//! change (resources, pools, services, templates: rare, and every tenant's view depends on
+//! it) reads everything. A full read also runs every `BULKHEAD_REGISTRY_REFRESH_SECONDS` as a
+//! consistency check. Sequence numbers become visible in commit order, not in the order they
+//! were taken, and a rolled-back write leaves a hole: a hole is waited for ([`GAP_WAIT`])
+//! before it is passed, and what was applied above it is not applied twice.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -54,11 +63,79 @@ const MAX_PRIORITY: u32 = 1000;
 const MAX_WEIGHT: u32 = 1000;
 const MAX_PAGE: u32 = 200;
 
+/// How long a hole in the change log's sequence numbers is waited for (a write still being
+/// committed) before it is taken for a rolled-back write and passed.
+pub const GAP_WAIT: Duration = Duration::from_secs(10);
+
+/// Change rows read per query while catching up.
+const CHANGES_PER_READ: u32 = 2_000;
+
+/// Where this replica is in the change log.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// Every change up to this sequence number is applied.
+    applied: i64,
+    /// Changes above `applied` already applied (a hole below them is being waited for).
+    above: BTreeSet<i64>,
+    /// Since when the hole right above `applied` has been seen.
+    gap_since: Option<Instant>,
+}
+
+impl Cursor {
+    fn at(mark: i64) -> Self {
+        Self {
+            applied: mark,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the change `seq` still has to be applied.
+    fn wants(&self, seq: i64) -> bool {
+        seq > self.applied && !self.above.contains(&seq)
+    }
+
+    /// Records `seq` as applied and moves `applied` up as far as there is no hole; a hole
+    /// older than [`GAP_WAIT`] is passed.
+    fn applied(&mut self, seqs: impl IntoIterator<Item = i64>, now: Instant) {
+        self.above
+            .extend(seqs.into_iter().filter(|s| *s > self.applied));
+        loop {
+            while self.above.remove(&(self.applied + 1)) {
+                self.applied += 1;
+            }
+            let Some(&next) = self.above.first() else {
+                self.gap_since = None;
+                return;
+            };
+            let since = *self.gap_since.get_or_insert(now);
+            if now.duration_since(since) < GAP_WAIT {
+                return;
+            }
+            // Waited long enough: the missing numbers belong to writes that were rolled back.
+            self.applied = next - 1;
+            self.gap_since = None;
+        }
+    }
+}
+
+/// How the view has been kept current since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewCounters {
+    /// Change rows applied without reading everything.
+    pub changes_applied: u64,
+    /// Times everything was read (start, catalog changes, the periodic check, falling behind).
+    pub full_reloads: u64,
+    /// The last change-log sequence number the view includes.
+    pub mark: i64,
+}
+
 pub struct Registry {
     store: Arc<dyn Store>,
     master: MasterKey,
     snapshot: ArcSwap<Snapshot>,
-    reload_lock: tokio::sync::Mutex<()>,
+    reload_lock: tokio::sync::Mutex<Cursor>,
+    changes_applied: AtomicU64,
+    full_reloads: AtomicU64,
     /// False while the last attempt to reach the store failed; the data plane keeps serving
     /// from the last good snapshot meanwhile.
     store_healthy: AtomicBool,
@@ -72,7 +149,9 @@ impl Registry {
             store,
             master,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            reload_lock: tokio::sync::Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::new(Cursor::default()),
+            changes_applied: AtomicU64::new(0),
+            full_reloads: AtomicU64::new(0),
             store_healthy: AtomicBool::new(true),
         });
         registry.reload().await?;
@@ -99,9 +178,22 @@ impl Registry {
         self.store_healthy.load(Ordering::Relaxed)
     }
 
+    /// How the view has been kept current.
+    pub fn view_counters(&self) -> ViewCounters {
+        ViewCounters {
+            changes_applied: self.changes_applied.load(Ordering::Relaxed),
+            full_reloads: self.full_reloads.load(Ordering::Relaxed),
+            mark: self.snapshot.load().mark,
+        }
+    }
+
     /// Reads the whole registry and swaps the new view in.
     pub async fn reload(&self) -> Result<()> {
-        let _guard = self.reload_lock.lock().await;
+        let mut cursor = self.reload_lock.lock().await;
+        self.reload_locked(&mut cursor).await
+    }
+
+    async fn reload_locked(&self, cursor: &mut Cursor) -> Result<()> {
         let rows = match self.store.load().await {
             Ok(rows) => rows,
             Err(error) => {
@@ -114,15 +206,107 @@ impl Registry {
         for problem in problems {
             tracing::error!(problem, "registry row left out of the in-memory view");
         }
+        *cursor = Cursor::at(snapshot.mark);
         self.snapshot.store(Arc::new(snapshot));
+        self.full_reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Keeps the view current: on Postgres, reloads on every change notification (and after
-    /// a reconnect, since notifications may have been missed); everywhere, every `interval`.
+    /// Applies the change log since the last change applied: the tenants and keys it names
+    /// are read again and replaced in the view; a catalog change, or a log that no longer
+    /// reaches back far enough, reads everything.
+    pub async fn catch_up(&self) -> Result<()> {
+        let mut cursor = self.reload_lock.lock().await;
+        loop {
+            let (changes, oldest) = match self
+                .store
+                .changes_since(cursor.applied, CHANGES_PER_READ)
+                .await
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    self.store_healthy.store(false, Ordering::Relaxed);
+                    return Err(error);
+                }
+            };
+            self.store_healthy.store(true, Ordering::Relaxed);
+            if oldest.is_some_and(|oldest| oldest > cursor.applied + 1) && cursor.applied > 0 {
+                // Rows this replica never read were pruned (or a hole sits right above
+                // it): read everything.
+                return self.reload_locked(&mut cursor).await;
+            }
+            let fresh: Vec<_> = changes.iter().filter(|c| cursor.wants(c.seq)).collect();
+            if fresh.is_empty() {
+                cursor.applied(std::iter::empty(), Instant::now());
+                return Ok(());
+            }
+            if fresh.iter().any(|c| c.catalog) {
+                return self.reload_locked(&mut cursor).await;
+            }
+            // A key's row names its tenant too; the tenant itself did not change.
+            let tenant_ids: Vec<Uuid> = fresh
+                .iter()
+                .filter(|c| c.key_id.is_none())
+                .filter_map(|c| c.tenant_id)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let key_ids: Vec<Uuid> = fresh
+                .iter()
+                .filter_map(|c| c.key_id)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut tenants = self.store.tenants_by_id(&tenant_ids).await?;
+            let mut keys = self.store.live_keys_by_id(&key_ids).await?;
+            let tenant_changes = tenant_ids
+                .iter()
+                .map(|id| {
+                    let found = tenants.iter().position(|t| t.row.id == *id);
+                    (*id, found.map(|i| tenants.swap_remove(i)))
+                })
+                .collect();
+            let key_changes = key_ids
+                .iter()
+                .map(|id| {
+                    let found = keys.iter().position(|k| k.id == *id);
+                    (*id, found.map(|i| keys.swap_remove(i)))
+                })
+                .collect();
+            let last = fresh.iter().map(|c| c.seq).max().unwrap_or(cursor.applied);
+            let count = fresh.len() as u64;
+            let seqs: Vec<i64> = fresh.iter().map(|c| c.seq).collect();
+            let current = self.snapshot.load_full();
+            let (next, problems) =
+                current.with_changes(tenant_changes, key_changes, &self.master, last);
+            for problem in problems {
+                tracing::error!(problem, "registry row left out of the in-memory view");
+            }
+            self.snapshot.store(Arc::new(next));
+            self.changes_applied.fetch_add(count, Ordering::Relaxed);
+            cursor.applied(seqs, Instant::now());
+            if changes.len() < CHANGES_PER_READ as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn catch_up_logged(&self) {
+        if let Err(error) = self.catch_up().await {
+            tracing::warn!(%error, "registry catch-up failed; serving the last good view");
+        }
+    }
+
+    /// Keeps the view current: the change log is applied on every change notification (on
+    /// Postgres) and every second; everything is read again every `interval`, and after a
+    /// reconnect of the listener.
     pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let registry = Arc::clone(self);
         tokio::spawn(async move {
+            let poll = Duration::from_secs(1);
+            let mut full =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let listener = match registry.store.listener().await {
                     Ok(listener) => listener,
@@ -136,18 +320,20 @@ impl Registry {
                 registry.reload_logged().await;
                 let Some(mut listener) = listener else {
                     loop {
-                        tokio::time::sleep(interval).await;
-                        registry.reload_logged().await;
+                        tokio::select! {
+                            () = tokio::time::sleep(poll) => registry.catch_up_logged().await,
+                            _ = full.tick() => registry.check().await,
+                        }
                     }
                 };
                 loop {
                     tokio::select! {
                         received = listener.try_recv() => match received {
                             Ok(Some(_)) => {
-                                // Coalesce a burst of notifications into one reload.
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                // Coalesce a burst of notifications into one catch-up.
+                                tokio::time::sleep(Duration::from_millis(5)).await;
                                 while listener.next_buffered().is_some() {}
-                                registry.reload_logged().await;
+                                registry.catch_up_logged().await;
                             }
                             Ok(None) => registry.reload_logged().await,
                             Err(error) => {
@@ -157,11 +343,22 @@ impl Registry {
                                 break;
                             }
                         },
-                        () = tokio::time::sleep(interval) => registry.reload_logged().await,
+                        () = tokio::time::sleep(poll) => registry.catch_up_logged().await,
+                        _ = full.tick() => registry.check().await,
                     }
                 }
             }
         })
+    }
+
+    /// The periodic consistency check: everything read again, and the change log pruned.
+    async fn check(&self) {
+        self.reload_logged().await;
+        match self.store.prune_changes().await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "registry change log pruned"),
+            Err(error) => tracing::debug!(%error, "registry change log not pruned"),
+        }
     }
 
     async fn reload_logged(&self) {
@@ -174,10 +371,10 @@ impl Registry {
         Catalog::from_rows(self.store.catalog().await?)
     }
 
-    /// Reloads after a write; the write itself succeeded, so a failed reload is only logged
-    /// (the watcher will catch up).
+    /// Applies a write to the view (through the change log, like every other replica); the
+    /// write itself succeeded, so a failure here is only logged (the watcher will catch up).
     async fn written(&self) {
-        self.reload_logged().await;
+        self.catch_up_logged().await;
     }
 
     // ---- Master key rotation ----------------------------------------------------------
@@ -1228,4 +1425,50 @@ fn check_index_definition(definition: &serde_json::Map<String, serde_json::Value
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn changes_in_order_move_the_cursor_along() {
+        let mut c = Cursor::at(10);
+        let now = Instant::now();
+        c.applied([11, 12, 13], now);
+        assert_eq!((c.applied, c.above.len()), (13, 0));
+        assert!(!c.wants(12) && c.wants(14));
+    }
+
+    #[test]
+    fn a_hole_is_waited_for_and_what_was_applied_above_it_is_not_applied_again() {
+        let mut c = Cursor::at(10);
+        let t0 = Instant::now();
+        // 11 is still being committed elsewhere; 12 and 13 are visible.
+        c.applied([12, 13], t0);
+        assert_eq!(c.applied, 10);
+        assert!(c.wants(11), "the hole is read again");
+        assert!(
+            !c.wants(12) && !c.wants(13),
+            "what is above it is not applied twice"
+        );
+        // 11 commits: everything up to 13 is done.
+        c.applied([11], t0 + Duration::from_secs(1));
+        assert_eq!((c.applied, c.gap_since), (13, None));
+    }
+
+    #[test]
+    fn a_hole_older_than_the_wait_is_a_rolled_back_write_and_is_passed() {
+        let mut c = Cursor::at(10);
+        let t0 = Instant::now();
+        c.applied([12], t0);
+        c.applied([], t0 + GAP_WAIT / 2);
+        assert_eq!(c.applied, 10);
+        c.applied([14], t0 + GAP_WAIT);
+        // 11 is passed; 13 is a new hole, waited for from now.
+        assert_eq!(c.applied, 12);
+        assert!(c.wants(13) && !c.wants(14));
+        c.applied([], t0 + GAP_WAIT * 2 + Duration::from_millis(1));
+        assert_eq!((c.applied, c.above.len()), (14, 0));
+    }
 }

@@ -12,7 +12,7 @@ use crate::catalog::Catalog;
 use crate::crypto::{hash_api_key, KeyHash, MasterKey};
 use crate::model::{ContextOverflow, KeyScope, Limits, Tenant};
 use crate::names::ResourceName;
-use crate::store::Rows;
+use crate::store::{KeyRow, Rows, TenantRecord};
 use crate::RegistryError;
 
 /// A tenant as the data plane needs it.
@@ -52,16 +52,31 @@ impl KeyEntry {
     }
 }
 
-#[derive(Debug, Default)]
+/// The view: persistent maps (structural sharing), so a change of a few tenants or keys makes
+/// a new view in O(log n) without copying the rest, and readers keep the one they loaded.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub catalog: Catalog,
-    tenants: HashMap<Uuid, Arc<TenantEntry>>,
-    slugs: HashMap<String, Uuid>,
-    keys: HashMap<KeyHash, KeyEntry>,
-    key_ids: HashMap<Uuid, KeyHash>,
-    resource_credentials: HashMap<ResourceName, SecretString>,
-    service_credentials: HashMap<ResourceName, SecretString>,
+    pub catalog: Arc<Catalog>,
+    tenants: imbl::HashMap<Uuid, Arc<TenantEntry>>,
+    slugs: imbl::HashMap<Arc<str>, Uuid>,
+    keys: imbl::HashMap<KeyHash, Arc<KeyEntry>>,
+    key_ids: imbl::HashMap<Uuid, KeyHash>,
+    credentials: Arc<Credentials>,
+    /// The last change-log sequence number this view includes.
+    pub mark: i64,
 }
+
+/// The opened upstream credentials of the catalog.
+#[derive(Debug, Default)]
+struct Credentials {
+    resources: HashMap<ResourceName, SecretString>,
+    services: HashMap<ResourceName, SecretString>,
+}
+
+/// A tenant's current rows (`None`: it no longer exists), for [`Snapshot::with_changes`].
+pub(crate) type TenantChange = (Uuid, Option<TenantRecord>);
+/// A key's current row (`None`: revoked or deleted).
+pub(crate) type KeyChange = (Uuid, Option<KeyRow>);
 
 impl Snapshot {
     /// Builds the view. A row that cannot be read (or a credential that does not open under
@@ -72,11 +87,11 @@ impl Snapshot {
     ) -> Result<(Self, Vec<String>), RegistryError> {
         let mut problems = Vec::new();
         let catalog = Catalog::from_rows(rows.catalog)?;
-        let mut snapshot = Snapshot::default();
+        let mut credentials = Credentials::default();
         for (name, entry) in &catalog.resources {
             match master.open(&resource_context(name), &entry.sealed) {
                 Ok(secret) => {
-                    snapshot.resource_credentials.insert(name.clone(), secret);
+                    credentials.resources.insert(name.clone(), secret);
                 }
                 Err(_) => problems.push(format!("credential of resource {name} does not open")),
             }
@@ -84,80 +99,95 @@ impl Snapshot {
         for (name, entry) in &catalog.services {
             match master.open(&service_context(name), &entry.sealed) {
                 Ok(secret) => {
-                    snapshot.service_credentials.insert(name.clone(), secret);
+                    credentials.services.insert(name.clone(), secret);
                 }
                 Err(_) => problems.push(format!("credential of service {name} does not open")),
             }
         }
-        for record in &rows.tenants {
-            let tenant = match catalog.tenant(record) {
-                Ok(tenant) => tenant,
-                Err(error) => {
-                    problems.push(format!("tenant {}: {error}", record.row.slug));
-                    continue;
-                }
-            };
-            let openai_credential = match &record.row.openai_credential {
-                Some(sealed) => match master.open(&tenant_context(tenant.id), sealed) {
-                    Ok(secret) => Some(secret),
-                    Err(_) => {
-                        problems.push(format!(
-                            "credential of tenant {} does not open",
-                            tenant.slug
-                        ));
-                        None
-                    }
-                },
-                None => None,
-            };
-            snapshot.slugs.insert(tenant.slug.to_string(), tenant.id);
-            snapshot.tenants.insert(
-                tenant.id,
-                Arc::new(TenantEntry {
-                    tenant,
-                    openai_credential,
-                }),
-            );
-        }
-        for row in rows.keys {
-            // A key whose row cannot be read is left out: it stops working (fails closed).
-            let (Ok(hash), Some(scope), Ok(limits)) = (
-                KeyHash::try_from(row.hash.as_slice()),
-                KeyScope::from_db(&row.scope),
-                crate::catalog::limits(
-                    row.tokens_per_minute,
-                    row.requests_per_minute,
-                    row.monthly_tokens,
-                ),
-            ) else {
-                problems.push(format!("api key {} is unreadable", row.id));
+        let mut snapshot = Snapshot {
+            catalog: Arc::new(catalog),
+            credentials: Arc::new(credentials),
+            mark: rows.mark,
+            ..Snapshot::default()
+        };
+        let tenants = rows
+            .tenants
+            .into_iter()
+            .map(|r| (r.row.id, Some(r)))
+            .collect();
+        let keys = rows.keys.into_iter().map(|k| (k.id, Some(k))).collect();
+        snapshot.apply(tenants, keys, master, &mut problems);
+        Ok((snapshot, problems))
+    }
+
+    /// This view with the current rows of some tenants and keys (the catalog unchanged), as
+    /// of change-log sequence number `mark`.
+    pub(crate) fn with_changes(
+        &self,
+        tenants: Vec<TenantChange>,
+        keys: Vec<KeyChange>,
+        master: &MasterKey,
+        mark: i64,
+    ) -> (Self, Vec<String>) {
+        let mut next = self.clone();
+        let mut problems = Vec::new();
+        next.apply(tenants, keys, master, &mut problems);
+        next.mark = next.mark.max(mark);
+        (next, problems)
+    }
+
+    fn apply(
+        &mut self,
+        tenants: Vec<TenantChange>,
+        keys: Vec<KeyChange>,
+        master: &MasterKey,
+        problems: &mut Vec<String>,
+    ) {
+        for (id, record) in tenants {
+            if let Some(old) = self.tenants.remove(&id) {
+                self.slugs.remove(old.tenant.slug.as_str());
+            }
+            let Some(record) = record else {
                 continue;
             };
-            snapshot.key_ids.insert(row.id, hash);
-            snapshot.keys.insert(
-                hash,
-                KeyEntry {
-                    id: row.id,
-                    tenant_id: row.tenant_id,
-                    scope,
-                    expires_at: row.expires_at,
-                    limits,
-                },
-            );
+            match tenant_entry(&self.catalog, &record, master, problems) {
+                Ok(entry) => {
+                    self.slugs.insert(Arc::from(entry.tenant.slug.as_str()), id);
+                    self.tenants.insert(id, Arc::new(entry));
+                }
+                Err(problem) => problems.push(problem),
+            }
         }
-        snapshot.catalog = catalog;
-        Ok((snapshot, problems))
+        for (id, row) in keys {
+            if let Some(hash) = self.key_ids.remove(&id) {
+                self.keys.remove(&hash);
+            }
+            let Some(row) = row else {
+                continue;
+            };
+            match key_entry(&row) {
+                Some((hash, entry)) => {
+                    self.key_ids.insert(id, hash);
+                    self.keys.insert(hash, Arc::new(entry));
+                }
+                // A key whose row cannot be read is left out: it stops working (fails closed).
+                None => problems.push(format!("api key {id} is unreadable")),
+            }
+        }
     }
 
     /// The live key whose secret is `presented`, if any (revoked keys are not in the view).
     pub fn key(&self, presented: &str) -> Option<&KeyEntry> {
-        self.keys.get(&hash_api_key(presented))
+        self.keys.get(&hash_api_key(presented)).map(Arc::as_ref)
     }
 
     /// The live key with this id, if any: for a caller already authenticated by
     /// [`Snapshot::key`] (revoked keys are not in the view).
     pub fn key_by_id(&self, id: Uuid) -> Option<&KeyEntry> {
-        self.key_ids.get(&id).and_then(|hash| self.keys.get(hash))
+        self.key_ids
+            .get(&id)
+            .and_then(|hash| self.keys.get(hash))
+            .map(Arc::as_ref)
     }
 
     pub fn tenant(&self, id: Uuid) -> Option<&Arc<TenantEntry>> {
@@ -178,12 +208,69 @@ impl Snapshot {
     }
 
     pub fn resource_credential(&self, name: &ResourceName) -> Option<&SecretString> {
-        self.resource_credentials.get(name)
+        self.credentials.resources.get(name)
     }
 
     pub fn service_credential(&self, name: &ResourceName) -> Option<&SecretString> {
-        self.service_credentials.get(name)
+        self.credentials.services.get(name)
     }
+
+    /// How many live keys the view holds.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// A tenant as the data plane needs it, from its rows. A credential of its own that does not
+/// open is reported and left out (the tenant stays; calls needing it fail).
+fn tenant_entry(
+    catalog: &Catalog,
+    record: &TenantRecord,
+    master: &MasterKey,
+    problems: &mut Vec<String>,
+) -> Result<TenantEntry, String> {
+    let tenant = catalog
+        .tenant(record)
+        .map_err(|error| format!("tenant {}: {error}", record.row.slug))?;
+    let openai_credential = match &record.row.openai_credential {
+        Some(sealed) => match master.open(&tenant_context(tenant.id), sealed) {
+            Ok(secret) => Some(secret),
+            Err(_) => {
+                problems.push(format!(
+                    "credential of tenant {} does not open",
+                    tenant.slug
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    Ok(TenantEntry {
+        tenant,
+        openai_credential,
+    })
+}
+
+/// A live key's entry and hash, if its row can be read.
+fn key_entry(row: &KeyRow) -> Option<(KeyHash, KeyEntry)> {
+    let hash = KeyHash::try_from(row.hash.as_slice()).ok()?;
+    let scope = KeyScope::from_db(&row.scope)?;
+    let limits = crate::catalog::limits(
+        row.tokens_per_minute,
+        row.requests_per_minute,
+        row.monthly_tokens,
+    )
+    .ok()?;
+    Some((
+        hash,
+        KeyEntry {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            scope,
+            expires_at: row.expires_at,
+            limits,
+        },
+    ))
 }
 
 /// The associated data that binds a sealed credential to its row.

@@ -179,7 +179,22 @@ pub struct Rows {
     pub catalog: CatalogRows,
     pub tenants: Vec<TenantRecord>,
     pub keys: Vec<KeyRow>,
+    /// The last change-log sequence number, read before the rest: every change up to it is
+    /// in these rows (later ones may be too; applying them again changes nothing).
+    pub mark: i64,
 }
+
+/// One row of the registry's change log: what a write touched.
+#[derive(Debug, Clone, FromRow)]
+pub struct ChangeRow {
+    pub seq: i64,
+    pub tenant_id: Option<Uuid>,
+    pub key_id: Option<Uuid>,
+    pub catalog: bool,
+}
+
+/// How many change-log rows are kept; a replica further behind reads everything again.
+pub const CHANGES_KEPT: i64 = 100_000;
 
 /// What a tenant can be deleted with: its id, and the owner slug its reserved resources carry.
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +215,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn load(&self) -> Result<Rows>;
     async fn catalog(&self) -> Result<CatalogRows>;
+
+    /// Change-log rows after `after`, oldest first, at most `limit`; and the oldest sequence
+    /// number still kept (`None`: the log is empty).
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<(Vec<ChangeRow>, Option<i64>)>;
+    /// Forgets change-log rows older than the last [`CHANGES_KEPT`].
+    async fn prune_changes(&self) -> Result<u64>;
+    /// The tenants with these ids that exist (with their members and resources).
+    async fn tenants_by_id(&self, ids: &[Uuid]) -> Result<Vec<TenantRecord>>;
+    /// The live (unrevoked) keys with these ids.
+    async fn live_keys_by_id(&self, ids: &[Uuid]) -> Result<Vec<KeyRow>>;
 
     async fn insert_resource(&self, row: &ResourceRow) -> Result<()>;
     async fn delete_resource(&self, name: &str) -> Result<bool>;
@@ -435,6 +460,11 @@ impl Store for SqlStore {
     async fn load(&self) -> Result<Rows> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            // First: a change committed after this read is applied again later, never lost.
+            let mark: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM registry_changes")
+                    .fetch_one(&mut *tx)
+                    .await?;
             let catalog = catalog_in!(&mut *tx);
             let tenants = sqlx::query_as(&format!(
                 "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY slug"
@@ -457,6 +487,7 @@ impl Store for SqlStore {
                 catalog,
                 tenants: Self::chunk_tenants(tenants, members, links),
                 keys,
+                mark,
             })
         })
     }
@@ -467,6 +498,84 @@ impl Store for SqlStore {
             let catalog = catalog_in!(&mut *tx);
             tx.commit().await?;
             Ok(catalog)
+        })
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<(Vec<ChangeRow>, Option<i64>)> {
+        on_pool!(self, |pool| {
+            let rows: Vec<ChangeRow> = sqlx::query_as(
+                "SELECT seq, tenant_id, key_id, catalog FROM registry_changes \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM registry_changes")
+                .fetch_one(pool)
+                .await?;
+            Ok((rows, oldest))
+        })
+    }
+
+    async fn prune_changes(&self) -> Result<u64> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query(
+                "DELETE FROM registry_changes \
+                 WHERE seq <= (SELECT MAX(seq) FROM registry_changes) - $1",
+            )
+            .bind(CHANGES_KEPT)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    async fn tenants_by_id(&self, ids: &[Uuid]) -> Result<Vec<TenantRecord>> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut records = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(row): Option<TenantRow> = sqlx::query_as(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                else {
+                    continue;
+                };
+                let members = sqlx::query_as(&format!(
+                    "{TENANT_MEMBERS} WHERE tenant_id = $1 ORDER BY alias, priority, deployment_id"
+                ))
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let links = sqlx::query_as(&format!(
+                    "{TENANT_RESOURCES} WHERE tenant_id = $1 ORDER BY position"
+                ))
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                records.extend(Self::chunk_tenants(vec![row], members, links));
+            }
+            tx.commit().await?;
+            Ok(records)
+        })
+    }
+
+    async fn live_keys_by_id(&self, ids: &[Uuid]) -> Result<Vec<KeyRow>> {
+        on_pool!(self, |pool| {
+            let mut keys = Vec::with_capacity(ids.len());
+            for id in ids {
+                let key: Option<KeyRow> =
+                    sqlx::query_as("SELECT * FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await?;
+                keys.extend(key);
+            }
+            Ok(keys)
         })
     }
 

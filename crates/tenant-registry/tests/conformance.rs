@@ -1375,3 +1375,93 @@ async fn operations_are_claimed_once_and_taken_over_after_their_lease_on_sqlite(
     operations_are_claimed_once_and_taken_over_after_their_lease(store).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two registries on one store, as two replicas: what one writes, the other applies from the
+/// change log alone (tenants, keys, a deletion), without reading everything; a catalog change
+/// reads everything.
+async fn a_second_registry_follows_the_change_log(store: SqlStore) {
+    let store: Arc<dyn Store> = Arc::new(store);
+    let key = master();
+    let one = Registry::open(Arc::clone(&store), key.clone())
+        .await
+        .unwrap();
+    let two = Registry::open(Arc::clone(&store), key).await.unwrap();
+    let start = two.view_counters();
+    assert_eq!(start.full_reloads, 1, "opening reads everything once");
+
+    one.onboard(tenant(json!({"slug": "acme", "display_name": "Acme"})))
+        .await
+        .unwrap();
+    let (made, secret) = one
+        .create_key("acme", from(json!({"name": "k", "scope": "read"})))
+        .await
+        .unwrap();
+    assert!(
+        two.snapshot().tenant_by_slug("acme").is_none(),
+        "not applied yet"
+    );
+    two.catch_up().await.unwrap();
+    let seen = two.snapshot();
+    assert_eq!(
+        seen.tenant_by_slug("acme").unwrap().tenant.display_name,
+        "Acme"
+    );
+    assert_eq!(seen.key(secret.expose_secret()).unwrap().id, made.id);
+    let counters = two.view_counters();
+    assert_eq!(counters.full_reloads, start.full_reloads, "no full read");
+    assert!(counters.changes_applied >= 2, "{counters:?}");
+    assert!(counters.mark > start.mark);
+
+    // A change to a tenant, a revoked key: the same way.
+    one.update_tenant("acme", from(json!({"display_name": "Acme Corp"})))
+        .await
+        .unwrap();
+    one.revoke_key("acme", &made.id.to_string()).await.unwrap();
+    two.catch_up().await.unwrap();
+    let seen = two.snapshot();
+    assert_eq!(
+        seen.tenant_by_slug("acme").unwrap().tenant.display_name,
+        "Acme Corp"
+    );
+    assert!(seen.key(secret.expose_secret()).is_none(), "revoked");
+    assert_eq!(two.view_counters().full_reloads, start.full_reloads);
+
+    // Offboarding removes the tenant and its slug.
+    one.offboard("acme").await.unwrap();
+    two.catch_up().await.unwrap();
+    assert!(two.snapshot().tenant_by_slug("acme").is_none());
+    assert_eq!(two.snapshot().tenant_count(), 0);
+
+    // A catalog change reads everything (every tenant's view depends on the catalog).
+    one.create_resource(resource("aoai-x", None, None))
+        .await
+        .unwrap();
+    two.catch_up().await.unwrap();
+    assert_eq!(two.view_counters().full_reloads, start.full_reloads + 1);
+    assert_eq!(two.snapshot().catalog.resources.len(), 1);
+
+    // Catching up with nothing new changes nothing.
+    let before = two.view_counters();
+    two.catch_up().await.unwrap();
+    assert_eq!(two.view_counters(), before);
+    assert_eq!(
+        store.prune_changes().await.unwrap(),
+        0,
+        "far fewer than kept"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_second_registry_follows_the_change_log_on_postgres(pool: sqlx::PgPool) {
+    a_second_registry_follows_the_change_log(SqlStore::from_postgres(pool)).await;
+}
+
+#[tokio::test]
+async fn a_second_registry_follows_the_change_log_on_sqlite() {
+    let dir = temp_dir();
+    let store = SqlStore::sqlite(tenant_registry::SqliteLocation::Dir(&dir))
+        .await
+        .unwrap();
+    a_second_registry_follows_the_change_log(store).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
