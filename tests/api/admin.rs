@@ -890,3 +890,270 @@ async fn the_admin_routes_refuse_what_their_document_forbids_in_one_envelope() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{slug} was not created");
     }
 }
+
+fn slugs(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|t| t["slug"].as_str().expect("slug").to_owned())
+        .collect()
+}
+
+/// Every page of `GET /admin/v1/tenants?{query}`, `limit` at a time, following `next`.
+async fn all_pages(app: &TestApp, query: &str, limit: u32) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for _ in 0..100 {
+        let (status, page) = app
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/tenants?limit={limit}&{query}{after}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {page}");
+        seen.extend(slugs(&page));
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return seen,
+        }
+    }
+    panic!("{query}: the pages never end")
+}
+
+#[tokio::test]
+async fn tenants_are_listed_by_slug_prefix_status_and_placement_a_page_at_a_time() {
+    let app = TestApp::spawn().await;
+    for slug in ["acme-eu", "acme-us", "acme-labs", "beta", "acmeish"] {
+        app.onboard(slug).await;
+    }
+    let byo = json!({"isolation": "tenant_provided", "endpoint": "http://127.0.0.1:9/r/byo",
+        "api_key": TENANT_KEY, "region": "westeurope"});
+    for slug in ["acme-byo", "zeta-byo"] {
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants",
+                Some(json!({"slug": slug, "display_name": slug, "openai": byo})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/acme-us",
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    for limit in [1, 2, 50] {
+        assert_eq!(
+            all_pages(&app, "slug_prefix=acme-", limit).await,
+            ["acme-byo", "acme-eu", "acme-labs", "acme-us"],
+            "limit {limit}"
+        );
+        assert_eq!(
+            all_pages(&app, "slug_prefix=acme&status=active", limit).await,
+            ["acme-byo", "acme-eu", "acme-labs", "acmeish"]
+        );
+        assert_eq!(
+            all_pages(&app, "status=suspended", limit).await,
+            ["acme-us"]
+        );
+        assert_eq!(
+            all_pages(&app, "openai=tenant_provided", limit).await,
+            ["acme-byo", "zeta-byo"]
+        );
+        assert_eq!(
+            all_pages(&app, "openai=none&slug_prefix=acme-", limit).await,
+            ["acme-eu", "acme-labs", "acme-us"]
+        );
+        assert_eq!(
+            all_pages(
+                &app,
+                "search=none&openai=tenant_provided&status=active",
+                limit
+            )
+            .await,
+            ["acme-byo", "zeta-byo"]
+        );
+    }
+    assert!(all_pages(&app, "search=shared_index", 10).await.is_empty());
+    assert!(all_pages(&app, "slug_prefix=nobody", 10).await.is_empty());
+    // A cursor past the prefix's range ends the listing; one before it starts at the prefix.
+    let (_, page) = app
+        .admin(
+            Method::GET,
+            "/admin/v1/tenants?slug_prefix=acme-&after=acme-labs",
+            None,
+        )
+        .await;
+    assert_eq!(slugs(&page), ["acme-us"]);
+    let (_, page) = app
+        .admin(
+            Method::GET,
+            "/admin/v1/tenants?slug_prefix=beta&after=a",
+            None,
+        )
+        .await;
+    assert_eq!(slugs(&page), ["beta"]);
+
+    for (query, field) in [
+        ("slug_prefix=Acme", "slug_prefix"),
+        ("slug_prefix=", "slug_prefix"),
+        ("slug_prefix=a%25", "slug_prefix"),
+        ("status=gone", "status"),
+        ("openai=shared_index", "openai"),
+        ("search=shared", "search"),
+    ] {
+        let (status, body) = app
+            .admin(Method::GET, &format!("/admin/v1/tenants?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+}
+
+fn batch_item(slug: &str, keys: Value) -> Value {
+    json!({"slug": slug, "display_name": slug, "keys": keys})
+}
+
+/// Bulk onboarding: checked whole (a malformed item, or one that breaks a rule, refuses the
+/// call naming it, and nothing is written), then written item by item: each all or nothing,
+/// answered in order, a conflict failing its item alone, the keys of the others working at
+/// once, each for its own tenant.
+#[tokio::test]
+async fn a_batch_onboards_each_item_all_or_nothing_and_answers_each_in_order() {
+    let app = TestApp::spawn().await;
+    app.onboard("taken").await;
+    let fine = || batch_item("fine", json!([{"name": "k"}]));
+    for (bad, field) in [
+        (batch_item("Bad Slug", json!([])), "tenants[1].slug"),
+        (
+            batch_item("half", json!([{"name": "fine"}, {"name": ""}])),
+            "tenants[1].keys[1].name",
+        ),
+        (
+            batch_item("half", json!([{"name": "fine"}, {"nme": "x"}])),
+            "tenants[1].keys[1].nme",
+        ),
+        (
+            json!({"slug": "typo", "display_name": "typo", "limts": {}}),
+            "tenants[1].limts",
+        ),
+        (
+            json!({"slug": "blank", "display_name": "  "}),
+            "tenants[1].display_name",
+        ),
+        (
+            json!({"slug": "nowhere", "display_name": "n",
+                "search": {"isolation": "shared_index", "service": "nothing"}}),
+            "tenants[1].search",
+        ),
+        (json!([1, 2]), "tenants[1]"),
+    ] {
+        let (status, body) = app
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants:batch",
+                Some(json!({"tenants": [fine(), bad]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let named = body["error"]["field"].as_str().unwrap_or_default();
+        assert!(named.starts_with(field), "{field}: {body}");
+        assert_eq!(all_pages(&app, "", 50).await, ["taken"], "{body}");
+    }
+    let many: Vec<Value> = (0..1001)
+        .map(|i| batch_item(&format!("bulk{i}"), json!([])))
+        .collect();
+    for (batch, field) in [
+        (json!({"tenants": many}), Some("tenants")),
+        (json!({"tenants": []}), Some("tenants")),
+        (json!({"tenants": {}}), None),
+        (json!({"tenant": []}), None),
+    ] {
+        let (status, body) = app
+            .admin(Method::POST, "/admin/v1/tenants:batch", Some(batch))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        if let Some(field) = field {
+            assert_eq!(body["error"]["field"], field, "{body}");
+        }
+    }
+    assert_eq!(all_pages(&app, "", 50).await, ["taken"]);
+
+    let mut two = batch_item(
+        "two",
+        json!([{"name": "only", "limits": {"requests_per_minute": 5}}]),
+    );
+    two["limits"] = json!({"tokens_per_minute": 1000});
+    let batch = json!({"tenants": [
+        batch_item("one", json!([{"name": "web", "scope": "read"}, {"name": "jobs"}])),
+        batch_item("taken", json!([{"name": "would-be"}])),
+        batch_item("twice", json!([])),
+        batch_item("twice", json!([{"name": "second"}])),
+        two,
+    ]});
+    let (status, body) = app
+        .admin(Method::POST, "/admin/v1/tenants:batch", Some(batch))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let results = body["results"].as_array().expect("results");
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["index"], i, "{result}");
+    }
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().expect("status"))
+        .collect();
+    assert_eq!(statuses, [201, 409, 201, 409, 201], "{body}");
+    assert_eq!(
+        (body["created"].as_u64(), body["failed"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(results[1]["error"]["code"], "conflict", "{body}");
+    assert_eq!(results[3]["error"]["code"], "conflict", "{body}");
+    assert!(results[1].get("keys").is_none(), "{body}");
+    assert_eq!(results[0]["tenant"]["slug"], "one");
+    assert_eq!(results[4]["tenant"]["limits"]["tokens_per_minute"], 1000);
+    assert_eq!(results[4]["keys"][0]["limits"]["requests_per_minute"], 5);
+
+    // The keys work at once, each for its own tenant only.
+    let keys: Vec<(&str, &str)> = [(0, 0), (0, 1), (4, 0)]
+        .iter()
+        .map(|&(item, key)| {
+            (
+                results[item]["tenant"]["slug"].as_str().expect("slug"),
+                results[item]["keys"][key]["key"].as_str().expect("secret"),
+            )
+        })
+        .collect();
+    for (slug, secret) in &keys {
+        let (status, me) = app.me(&[("api-key", secret)]).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!(me["slug"], *slug, "{me}");
+    }
+    // A secret is in that answer only: the listing shows hints. The item refused for its
+    // taken slug gave the existing tenant no key.
+    let (_, listed) = app
+        .admin(Method::GET, "/admin/v1/tenants/one/keys", None)
+        .await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2));
+    assert_no_key_secret(keys[0].1, &listed);
+    let (_, listed) = app
+        .admin(Method::GET, "/admin/v1/tenants/taken/keys", None)
+        .await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "{listed}");
+    let (_, listed) = app
+        .admin(Method::GET, "/admin/v1/tenants/twice/keys", None)
+        .await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "{listed}");
+    assert_eq!(
+        all_pages(&app, "", 50).await,
+        ["one", "taken", "twice", "two"]
+    );
+}

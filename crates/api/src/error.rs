@@ -268,10 +268,29 @@ impl AdminError {
     }
 }
 
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
+impl AdminError {
+    /// The same error with the field it names (or, naming none, the error itself) placed
+    /// under `prefix`: `tenants[3]` + `slug` is `tenants[3].slug`.
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            Self::Invalid { field, message } => Self::Invalid {
+                field: Some(match field {
+                    Some(field) if field.starts_with('[') => format!("{prefix}{field}"),
+                    Some(field) => format!("{prefix}.{field}"),
+                    None => prefix.to_owned(),
+                }),
+                message,
+            },
+            Self::Registry(error) => Self::Registry(error.within(prefix)),
+            other => other,
+        }
+    }
+
+    /// The status and the envelope (`{"error": {"code", "message", "field"?}}`) this error
+    /// answers with; a server error is logged here and described without its cause.
+    pub fn envelope(&self) -> (StatusCode, serde_json::Value) {
         let status = self.status();
-        let field = match &self {
+        let field = match self {
             Self::Invalid { field, .. } => field.clone(),
             Self::Registry(RegistryError::Invalid { field, .. }) => Some(field.clone()),
             _ => None,
@@ -283,7 +302,7 @@ impl IntoResponse for AdminError {
                 _ => "internal error".to_owned(),
             }
         } else {
-            match &self {
+            match self {
                 Self::Registry(RegistryError::Invalid { message, .. }) => message.clone(),
                 other => other.to_string(),
             }
@@ -292,7 +311,14 @@ impl IntoResponse for AdminError {
         if let Some(field) = field {
             error["field"] = json!(field);
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        (status, json!({ "error": error }))
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.envelope();
+        (status, Json(body)).into_response()
     }
 }
 

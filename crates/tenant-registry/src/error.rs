@@ -25,6 +25,21 @@ impl RegistryError {
         }
     }
 
+    /// The same error with its field named from `prefix` (`keys[0]` + `name`).
+    pub fn within(self, prefix: &str) -> Self {
+        match self {
+            Self::Invalid { field, message } => Self::Invalid {
+                field: if field.starts_with('[') {
+                    format!("{prefix}{field}")
+                } else {
+                    format!("{prefix}.{field}")
+                },
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub fn not_found(what: &'static str, name: impl std::fmt::Display) -> Self {
         Self::NotFound {
             what,

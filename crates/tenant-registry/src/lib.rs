@@ -17,6 +17,6 @@ pub mod store;
 pub use catalog::{Catalog, DeploymentEntry, ResourceEntry, ServiceEntry};
 pub use crypto::MasterKey;
 pub use error::RegistryError;
-pub use registry::{Registry, ResealReport};
+pub use registry::{Registry, ResealReport, MAX_BATCH};
 pub use snapshot::{KeyEntry, Snapshot, TenantEntry};
 pub use store::{SqlStore, SqliteLocation, Store};

@@ -677,6 +677,20 @@ pub struct NewApiKey {
     pub limits: Limits,
 }
 
+/// One item of a bulk onboarding: a tenant and the keys to issue it.
+#[derive(Debug, Clone)]
+pub struct NewTenantWithKeys {
+    pub tenant: NewTenant,
+    pub keys: Vec<NewApiKey>,
+}
+
+/// A tenant onboarded in bulk, with its keys and their secrets (shown once).
+#[derive(Debug)]
+pub struct Onboarded {
+    pub tenant: Tenant,
+    pub keys: Vec<(ApiKey, SecretString)>,
+}
+
 /// A change to a key: absent fields keep their value. Only its limits can change; its name,
 /// scope and expiry are fixed when it is issued.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -698,6 +712,82 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
     pub limits: Limits,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a tenant listing narrows to; every part is optional and they all hold together.
+/// Built from the admin API's query (`slug_prefix`, `status`, `openai`, `search`) by
+/// [`TenantFilter::parse`], which checks each value, so the store can trust it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantFilter {
+    /// Slugs that start with this (lowercase letters, digits and hyphens).
+    pub slug_prefix: Option<String>,
+    pub status: Option<TenantStatus>,
+    /// An OpenAI isolation (`shared`, ...), or `none` for tenants without an OpenAI placement.
+    pub openai: Option<Isolation>,
+    /// A search isolation (`shared_index`, ...), or `none` for tenants without one.
+    pub search: Option<Isolation>,
+}
+
+/// A placement filter: one isolation model, or none placed at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    Is(&'static str),
+    Unplaced,
+}
+
+const OPENAI_ISOLATIONS: [&str; 4] = [
+    "shared",
+    "dedicated_deployment",
+    "dedicated_resource",
+    "tenant_provided",
+];
+const SEARCH_ISOLATIONS: [&str; 3] = ["shared_index", "dedicated_index", "dedicated_service"];
+
+impl TenantFilter {
+    /// Checks each part; the error names the query parameter at fault.
+    pub fn parse(
+        slug_prefix: Option<&str>,
+        status: Option<&str>,
+        openai: Option<&str>,
+        search: Option<&str>,
+    ) -> Result<Self, (&'static str, String)> {
+        if let Some(prefix) = slug_prefix {
+            let fine = !prefix.is_empty()
+                && prefix.len() <= 40
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !fine {
+                return Err((
+                    "slug_prefix",
+                    "must be 1 to 40 lowercase letters, digits or hyphens".into(),
+                ));
+            }
+        }
+        let status = status
+            .map(|s| {
+                TenantStatus::from_db(s).ok_or((
+                    "status",
+                    "must be one of active, suspended, offboarding".to_owned(),
+                ))
+            })
+            .transpose()?;
+        let isolation = |field: &'static str, value: Option<&str>, known: &[&'static str]| {
+            value
+                .map(|v| match known.iter().find(|k| **k == v) {
+                    Some(k) => Ok(Isolation::Is(k)),
+                    None if v == "none" => Ok(Isolation::Unplaced),
+                    None => Err((field, format!("must be one of {}, none", known.join(", ")))),
+                })
+                .transpose()
+        };
+        Ok(Self {
+            slug_prefix: slug_prefix.map(str::to_owned),
+            status,
+            openai: isolation("openai", openai, &OPENAI_ISOLATIONS)?,
+            search: isolation("search", search, &SEARCH_ISOLATIONS)?,
+        })
+    }
 }
 
 /// A page of a listing and the cursor of the next one.

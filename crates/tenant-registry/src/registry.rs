@@ -11,7 +11,7 @@
 //! were taken, and a rolled-back write leaves a hole: a hole is waited for ([`GAP_WAIT`])
 //! before it is passed, and what was applied above it is not applied twice.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +25,9 @@ use crate::catalog::Catalog;
 use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
 use crate::model::{
     ApiKey, ApiKeyPatch, Deployment, IndexTemplate, KeyScope, Member, NewApiKey, NewDeployment,
-    NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant, OpenAiPlacementSpec,
-    OpenAiResource, Page, Pool, SearchMove, SearchPlacement, SearchService, Tenant, TenantPatch,
-    TenantStatus, RESERVED_FIELD_PREFIX,
+    NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant, NewTenantWithKeys,
+    Onboarded, OpenAiPlacementSpec, OpenAiResource, Page, Pool, SearchMove, SearchPlacement,
+    SearchService, Tenant, TenantFilter, TenantPatch, TenantStatus, RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
@@ -62,6 +62,10 @@ const MAX_MEMBERS: usize = 64;
 const MAX_PRIORITY: u32 = 1000;
 const MAX_WEIGHT: u32 = 1000;
 const MAX_PAGE: u32 = 200;
+/// The most tenants one bulk onboarding takes.
+pub const MAX_BATCH: usize = 1000;
+/// How many items of a bulk onboarding are written at once (each its own transaction).
+const BATCH_WRITERS: usize = 4;
 
 /// How long a hole in the change log's sequence numbers is waited for (a write still being
 /// committed) before it is taken for a rolled-back write and passed.
@@ -690,8 +694,87 @@ impl Registry {
     /// Onboards a tenant: validates the whole body and every placement rule, then writes it
     /// in one transaction (nothing is written on any error).
     pub async fn onboard(&self, new: NewTenant) -> Result<Tenant> {
-        check_display_name(&new.display_name)?;
         let catalog = self.catalog().await?;
+        let record = self.tenant_record(&catalog, &new)?;
+        self.store.insert_tenant(&record, &[]).await?;
+        self.written().await;
+        catalog.tenant(&record)
+    }
+
+    /// Onboards many tenants, each with the keys to issue it. Checked whole, written item by
+    /// item: every item is checked first against the same rules as a single onboarding, and
+    /// one that breaks a rule refuses the batch (`Invalid`, its field under `tenants[i]`) with
+    /// nothing written. Then each item is written in its own transaction (the tenant, its
+    /// placements and its keys, all or nothing) and answered on its own, in order: a slug
+    /// taken (before, or by an earlier item) or a resource removed meanwhile fails that item
+    /// alone. The in-memory view catches up once, after all of them.
+    pub async fn onboard_many(
+        &self,
+        items: Vec<NewTenantWithKeys>,
+    ) -> Result<Vec<Result<Onboarded>>> {
+        use futures::StreamExt as _;
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(RegistryError::invalid(
+                "tenants",
+                format!("must hold 1 to {MAX_BATCH} tenants"),
+            ));
+        }
+        let catalog = self.catalog().await?;
+        let mut prepared = Vec::with_capacity(items.len());
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("tenants[{i}]");
+            let record = self
+                .tenant_record(&catalog, &item.tenant)
+                .map_err(|error| error.within(&at))?;
+            let keys = item
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(k, new)| {
+                    key_row(record.row.id, new)
+                        .map_err(|error| error.within(&format!("{at}.keys[{k}]")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let earlier = *first_of.entry(item.tenant.slug.as_str()).or_insert(i);
+            prepared.push((earlier, record, keys));
+        }
+        let results = futures::stream::iter(prepared.into_iter().enumerate())
+            .map(|(i, (earlier, record, keys))| {
+                let catalog = &catalog;
+                async move {
+                    if earlier != i {
+                        return Err(RegistryError::Conflict(format!(
+                            "slug '{}' is onboarded by tenants[{earlier}] of this batch",
+                            record.row.slug
+                        )));
+                    }
+                    let (rows, secrets): (Vec<KeyRow>, Vec<SecretString>) =
+                        keys.into_iter().unzip();
+                    self.store.insert_tenant(&record, &rows).await?;
+                    let keys = rows
+                        .iter()
+                        .zip(secrets)
+                        .map(|(row, secret)| Ok((key_view(row, &record.row.slug)?, secret)))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Onboarded {
+                        tenant: catalog.tenant(&record)?,
+                        keys,
+                    })
+                }
+            })
+            .buffered(BATCH_WRITERS)
+            .collect::<Vec<_>>()
+            .await;
+        if results.iter().any(Result::is_ok) {
+            self.written().await;
+        }
+        Ok(results)
+    }
+
+    /// The rows of a new tenant, checked against the catalog; nothing is written.
+    fn tenant_record(&self, catalog: &Catalog, new: &NewTenant) -> Result<TenantRecord> {
+        check_display_name(&new.display_name)?;
         let id = Uuid::now_v7();
         let now = now();
         let row = TenantRow {
@@ -724,7 +807,7 @@ impl Registry {
         };
         if let Some(spec) = &new.openai {
             self.place_openai(
-                &catalog,
+                catalog,
                 &new.slug,
                 new.data_zone.as_ref(),
                 spec,
@@ -733,16 +816,14 @@ impl Registry {
         }
         if let Some(search) = &new.search {
             place_search(
-                &catalog,
+                catalog,
                 &new.slug,
                 new.data_zone.as_ref(),
                 search,
                 &mut record,
             )?;
         }
-        self.store.insert_tenant(&record).await?;
-        self.written().await;
-        catalog.tenant(&record)
+        Ok(record)
     }
 
     pub async fn tenant(&self, slug: &str) -> Result<Tenant> {
@@ -759,6 +840,18 @@ impl Registry {
 
     /// Tenants in slug order, `limit` at a time, after the cursor `after`.
     pub async fn tenants(&self, after: Option<&str>, limit: Option<u32>) -> Result<Page<Tenant>> {
+        self.tenants_matching(&TenantFilter::default(), after, limit)
+            .await
+    }
+
+    /// The tenants that match `filter`, in slug order, `limit` at a time, after the cursor
+    /// `after`: one page read from the store, never the whole registry.
+    pub async fn tenants_matching(
+        &self,
+        filter: &TenantFilter,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Tenant>> {
         let limit = limit.unwrap_or(50);
         if limit == 0 || limit > MAX_PAGE {
             return Err(RegistryError::invalid(
@@ -766,7 +859,10 @@ impl Registry {
                 format!("must be 1 to {MAX_PAGE}"),
             ));
         }
-        let records = self.store.tenants_after(after.unwrap_or(""), limit).await?;
+        let records = self
+            .store
+            .tenants_after(after.unwrap_or(""), limit, filter)
+            .await?;
         let catalog = self.catalog().await?;
         let data = records
             .iter()
@@ -1029,40 +1125,7 @@ impl Registry {
     /// Issues a key; the secret is returned here and never again.
     pub async fn create_key(&self, slug: &str, new: NewApiKey) -> Result<(ApiKey, SecretString)> {
         let record = self.record(slug).await?;
-        let name = new.name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(RegistryError::invalid(
-                "name",
-                "must be 1 to 100 printable characters",
-            ));
-        }
-        let now = now();
-        if new.expires_at.is_some_and(|at| at <= now) {
-            return Err(RegistryError::invalid(
-                "expires_at",
-                "must be in the future",
-            ));
-        }
-        let secret = generate_api_key();
-        let exposed = secret.expose_secret();
-        let hint = exposed[exposed.len().saturating_sub(4)..].to_owned();
-        let row = KeyRow {
-            id: Uuid::now_v7(),
-            tenant_id: record.row.id,
-            name: name.to_owned(),
-            scope: new.scope.as_str().to_owned(),
-            hash: hash_api_key(exposed).to_vec(),
-            hint,
-            expires_at: new.expires_at,
-            revoked_at: None,
-            created_at: now,
-            tokens_per_minute: opt_i64("limits.tokens_per_minute", new.limits.tokens_per_minute)?,
-            requests_per_minute: opt_i64(
-                "limits.requests_per_minute",
-                new.limits.requests_per_minute,
-            )?,
-            monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
-        };
+        let (row, secret) = key_row(record.row.id, &new)?;
         self.store.insert_key(&row).await?;
         self.written().await;
         Ok((key_view(&row, slug)?, secret))
@@ -1425,6 +1488,42 @@ fn check_index_definition(definition: &serde_json::Map<String, serde_json::Value
         ));
     }
     Ok(())
+}
+
+/// A new key's row and its secret (shown once); nothing is written.
+fn key_row(tenant_id: Uuid, new: &NewApiKey) -> Result<(KeyRow, SecretString)> {
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            "name",
+            "must be 1 to 100 printable characters",
+        ));
+    }
+    let now = now();
+    if new.expires_at.is_some_and(|at| at <= now) {
+        return Err(RegistryError::invalid(
+            "expires_at",
+            "must be in the future",
+        ));
+    }
+    let secret = generate_api_key();
+    let exposed = secret.expose_secret();
+    let hint = exposed[exposed.len().saturating_sub(4)..].to_owned();
+    let row = KeyRow {
+        id: Uuid::now_v7(),
+        tenant_id,
+        name: name.to_owned(),
+        scope: new.scope.as_str().to_owned(),
+        hash: hash_api_key(exposed).to_vec(),
+        hint,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        created_at: now,
+        tokens_per_minute: opt_i64("limits.tokens_per_minute", new.limits.tokens_per_minute)?,
+        requests_per_minute: opt_i64("limits.requests_per_minute", new.limits.requests_per_minute)?,
+        monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
+    };
+    Ok((row, secret))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::error::on_constraint;
+use crate::model::{Isolation, TenantFilter};
 use crate::RegistryError;
 
 type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -237,11 +238,18 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_template(&self, row: &TemplateRow) -> Result<()>;
     async fn delete_template(&self, name: &str) -> Result<bool>;
 
-    async fn insert_tenant(&self, record: &TenantRecord) -> Result<()>;
+    /// Inserts the tenant with its placements and `keys` in one transaction: all or nothing.
+    async fn insert_tenant(&self, record: &TenantRecord, keys: &[KeyRow]) -> Result<()>;
     /// Replaces the tenant's row, members and resources.
     async fn update_tenant(&self, record: &TenantRecord) -> Result<()>;
     async fn tenant(&self, slug: &str) -> Result<Option<TenantRecord>>;
-    async fn tenants_after(&self, after: &str, limit: u32) -> Result<Vec<TenantRecord>>;
+    /// Tenants matching `filter` in slug order after `after`, at most `limit`.
+    async fn tenants_after(
+        &self,
+        after: &str,
+        limit: u32,
+        filter: &TenantFilter,
+    ) -> Result<Vec<TenantRecord>>;
     /// Deletes the tenant, its keys and placements, and the resources reserved for it.
     async fn delete_tenant(&self, owned: Owned<'_>) -> Result<()>;
 
@@ -260,6 +268,69 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a sealed credential by the same secret sealed anew, only if the row still
     /// holds `old` (a credential changed meanwhile is left alone). Whether it was replaced.
     async fn reseal(&self, row: SealedRow, old: &[u8], new: &[u8]) -> Result<bool>;
+}
+
+/// A tenant filter as SQL conditions over `tenants`, each starting with ` AND `, and the text
+/// values they bind, numbered from `$2` (`$1` is the cursor). The filter's values were checked
+/// by [`TenantFilter::parse`]; they are bound, never spliced, all but the prefix's length.
+fn filter_sql(filter: &TenantFilter) -> (String, Vec<String>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    let param = |value: &str, values: &mut Vec<String>| {
+        values.push(value.to_owned());
+        format!("${}", values.len() + 1)
+    };
+    if let Some(prefix) = &filter.slug_prefix {
+        // `slug >=` lets the slug index start the scan at the prefix; `substr` then keeps the
+        // slugs that carry it, whatever the column's collation.
+        let start = param(prefix, &mut values);
+        let same = param(prefix, &mut values);
+        sql += &format!(
+            " AND slug >= {start} AND substr(slug, 1, {}) = {same}",
+            prefix.len()
+        );
+    }
+    if let Some(status) = filter.status {
+        sql += &format!(" AND status = {}", param(status.as_str(), &mut values));
+    }
+    for (column, isolation) in [
+        ("openai_isolation", filter.openai),
+        ("search_isolation", filter.search),
+    ] {
+        match isolation {
+            Some(Isolation::Is(name)) => {
+                sql += &format!(" AND {column} = {}", param(name, &mut values));
+            }
+            Some(Isolation::Unplaced) => sql += &format!(" AND {column} IS NULL"),
+            None => {}
+        }
+    }
+    (sql, values)
+}
+
+const INSERT_KEY: &str = "INSERT INTO api_keys \
+     (id, tenant_id, name, scope, hash, hint, expires_at, revoked_at, created_at, \
+     tokens_per_minute, requests_per_minute, monthly_tokens) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// Binds a [`KeyRow`] to [`INSERT_KEY`], on either backend.
+macro_rules! bind_key {
+    ($query:expr, $row:expr) => {{
+        let row: &KeyRow = $row;
+        $query
+            .bind(row.id)
+            .bind(row.tenant_id)
+            .bind(&row.name)
+            .bind(&row.scope)
+            .bind(&row.hash)
+            .bind(&row.hint)
+            .bind(row.expires_at)
+            .bind(row.revoked_at)
+            .bind(row.created_at)
+            .bind(row.tokens_per_minute)
+            .bind(row.requests_per_minute)
+            .bind(row.monthly_tokens)
+    }};
 }
 
 #[derive(Debug, Clone)]
@@ -763,7 +834,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn insert_tenant(&self, record: &TenantRecord) -> Result<()> {
+    async fn insert_tenant(&self, record: &TenantRecord, keys: &[KeyRow]) -> Result<()> {
         let row = &record.row;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -823,6 +894,11 @@ impl Store for SqlStore {
                 .map_err(on_constraint(|| {
                     "a resource was deleted meanwhile or is listed twice".to_owned()
                 }))?;
+            }
+            for key in keys {
+                bind_key!(sqlx::query(INSERT_KEY), key)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -936,34 +1012,45 @@ impl Store for SqlStore {
         })
     }
 
-    async fn tenants_after(&self, after: &str, limit: u32) -> Result<Vec<TenantRecord>> {
+    async fn tenants_after(
+        &self,
+        after: &str,
+        limit: u32,
+        filter: &TenantFilter,
+    ) -> Result<Vec<TenantRecord>> {
+        let (conditions, values) = filter_sql(filter);
+        let last_param = values.len() + 2;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let rows: Vec<TenantRow> = sqlx::query_as(&format!(
-                "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug > $1 ORDER BY slug LIMIT $2"
-            ))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+            let sql = format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug > $1{conditions} \
+                 ORDER BY slug LIMIT ${last_param}"
+            );
+            let mut query = sqlx::query_as(&sql).bind(after);
+            for value in &values {
+                query = query.bind(value);
+            }
+            let rows: Vec<TenantRow> = query.bind(i64::from(limit)).fetch_all(&mut *tx).await?;
             let Some(last) = rows.last().map(|r| r.slug.clone()) else {
                 return Ok(Vec::new());
             };
-            let in_page = "tenant_id IN (SELECT id FROM tenants WHERE slug > $1 AND slug <= $2)";
-            let members = sqlx::query_as(&format!(
-                "{TENANT_MEMBERS} WHERE {in_page} ORDER BY alias, priority, deployment_id"
-            ))
-            .bind(after)
-            .bind(&last)
-            .fetch_all(&mut *tx)
-            .await?;
-            let links = sqlx::query_as(&format!(
-                "{TENANT_RESOURCES} WHERE {in_page} ORDER BY position"
-            ))
-            .bind(after)
-            .bind(&last)
-            .fetch_all(&mut *tx)
-            .await?;
+            let in_page = format!(
+                "tenant_id IN (SELECT id FROM tenants \
+                 WHERE slug > $1{conditions} AND slug <= ${last_param})"
+            );
+            let sql =
+                format!("{TENANT_MEMBERS} WHERE {in_page} ORDER BY alias, priority, deployment_id");
+            let mut query = sqlx::query_as(&sql).bind(after);
+            for value in &values {
+                query = query.bind(value);
+            }
+            let members = query.bind(&last).fetch_all(&mut *tx).await?;
+            let sql = format!("{TENANT_RESOURCES} WHERE {in_page} ORDER BY position");
+            let mut query = sqlx::query_as(&sql).bind(after);
+            for value in &values {
+                query = query.bind(value);
+            }
+            let links = query.bind(&last).fetch_all(&mut *tx).await?;
             tx.commit().await?;
             Ok(Self::chunk_tenants(rows, members, links))
         })
@@ -1004,29 +1091,12 @@ impl Store for SqlStore {
 
     async fn insert_key(&self, row: &KeyRow) -> Result<()> {
         on_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO api_keys \
-                 (id, tenant_id, name, scope, hash, hint, expires_at, revoked_at, created_at, \
-                 tokens_per_minute, requests_per_minute, monthly_tokens) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(row.id)
-            .bind(row.tenant_id)
-            .bind(&row.name)
-            .bind(&row.scope)
-            .bind(&row.hash)
-            .bind(&row.hint)
-            .bind(row.expires_at)
-            .bind(row.revoked_at)
-            .bind(row.created_at)
-            .bind(row.tokens_per_minute)
-            .bind(row.requests_per_minute)
-            .bind(row.monthly_tokens)
-            .execute(pool)
-            .await
-            .map_err(on_constraint(|| {
-                "the tenant was removed meanwhile".to_owned()
-            }))?;
+            bind_key!(sqlx::query(INSERT_KEY), row)
+                .execute(pool)
+                .await
+                .map_err(on_constraint(|| {
+                    "the tenant was removed meanwhile".to_owned()
+                }))?;
             Ok(())
         })
     }

@@ -15,7 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tenant_registry::model::{
     ApiKeyPatch, ContextOverflow, Limits, NewApiKey, NewDeployment, NewIndexTemplate,
-    NewOpenAiResource, NewPool, NewSearchService, NewTenant, TenantPatch, TenantStatus,
+    NewOpenAiResource, NewPool, NewSearchService, NewTenant, NewTenantWithKeys, TenantFilter,
+    TenantPatch, TenantStatus,
 };
 use tenant_registry::{MasterKey, Registry, RegistryError, SqlStore, Store};
 
@@ -763,6 +764,141 @@ mod scenarios {
         is_invalid(r.tenants(None, Some(1000)).await, "limit");
     }
 
+    pub async fn tenants_are_filtered_in_the_store_page_by_page(r: Arc<Registry>) {
+        let byo = json!({"isolation": "tenant_provided", "endpoint": "https://byo.example.com",
+            "api_key": "byo-secret", "region": "eastus"});
+        for (slug, openai) in [
+            ("acme-a", Value::Null),
+            ("acme-b", byo.clone()),
+            ("acmex", Value::Null),
+            ("acme-c", Value::Null),
+            ("zed", byo),
+        ] {
+            r.onboard(tenant(
+                json!({"slug": slug, "display_name": slug, "openai": openai}),
+            ))
+            .await
+            .unwrap();
+        }
+        r.update_tenant("acme-c", from(json!({"status": "suspended"})))
+            .await
+            .unwrap();
+        let list = |filter: TenantFilter| {
+            let r = r.clone();
+            async move {
+                let mut seen = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let page = r
+                        .tenants_matching(&filter, after.as_deref(), Some(1))
+                        .await
+                        .unwrap();
+                    seen.extend(page.data.iter().map(|t| t.slug.to_string()));
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => return seen,
+                    }
+                }
+            }
+        };
+        let filter = |prefix: Option<&str>, status: Option<&str>, openai: Option<&str>| {
+            TenantFilter::parse(prefix, status, openai, None).unwrap()
+        };
+        assert_eq!(
+            list(filter(Some("acme-"), None, None)).await,
+            ["acme-a", "acme-b", "acme-c"]
+        );
+        assert_eq!(
+            list(filter(Some("acme"), Some("active"), None)).await,
+            ["acme-a", "acme-b", "acmex"]
+        );
+        assert_eq!(
+            list(filter(None, None, Some("tenant_provided"))).await,
+            ["acme-b", "zed"]
+        );
+        assert_eq!(
+            list(filter(Some("acme-"), None, Some("none"))).await,
+            ["acme-a", "acme-c"]
+        );
+        assert_eq!(
+            list(filter(None, Some("suspended"), Some("none"))).await,
+            ["acme-c"]
+        );
+        assert!(list(filter(Some("acme-"), Some("offboarding"), None))
+            .await
+            .is_empty());
+        // The page carries each tenant's placement, read with it.
+        let page = r
+            .tenants_matching(&filter(Some("acme-b"), None, None), None, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.data[0].openai.as_ref().map(|p| p.isolation()),
+            Some("tenant_provided")
+        );
+        for (prefix, status, openai, search) in [
+            (Some("A"), None, None, None),
+            (Some("a_"), None, None, None),
+            (Some(""), None, None, None),
+            (None, Some("gone"), None, None),
+            (None, None, Some("shared_index"), None),
+            (None, None, None, Some("shared")),
+        ] {
+            assert!(TenantFilter::parse(prefix, status, openai, search).is_err());
+        }
+    }
+
+    pub async fn many_tenants_onboard_each_all_or_nothing(r: Arc<Registry>) {
+        let key = |name: &str| -> NewApiKey { from(json!({"name": name})) };
+        let item = |slug: &str, keys: Vec<NewApiKey>| NewTenantWithKeys {
+            tenant: tenant(json!({"slug": slug, "display_name": slug})),
+            keys,
+        };
+        r.onboard(tenant(json!({"slug": "taken", "display_name": "taken"})))
+            .await
+            .unwrap();
+        // Checked whole: one item that breaks a rule refuses them all, nothing written.
+        is_invalid(
+            r.onboard_many(vec![
+                item("first", vec![key("a")]),
+                item("halfway", vec![key("fine"), key("")]),
+            ])
+            .await,
+            "tenants[1].keys[1].name",
+        );
+        assert!(r.tenant("first").await.is_err());
+        let results = r
+            .onboard_many(vec![
+                item("first", vec![key("a"), key("b")]),
+                item("taken", vec![key("a")]),
+                item("again", vec![]),
+                item("again", vec![key("c")]),
+                item("last", vec![]),
+            ])
+            .await
+            .unwrap();
+        let outcome: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(outcome, [true, false, true, false, true]);
+        assert!(matches!(results[1], Err(RegistryError::Conflict(_))));
+        assert!(matches!(results[3], Err(RegistryError::Conflict(_))));
+        let first = results[0].as_ref().unwrap();
+        assert_eq!(first.keys.len(), 2);
+        // Written and in the view at once, keys included; the refused items wrote nothing.
+        let snapshot = r.snapshot();
+        for (_, secret) in &first.keys {
+            let entry = snapshot.key(secret.expose_secret()).expect("key served");
+            assert_eq!(entry.tenant_id, first.tenant.id);
+        }
+        assert!(snapshot.tenant_by_slug("last").is_some());
+        assert_eq!(r.keys("taken").await.unwrap().len(), 0);
+        assert_eq!(r.keys("again").await.unwrap().len(), 0);
+        let too_many: Vec<NewTenantWithKeys> = (0..=tenant_registry::MAX_BATCH)
+            .map(|i| item(&format!("bulk{i}"), vec![]))
+            .collect();
+        is_invalid(r.onboard_many(too_many).await, "tenants");
+        assert!(r.tenant("bulk0").await.is_err());
+    }
+
     pub async fn index_templates_are_validated_like_azure_indexes(r: Arc<Registry>) {
         let good: NewIndexTemplate = from(json!({"name": "docs", "fields": [
             {"name": "id", "type": "Edm.String", "key": true},
@@ -855,6 +991,8 @@ conformance!(
     the_context_overflow_policy_defaults_to_reject_and_round_trips,
     offboarding_removes_the_tenant_its_keys_and_reserved_resources,
     tenants_are_listed_in_pages,
+    tenants_are_filtered_in_the_store_page_by_page,
+    many_tenants_onboard_each_all_or_nothing,
     index_templates_are_validated_like_azure_indexes,
     a_fresh_store_is_ready_and_reopens_idempotently,
 );

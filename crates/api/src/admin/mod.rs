@@ -12,15 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use tenant_registry::model::{
-    ApiKeyPatch, KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
-    NewSearchService, NewTenant, TenantPatch, TenantStatus,
+    ApiKey, ApiKeyPatch, KeyScope, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource,
+    NewPool, NewSearchService, NewTenant, NewTenantWithKeys, TenantFilter, TenantPatch,
+    TenantStatus,
 };
 
 use crate::error::AdminError;
 use crate::jwt::MAX_TTL;
 use crate::state::AppState;
+use tenant_registry::MAX_BATCH;
 
 pub mod operations;
 
@@ -123,6 +125,7 @@ pub fn routes() -> Router<AppState> {
             get(operations::get).post(operations::cancel),
         )
         .route("/admin/v1/tenants", post(onboard).get(tenants))
+        .route("/admin/v1/tenants:batch", post(onboard_batch))
         .route(
             "/admin/v1/tenants/{slug}",
             get(tenant).patch(update_tenant).delete(offboard),
@@ -276,6 +279,145 @@ async fn onboard(State(state): State<AppState>, Body(new): Body<NewTenant>) -> R
     ))
 }
 
+/// The most keys one item of a bulk onboarding issues.
+const MAX_BATCH_KEYS: usize = 16;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    tenants: Vec<serde_json::Value>,
+}
+
+/// Bulk onboarding: up to [`MAX_BATCH`] tenants, each with the keys to issue it (`keys`, as
+/// `POST .../keys` takes them). Checked whole: an item that is malformed or breaks a rule
+/// refuses the call (422 naming `tenants[i].field`) and nothing is written. Written item by
+/// item: each all or nothing, answered in order with `status` 201 (or 202 with the
+/// `operation` creating its indexes), the tenant and its keys' secrets (shown once), or the
+/// conflict that item met (a slug taken, by an earlier item too). 200 once checked.
+async fn onboard_batch(
+    State(state): State<AppState>,
+    Body(batch): Body<Batch>,
+) -> Result<Response> {
+    use secrecy::ExposeSecret;
+    if batch.tenants.is_empty() || batch.tenants.len() > MAX_BATCH {
+        return Err(AdminError::Invalid {
+            field: Some("tenants".into()),
+            message: format!("must hold 1 to {MAX_BATCH} tenants"),
+        });
+    }
+    let items = batch
+        .tenants
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| batch_item(item).map_err(|error| error.within(&format!("tenants[{i}]"))))
+        .collect::<Result<Vec<_>>>()?;
+    let outcomes = state.registry.onboard_many(items).await?;
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let onboarded = match outcome {
+            Ok(onboarded) => onboarded,
+            Err(error) => {
+                let (status, mut body) = AdminError::from(error).envelope();
+                body["index"] = json!(i);
+                body["status"] = json!(status.as_u16());
+                results.push(body);
+                continue;
+            }
+        };
+        let keys: Vec<Value> = onboarded
+            .keys
+            .iter()
+            .map(|(key, secret)| key_view(key, secret.expose_secret()))
+            .collect();
+        let operation = match onboarded.tenant.search {
+            None => None,
+            Some(_) => Some(
+                operations::start(
+                    &state,
+                    &onboarded.tenant,
+                    Kind::Provision,
+                    json!({}),
+                    "creating_indexes",
+                )
+                .await,
+            ),
+        };
+        let (status, operation) = match operation {
+            None => (StatusCode::CREATED, Value::Null),
+            Some(Ok(operation)) => (StatusCode::ACCEPTED, operations::view(&operation)),
+            // The tenant is onboarded; its indexes come with the next provisioning (a new
+            // template, or `PATCH` with its placement), and its view says they are missing.
+            Some(Err(error)) => {
+                tracing::warn!(%error, tenant = %onboarded.tenant.slug, "cannot start provisioning");
+                (StatusCode::CREATED, Value::Null)
+            }
+        };
+        results.push(json!({
+            "index": i,
+            "status": status.as_u16(),
+            "tenant": operations::tenant_view(&state, &onboarded.tenant).await,
+            "keys": keys,
+            "operation": operation,
+        }));
+    }
+    let created = results
+        .iter()
+        .filter(|r| r["status"].as_u64().is_some_and(|s| s < 300))
+        .count();
+    Ok(Json(json!({
+        "created": created,
+        "failed": results.len() - created,
+        "results": results,
+    }))
+    .into_response())
+}
+
+/// One item of a bulk onboarding: the tenant's fields, and its `keys`.
+fn batch_item(item: Value) -> std::result::Result<NewTenantWithKeys, AdminError> {
+    let Value::Object(mut fields) = item else {
+        return Err(AdminError::Invalid {
+            field: None,
+            message: "must be a JSON object".into(),
+        });
+    };
+    let keys: Vec<NewApiKey> = match fields.remove("keys") {
+        None => Vec::new(),
+        Some(keys) => from_value(keys).map_err(|error| error.within("keys"))?,
+    };
+    if keys.len() > MAX_BATCH_KEYS {
+        return Err(AdminError::Invalid {
+            field: Some("keys".into()),
+            message: format!("at most {MAX_BATCH_KEYS} keys per tenant"),
+        });
+    }
+    let tenant: NewTenant = from_value(Value::Object(fields))?;
+    Ok(NewTenantWithKeys { tenant, keys })
+}
+
+/// A value read into `T`; an error names the field at fault, as a body's would.
+fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> std::result::Result<T, AdminError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        // A missing field names itself in backquotes, at its object's path (an unknown one is
+        // already the path's last segment).
+        let named = inner
+            .starts_with("missing field")
+            .then(|| inner.split('`').nth(1))
+            .flatten();
+        let field = match (path.as_str(), named) {
+            (".", None) => None,
+            (".", Some(name)) => Some(name.to_owned()),
+            (path, Some(name)) => Some(format!("{path}.{name}")),
+            (path, None) => Some(path.to_owned()),
+        };
+        AdminError::Invalid {
+            field,
+            message: inner,
+        }
+    })
+}
+
 /// A provisioning operation for every tenant with a search placement (a new template needs
 /// its index). A tenant busy with another operation gets the index from it: a move creates
 /// every template's index on its target.
@@ -304,17 +446,33 @@ async fn provision_all(state: &AppState) {
 struct PageQuery {
     after: Option<String>,
     limit: Option<u32>,
+    slug_prefix: Option<String>,
+    status: Option<String>,
+    openai: Option<String>,
+    search: Option<String>,
 }
 
+/// A page of tenants, by cursor, narrowed by slug prefix, status and placement (`none`: not
+/// placed). Only the page is read from the store.
 async fn tenants(
     State(state): State<AppState>,
     query: std::result::Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let Query(page) = query?;
+    let filter = TenantFilter::parse(
+        page.slug_prefix.as_deref(),
+        page.status.as_deref(),
+        page.openai.as_deref(),
+        page.search.as_deref(),
+    )
+    .map_err(|(field, message)| AdminError::Invalid {
+        field: Some(field.to_owned()),
+        message,
+    })?;
     Ok(Json(
         state
             .registry
-            .tenants(page.after.as_deref(), page.limit)
+            .tenants_matching(&filter, page.after.as_deref(), page.limit)
             .await?,
     )
     .into_response())
@@ -428,16 +586,21 @@ async fn create_key(
 ) -> Result<Response> {
     use secrecy::ExposeSecret;
     let (key, secret) = state.registry.create_key(&slug, new).await?;
-    Ok(created(json!({
+    Ok(created(key_view(&key, secret.expose_secret())))
+}
+
+/// A key just issued, with its secret: the only answer that ever carries it.
+fn key_view(key: &ApiKey, secret: &str) -> Value {
+    json!({
         "id": key.id,
-        "key": secret.expose_secret(),
+        "key": secret,
         "name": key.name,
         "scope": key.scope,
         "hint": key.hint,
         "expires_at": key.expires_at,
         "limits": key.limits,
         "created_at": key.created_at,
-    })))
+    })
 }
 
 async fn keys(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response> {
