@@ -59,6 +59,13 @@ RESULTS="$OUT/results.tsv"
 
 PIDS=()
 CLEANUP_HOOKS=()
+BENCH_POSTGRES="${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+BENCH_DATABASES=()
+drop_databases() {
+  for db in "${BENCH_DATABASES[@]}"; do
+    psql -q "$BENCH_POSTGRES/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+}
 cleanup() {
   local status=$?
   trap - EXIT INT TERM HUP
@@ -69,6 +76,7 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  drop_databases
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
   exit "$status"
 }
@@ -287,10 +295,19 @@ start_gateway() {
   port="$(free_port)"
   data="$WORK/gateway-data-$RANDOM"
   admin="bench-admin-$RANDOM$RANDOM$RANDOM"
-  local redis=()
-  [ "${BENCH_QUOTA:-none}" = redis ] && redis=(REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}")
+  local redis=() store=()
+  [ "${BENCH_QUOTA:-none}" = redis ] && redis=(REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+    BULKHEAD_QUOTA_LEASE_CALLS="${BENCH_LEASE_CALLS:-8}")
+  if [ "${BENCH_STORE:-sqlite}" = postgres ]; then
+    # The production store: a fresh database (registry and usage ledger), dropped on exit.
+    local db="bulkhead_bench_$$_$RANDOM"
+    psql -q "$BENCH_POSTGRES/postgres" -c "CREATE DATABASE $db" >/dev/null
+    BENCH_DATABASES+=("$db")
+    store=(DATABASE_URL="$BENCH_POSTGRES/$db"
+      BULKHEAD_MASTER_KEY="$(python3 -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')")
+  fi
   env BULKHEAD_DATA_DIR="$data" BULKHEAD_ADMIN_TOKEN="$admin" BULKHEAD_LISTEN="127.0.0.1:$port" \
-    BULKHEAD_LOG=warn "${redis[@]}" \
+    BULKHEAD_LOG=warn "${redis[@]}" "${store[@]}" \
     "${PRIO[@]}" taskset -c "$SUT_CPUS" "$BULKHEAD" >"$WORK/gateway.log" 2>&1 &
   GATEWAY_PID=$!
   PIDS+=("$GATEWAY_PID")

@@ -19,6 +19,10 @@
 #                        built into $CARGO_TARGET_DIR/floor unless BENCH_SKIP_BUILD=1 finds it
 #   BENCH_QUOTA=none     the tenant's limits: none (no tokenizer, no quota check), local (counted in
 #                        process), redis (counted in Redis at REDIS_URL, default 127.0.0.1:6379)
+#   BENCH_LEASE_CALLS=8  with BENCH_QUOTA=redis: BULKHEAD_QUOTA_LEASE_CALLS (0: Redis for every call)
+#   BENCH_STORE=sqlite   the gateway's store (registry and usage ledger): sqlite (embedded), or
+#                        postgres (a fresh database on BENCH_POSTGRES, default
+#                        postgres://postgres@127.0.0.1:5432, dropped on exit; needs psql)
 #   BENCH_SKIP_BUILD=1   use the binaries already in $CARGO_TARGET_DIR/release
 #   BENCH_OUT=DIR        where raw outputs and results.tsv go (default: a new /tmp dir)
 #   BENCH_KEEP=1         keep the temporary working directory (configs, logs, data dir)
