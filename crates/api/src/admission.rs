@@ -10,15 +10,15 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use openai_router::{BodyFacts, Operation};
 use quota::{Refusal, Scope, ScopeLimits};
 use serde_json::Value;
 use tenant_registry::model::{ContextOverflow, Limits};
 
 use crate::auth::{Caller, Credential};
-use crate::error::azure_error_with_param;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
@@ -211,12 +211,10 @@ fn count_and_fit(
         let bytes = serde_json::to_vec(&value)
             .map(Bytes::from)
             .map_err(|error| {
-                tracing::error!(%error, "cannot write a truncated body");
-                Box::new(crate::error::azure_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalServerError",
-                    "The server had an error.",
-                ))
+                Box::new(
+                    ApiError::Internal(anyhow::anyhow!("cannot write a truncated body: {error}"))
+                        .into_response(),
+                )
             })?;
         let facts = BodyFacts::read(&bytes).map_err(|m| bad_request(&m, None))?;
         (bytes, facts, truncation.prompt_tokens)
@@ -240,14 +238,11 @@ fn count_and_fit(
 
 /// No counting thread came free in time (every one busy with large bodies).
 fn counting_busy() -> Response {
-    let mut response = azure_error_with_param(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
+    ApiError::unavailable(
         "The gateway is busy counting the tokens of other large requests. Please retry shortly.",
-        None,
-    );
-    set_retry_after(response.headers_mut(), Duration::from_secs(1));
-    response
+        Some(Duration::from_secs(1)),
+    )
+    .into_response()
 }
 
 /// [`counting_busy`], for the tokenize route.
@@ -256,88 +251,49 @@ pub fn busy_counting() -> Response {
 }
 
 fn bad_request(message: &str, param: Option<&str>) -> Refused {
-    Box::new(azure_error_with_param(
-        StatusCode::BAD_REQUEST,
-        "BadRequest",
-        message,
-        param,
-    ))
+    Box::new(
+        ApiError::BadRequest {
+            message: message.to_owned(),
+            param: param.map(ToOwned::to_owned),
+        }
+        .into_response(),
+    )
 }
 
 fn context_exceeded(message: &str) -> Refused {
-    Box::new(azure_error_with_param(
-        StatusCode::BAD_REQUEST,
-        "context_length_exceeded",
-        message,
-        Some("messages"),
-    ))
+    Box::new(ApiError::ContextLengthExceeded(message.to_owned()).into_response())
 }
 
 /// The answer to a refused reservation: 429 with `Retry-After` for a minute limit;
 /// 429 `insufficient_quota` (as OpenAI answers) for a spent monthly budget; 400 for a call
 /// that can never fit a limit; 503 when the quota store is down and the gateway fails closed.
 fn refused(refusal: &Refusal) -> Response {
-    let mut response = match refusal {
+    let error = match refusal {
         Refusal::RateLimited {
             dimension,
             retry_after,
             ..
-        } => {
-            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let mut response = azure_error_with_param(
-                StatusCode::TOO_MANY_REQUESTS,
-                "429",
-                &format!(
-                    "Requests to this model have exceeded the {dimension} limit of your quota. \
-                     Please retry after {seconds} seconds."
-                ),
-                None,
-            );
-            set_retry_after(response.headers_mut(), *retry_after);
-            response
-        }
-        Refusal::BudgetExhausted { .. } => azure_error_with_param(
-            StatusCode::TOO_MANY_REQUESTS,
-            "insufficient_quota",
-            "You exceeded your monthly token budget. It renews at the start of the next month \
-             (UTC); ask your administrator to raise it.",
-            None,
-        ),
+        } => ApiError::RateLimited {
+            dimension: dimension.to_string(),
+            retry_after: *retry_after,
+        },
+        Refusal::BudgetExhausted { .. } => ApiError::BudgetExhausted,
         Refusal::ExceedsLimit {
             dimension, limit, ..
-        } => azure_error_with_param(
-            StatusCode::BAD_REQUEST,
-            "RequestExceedsQuota",
-            &format!(
-                "This request can never fit your {dimension} limit of {limit}: lower max_tokens \
-                 (or n) or shorten the prompt."
-            ),
-            Some("max_tokens"),
+        } => ApiError::ExceedsQuota {
+            dimension: dimension.to_string(),
+            limit: *limit,
+        },
+        Refusal::Unavailable => ApiError::unavailable(
+            "Quotas cannot be checked right now. Please retry shortly.",
+            Some(Duration::from_secs(1)),
         ),
-        Refusal::Unavailable => {
-            let mut response = azure_error_with_param(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "Quotas cannot be checked right now. Please retry shortly.",
-                None,
-            );
-            set_retry_after(response.headers_mut(), Duration::from_secs(1));
-            response
-        }
     };
+    let mut response = error.into_response();
     if let Some(remaining) = refusal.remaining() {
         set_remaining(response.headers_mut(), Some(remaining));
     }
     response
-}
-
-fn set_retry_after(headers: &mut HeaderMap, wait: Duration) {
-    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-    headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
-    headers.insert(
-        HeaderName::from_static("retry-after-ms"),
-        HeaderValue::from(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
-    );
 }
 
 /// `x-ratelimit-remaining-*` of the tenant's quota (the router never passes the upstream's

@@ -10,60 +10,238 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use std::time::Duration;
 use tenant_registry::RegistryError;
 
-/// An error on a data-plane route (Azure/OpenAI error JSON).
+/// An error on a data-plane route, answered in Azure's error JSON (`{"error": {"code",
+/// "message", "param"?}}`, the shape the official SDKs parse). Every data-plane refusal is a
+/// variant here; its status, code, message, parameter and `Retry-After` come from one match
+/// each, so a wire shape is decided in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Index definitions go through the admin API's templates, never the data plane.
+    #[error("indexes are managed by administrators")]
+    ManagedByAdministrators,
+    /// A request the OpenAI routes cannot take; `param` names the field at fault.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
+    /// A request the search routes cannot take.
     #[error("{0}")]
-    BadRequest(String),
+    SearchParameter(String),
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    /// The call can never fit a limit, whatever the wait.
+    #[error("the request can never fit the {dimension} limit of {limit}")]
+    ExceedsQuota { dimension: String, limit: u64 },
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("no such deployment")]
+    DeploymentNotFound,
+    #[error("no such index")]
+    IndexNotFound(String),
+    #[error("no such document")]
+    DocumentNotFound { key: String, index: String },
+    #[error("no such response")]
+    ResponseNotFound(String),
+    #[error("the request body did not arrive in time")]
+    BodyTimedOut,
+    #[error("{dimension} limit reached")]
+    RateLimited {
+        dimension: String,
+        retry_after: Duration,
+    },
+    #[error("monthly token budget exhausted")]
+    BudgetExhausted,
+    /// The search service answered nothing usable.
+    #[error("the search service could not be reached")]
+    SearchUnreachable,
+    #[error("the search service did not answer in time")]
+    SearchTimedOut,
+    /// An upstream answer the gateway had to read could not be (cut short, not JSON).
+    #[error("{0}")]
+    Upstream(&'static str),
+    /// Refused for now; retry (after `retry_after`, when given).
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        retry_after: Option<Duration>,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// The index or response being moved, the gateway draining, a pool busy: 503.
+    pub fn unavailable(message: &'static str, retry_after: Option<Duration>) -> Self {
+        Self::Unavailable {
+            message,
+            retry_after,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) | Self::ManagedByAdministrators => StatusCode::FORBIDDEN,
+            Self::BadRequest { .. }
+            | Self::SearchParameter(_)
+            | Self::ContextLengthExceeded(_)
+            | Self::ExceedsQuota { .. } => StatusCode::BAD_REQUEST,
+            Self::RouteNotFound
+            | Self::DeploymentNotFound
+            | Self::IndexNotFound(_)
+            | Self::DocumentNotFound { .. }
+            | Self::ResponseNotFound(_) => StatusCode::NOT_FOUND,
+            Self::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited { .. } | Self::BudgetExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::SearchUnreachable | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::SearchTimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `code` Azure (or OpenAI, on the routes it shares) answers for it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            // Azure answers an unusable key with code "401", a missing route with "404".
+            Self::Unauthenticated(_) => "401",
+            Self::Forbidden(_) => "403",
+            Self::ManagedByAdministrators => "Forbidden",
+            Self::BadRequest { .. } => "BadRequest",
+            Self::SearchParameter(_) => "InvalidRequestParameter",
+            Self::ContextLengthExceeded(_) => "context_length_exceeded",
+            Self::ExceedsQuota { .. } => "RequestExceedsQuota",
+            Self::RouteNotFound => "404",
+            Self::DeploymentNotFound => "DeploymentNotFound",
+            Self::IndexNotFound(_) => "IndexNotFound",
+            Self::DocumentNotFound { .. } => "DocumentNotFound",
+            Self::ResponseNotFound(_) => "not_found",
+            Self::BodyTimedOut => "RequestTimeout",
+            Self::RateLimited { .. } => "429",
+            Self::BudgetExhausted => "insufficient_quota",
+            Self::SearchUnreachable => "BadGateway",
+            Self::SearchTimedOut => "GatewayTimeout",
+            Self::Upstream(_) => "UpstreamError",
+            Self::Unavailable { .. } => "ServiceUnavailable",
+            Self::Internal(_) => "InternalServerError",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated(why) => format!("Access denied: {why}."),
+            Self::Forbidden(why) => format!("Forbidden: {why}."),
+            Self::ManagedByAdministrators => {
+                "Indexes are managed by administrators through index templates.".into()
+            }
+            Self::BadRequest { message, .. }
+            | Self::SearchParameter(message)
+            | Self::ContextLengthExceeded(message) => message.clone(),
+            Self::ExceedsQuota { dimension, limit } => format!(
+                "This request can never fit your {dimension} limit of {limit}: lower max_tokens \
+                 (or n) or shorten the prompt."
+            ),
+            Self::RouteNotFound => "Resource not found".into(),
+            Self::DeploymentNotFound => "The API deployment for this resource does not exist. \
+                If you created the deployment within the last 5 minutes, please wait a moment \
+                and try again."
+                .into(),
+            // The names are the caller's own input, shown cut to a bounded length.
+            Self::IndexNotFound(name) => format!(
+                "The index '{}' was not found.",
+                name.chars().take(128).collect::<String>()
+            ),
+            Self::DocumentNotFound { key, index } => format!(
+                "No document with key '{}' was found in index '{index}'.",
+                key.chars().take(100).collect::<String>()
+            ),
+            Self::ResponseNotFound(id) => format!(
+                "Response with id '{}' not found.",
+                id.chars().take(200).collect::<String>()
+            ),
+            Self::BodyTimedOut => "The request body did not arrive in time.".into(),
+            Self::RateLimited {
+                dimension,
+                retry_after,
+            } => format!(
+                "Requests to this model have exceeded the {dimension} limit of your quota. \
+                 Please retry after {} seconds.",
+                whole_seconds(*retry_after)
+            ),
+            Self::BudgetExhausted => "You exceeded your monthly token budget. It renews at the \
+                start of the next month (UTC); ask your administrator to raise it."
+                .into(),
+            Self::SearchUnreachable => "The search service could not be reached.".into(),
+            Self::SearchTimedOut => "The search service did not answer in time.".into(),
+            Self::Upstream(message) | Self::Unavailable { message, .. } => (*message).to_owned(),
+            Self::Internal(_) => "The server had an error.".into(),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::BadRequest { param, .. } => param.as_deref(),
+            Self::ContextLengthExceeded(_) => Some("messages"),
+            Self::ExceedsQuota { .. } => Some("max_tokens"),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
 
+/// A wait as `Retry-After` says it: whole seconds, rounded up, at least one.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let (code, message) = match &self {
-            // Azure answers an unusable key with code "401" and this message.
-            Self::Unauthenticated(why) => ("401", format!("Access denied: {why}.")),
-            Self::Forbidden(why) => ("403", format!("Forbidden: {why}.")),
-            Self::BadRequest(why) => ("BadRequest", why.clone()),
-            Self::Internal(cause) => {
-                tracing::error!(error = %cause, "request failed");
-                ("InternalServerError", "The server had an error.".to_owned())
-            }
-        };
-        azure_error(status, code, &message)
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = %cause, "request failed");
+        }
+        let mut response =
+            azure_error_with_param(self.status(), self.code(), &self.message(), self.param());
+        if let Some(wait) = self.retry_after() {
+            set_retry_after(response.headers_mut(), wait);
+        }
+        response
     }
 }
 
-/// A response in Azure's error shape.
-pub fn azure_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+/// `Retry-After` (whole seconds) and Azure OpenAI's `retry-after-ms`.
+pub fn set_retry_after(headers: &mut axum::http::HeaderMap, wait: Duration) {
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+    headers.insert(
+        axum::http::HeaderName::from_static("retry-after-ms"),
+        HeaderValue::from(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
+    );
 }
 
-/// [`azure_error`] naming the request parameter at fault (`"param"`), as Azure OpenAI does.
-pub fn azure_error_with_param(
+/// A response in Azure's error shape, naming the request parameter at fault (`"param"`) as
+/// Azure OpenAI does.
+fn azure_error_with_param(
     status: StatusCode,
     code: &str,
     message: &str,
@@ -105,7 +283,7 @@ impl Audience {
 /// The answer to a path no route serves, in its caller's format.
 pub fn route_not_found(path: &str) -> Response {
     match Audience::of(path) {
-        Audience::DataPlane => azure_error(StatusCode::NOT_FOUND, "404", "Resource not found"),
+        Audience::DataPlane => ApiError::RouteNotFound.into_response(),
         Audience::Admin => AdminError::NotFound("no such admin route".into()).into_response(),
     }
 }
@@ -396,6 +574,166 @@ mod tests {
         ];
         for (message, field) in cases {
             assert_eq!(field_of(message).as_deref(), field, "{message}");
+        }
+    }
+
+    /// Each data-plane error's wire shape, in one table: status, code, `param`, and whether
+    /// it says when to retry. A secret-free message is checked for the internal error.
+    #[tokio::test]
+    async fn every_data_plane_error_answers_in_azures_shape() {
+        use super::ApiError;
+        use axum::response::IntoResponse;
+        use std::time::Duration;
+        // (error, status, code, param, Retry-After)
+        type Case = (
+            ApiError,
+            u16,
+            &'static str,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                ApiError::Unauthenticated("invalid API key"),
+                401,
+                "401",
+                None,
+                None,
+            ),
+            (
+                ApiError::Forbidden("the tenant is suspended"),
+                403,
+                "403",
+                None,
+                None,
+            ),
+            (
+                ApiError::ManagedByAdministrators,
+                403,
+                "Forbidden",
+                None,
+                None,
+            ),
+            (
+                ApiError::BadRequest {
+                    message: "no".into(),
+                    param: Some("max_tokens".into()),
+                },
+                400,
+                "BadRequest",
+                Some("max_tokens"),
+                None,
+            ),
+            (
+                ApiError::SearchParameter("x".into()),
+                400,
+                "InvalidRequestParameter",
+                None,
+                None,
+            ),
+            (
+                ApiError::ContextLengthExceeded("long".into()),
+                400,
+                "context_length_exceeded",
+                Some("messages"),
+                None,
+            ),
+            (
+                ApiError::ExceedsQuota {
+                    dimension: "tokens-per-minute".into(),
+                    limit: 10,
+                },
+                400,
+                "RequestExceedsQuota",
+                Some("max_tokens"),
+                None,
+            ),
+            (ApiError::RouteNotFound, 404, "404", None, None),
+            (
+                ApiError::DeploymentNotFound,
+                404,
+                "DeploymentNotFound",
+                None,
+                None,
+            ),
+            (
+                ApiError::IndexNotFound("docs".into()),
+                404,
+                "IndexNotFound",
+                None,
+                None,
+            ),
+            (
+                ApiError::ResponseNotFound("resp_1".into()),
+                404,
+                "not_found",
+                None,
+                None,
+            ),
+            (ApiError::BodyTimedOut, 408, "RequestTimeout", None, None),
+            (
+                ApiError::RateLimited {
+                    dimension: "requests-per-minute".into(),
+                    retry_after: Duration::from_millis(1500),
+                },
+                429,
+                "429",
+                None,
+                Some("2"),
+            ),
+            (
+                ApiError::BudgetExhausted,
+                429,
+                "insufficient_quota",
+                None,
+                None,
+            ),
+            (ApiError::SearchUnreachable, 502, "BadGateway", None, None),
+            (
+                ApiError::Upstream("cut short"),
+                502,
+                "UpstreamError",
+                None,
+                None,
+            ),
+            (ApiError::SearchTimedOut, 504, "GatewayTimeout", None, None),
+            (
+                ApiError::unavailable("moving", Some(Duration::from_secs(5))),
+                503,
+                "ServiceUnavailable",
+                None,
+                Some("5"),
+            ),
+            (
+                ApiError::Internal(anyhow::anyhow!("password=hunter2")),
+                500,
+                "InternalServerError",
+                None,
+                None,
+            ),
+        ];
+        for (error, status, code, param, retry_after) in cases {
+            let shown = format!("{error:?}");
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{shown}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                retry_after,
+                "{shown}"
+            );
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert_eq!(body["error"]["code"], code, "{shown}");
+            assert_eq!(body["error"]["param"].as_str(), param, "{shown}");
+            assert!(body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
+            assert!(!body.to_string().contains("hunter2"), "{body}");
         }
     }
 }

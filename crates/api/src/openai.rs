@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use openai_router::{AnswerBody, BodyFacts, Call, Member, Operation, Target};
 use serde_json::{Map, Value};
@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::admission;
 use crate::auth::{Caller, Credential};
-use crate::error::azure_error;
+use crate::error::ApiError;
 use crate::metering::UsageRecord;
 use crate::request_id::RequestId;
 use crate::state::AppState;
@@ -110,15 +110,11 @@ fn model_of<'a>(target: &'a Target, alias: &'a str) -> &'a str {
 }
 
 fn deployment_not_found() -> Response {
-    azure_error(
-        StatusCode::NOT_FOUND,
-        "DeploymentNotFound",
-        "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.",
-    )
+    ApiError::DeploymentNotFound.into_response()
 }
 
 fn bad_request(message: &str) -> Response {
-    azure_error(StatusCode::BAD_REQUEST, "BadRequest", message)
+    ApiError::bad_request(message).into_response()
 }
 
 /// Which operation a data-plane path names (its routes are registered one by one, so this
@@ -294,22 +290,14 @@ async fn route_to(
         sent = state.openai.send(&target, &rotation, call, on_done).instrument(span) => sent,
         // A shutdown's grace period is over: the call is dropped (and metered as cut).
         () = cut.cancelled() => {
-            return azure_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The gateway is shutting down. Retry the request.",
-            );
+            return ApiError::unavailable("The gateway is shutting down. Retry the request.", None)
+                .into_response();
         }
     };
     let answer = match sent {
         Ok(answer) => answer,
         Err(error) => {
-            tracing::error!(%error, "routing failed");
-            return azure_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "The server had an error.",
-            );
+            return ApiError::Internal(anyhow::anyhow!("routing failed: {error}")).into_response()
         }
     };
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "routed");
@@ -385,13 +373,8 @@ mod response_ids {
 }
 
 fn response_not_found(id: &str) -> Response {
-    // The shape OpenAI answers for an unknown response id; the id is the caller's own input.
-    let shown: String = id.chars().take(200).collect();
-    azure_error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("Response with id '{shown}' not found."),
-    )
+    // The shape OpenAI answers for an unknown response id.
+    ApiError::ResponseNotFound(id.to_owned()).into_response()
 }
 
 /// Where a response's state lives, as the member key in its binding says: a resource of the
@@ -547,12 +530,8 @@ pub async fn create_response(
     let body = match serde_json::to_vec(&body) {
         Ok(bytes) => Bytes::from(bytes),
         Err(error) => {
-            tracing::error!(%error, "cannot write a responses body");
-            return azure_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "The server had an error.",
-            );
+            return ApiError::Internal(anyhow::anyhow!("cannot write a responses body: {error}"))
+                .into_response()
         }
     };
     let facts = match BodyFacts::read(&body) {
@@ -631,11 +610,7 @@ async fn stored_response(
         }
         Err(error) => {
             tracing::warn!(%error, "reaching a stored response failed");
-            azure_error(
-                StatusCode::BAD_GATEWAY,
-                "UpstreamError",
-                "The resource holding this response did not answer.",
-            )
+            ApiError::Upstream("The resource holding this response did not answer.").into_response()
         }
     }
 }
@@ -657,18 +632,10 @@ async fn rewrite_response_id(
         .map(ToOwned::to_owned);
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
-        return azure_error(
-            StatusCode::BAD_GATEWAY,
-            "UpstreamError",
-            "The upstream answer was cut short.",
-        );
+        return ApiError::Upstream("The upstream answer was cut short.").into_response();
     };
     let (Some(member), Ok(mut value)) = (member, serde_json::from_slice::<Value>(&bytes)) else {
-        return azure_error(
-            StatusCode::BAD_GATEWAY,
-            "UpstreamError",
-            "The upstream answer could not be read.",
-        );
+        return ApiError::Upstream("The upstream answer could not be read.").into_response();
     };
     for field in ["id", "previous_response_id"] {
         if let Some(upstream) = value.get(field).and_then(Value::as_str) {
@@ -729,12 +696,13 @@ pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes
         let counted = tokens
             .count_prompt_within(operation, &model, &value, budget)
             .map_err(|error| {
-                Box::new(crate::error::azure_error_with_param(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &error.to_string(),
-                    error.param(),
-                ))
+                Box::new(
+                    ApiError::BadRequest {
+                        message: error.to_string(),
+                        param: error.param().map(ToOwned::to_owned),
+                    }
+                    .into_response(),
+                )
             })?;
         Ok(serde_json::json!({
             "model": alias,

@@ -23,7 +23,7 @@ use tenant_registry::model::{KeyScope, SearchPlacement};
 use tenant_registry::{Snapshot, TenantEntry};
 
 use crate::auth::{Caller, Credential};
-use crate::error::{azure_error, ApiError};
+use crate::error::ApiError;
 use crate::metering::SearchUsageRecord;
 use crate::state::AppState;
 
@@ -192,35 +192,23 @@ fn route(method: &Method, path: &str) -> Option<Op> {
 }
 
 fn bad_request(message: &str) -> Response {
-    azure_error(StatusCode::BAD_REQUEST, "InvalidRequestParameter", message)
+    ApiError::SearchParameter(message.to_owned()).into_response()
 }
 
 fn index_not_found(name: &str) -> Response {
-    let shown: String = name.chars().take(128).collect();
-    azure_error(
-        StatusCode::NOT_FOUND,
-        "IndexNotFound",
-        &format!("The index '{shown}' was not found."),
-    )
+    ApiError::IndexNotFound(name.to_owned()).into_response()
 }
 
 fn search_error(error: SearchError) -> Response {
     match error {
-        SearchError::BadRequest(message) => bad_request(&message),
-        SearchError::UpstreamTimeout => azure_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "GatewayTimeout",
-            "The search service did not answer in time.",
-        ),
+        SearchError::BadRequest(message) => ApiError::SearchParameter(message),
+        SearchError::UpstreamTimeout => ApiError::SearchTimedOut,
         SearchError::Upstream(cause) | SearchError::Naming(cause) => {
             tracing::error!(%cause, "search call failed");
-            azure_error(
-                StatusCode::BAD_GATEWAY,
-                "BadGateway",
-                "The search service could not be reached.",
-            )
+            ApiError::SearchUnreachable
         }
     }
+    .into_response()
 }
 
 /// The `api-version` the caller sent, if it has the shape of one.
@@ -325,15 +313,11 @@ pub async fn handle(
         // A write waits while the tenant's move switches placement, then goes where the
         // registry then says.
         let Some(snapshot) = past_the_fence(&state, caller.tenant.tenant.id).await else {
-            let mut response = azure_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
+            return ApiError::unavailable(
                 "The index is being moved; retry shortly.",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return response;
+                Some(Duration::from_secs(5)),
+            )
+            .into_response();
         };
         let tenant = snapshot
             .tenant(caller.tenant.tenant.id)
@@ -345,13 +329,7 @@ pub async fn handle(
     };
     let tenant = &tenant;
     let (name, operation, response) = match op {
-        Op::Manage => {
-            return azure_error(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "Indexes are managed by administrators through index templates.",
-            )
-        }
+        Op::Manage => return ApiError::ManagedByAdministrators.into_response(),
         Op::ListIndexes => return list_indexes(tenant, &snapshot),
         Op::GetIndex(name) => return get_index(tenant, &snapshot, &name),
         Op::Search(name, form) => {
@@ -722,15 +700,11 @@ async fn batch(state: &AppState, target: Target, call: &Call, body: &[u8]) -> Re
 }
 
 fn document_not_found(target: &Target, key: &str) -> Response {
-    let shown: String = key.chars().take(100).collect();
-    azure_error(
-        StatusCode::NOT_FOUND,
-        "DocumentNotFound",
-        &format!(
-            "No document with key '{shown}' was found in index '{}'.",
-            target.logical
-        ),
-    )
+    ApiError::DocumentNotFound {
+        key: key.to_owned(),
+        index: target.logical.to_string(),
+    }
+    .into_response()
 }
 
 async fn lookup(state: &AppState, target: Target, call: &Call, key: &str) -> Response {

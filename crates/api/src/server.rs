@@ -360,9 +360,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
 fn body_timed_out(audience: Audience) -> Response {
     let message = "The request body did not arrive in time.";
     match audience {
-        Audience::DataPlane => {
-            crate::error::azure_error(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", message)
-        }
+        Audience::DataPlane => crate::error::ApiError::BodyTimedOut.into_response(),
         Audience::Admin => {
             let mut response = AdminError::Invalid {
                 field: None,

@@ -8,7 +8,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
@@ -18,7 +18,7 @@ use usage_ledger::{Granularity, GroupBy, UsageRow};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::{azure_error_with_param, AdminError};
+use crate::error::{AdminError, ApiError};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -212,24 +212,16 @@ pub async fn tenant_usage(
 ) -> Response {
     let query = match query {
         Ok(Query(query)) => query,
-        Err(rejection) => {
-            return azure_error_with_param(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &rejection.body_text(),
-                None,
-            )
-        }
+        Err(rejection) => return ApiError::bad_request(rejection.body_text()).into_response(),
     };
     let window = match query.validate(Utc::now()) {
         Ok(window) => window,
         Err((param, message)) => {
-            return azure_error_with_param(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &message,
-                Some(param),
-            )
+            return ApiError::BadRequest {
+                message,
+                param: Some(param.to_owned()),
+            }
+            .into_response()
         }
     };
     let tenant = &caller.tenant.tenant;
@@ -237,12 +229,11 @@ pub async fn tenant_usage(
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, "usage query failed");
-            azure_error_with_param(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
+            ApiError::unavailable(
                 "Usage cannot be read right now. Please retry shortly.",
                 None,
             )
+            .into_response()
         }
     }
 }
