@@ -95,8 +95,15 @@ scenario() { # fixed | sim, RUN
   echo "scheduling: ${PRIO[*]:-default} for every benchmark process (BENCH_SCHED=$SCHED)"
   echo "duration ${DURATION}s per measurement (after ${WARMUP}s warm-up), runs: $RUNS (+$SIM_RUNS on azure-sim)"
   echo "closed: wrk -t2 -c$CONNS; fixed: oha -q $RATE --latency-correction -c $CONNS; single: wrk -t1 -c1"
-  echo "gateway: BULKHEAD_LOG=warn (usage records go to the durable ledger, SQLite in the gateway's data dir;"
-  echo "         limits: ${BENCH_QUOTA:-none}), API key auth, shared pool, 1 upstream member"
+  if [ "${BENCH_STORE:-sqlite}" = postgres ]; then
+    store="Postgres (a fresh database on $BENCH_POSTGRES)"
+  else
+    store="SQLite in the gateway's data dir"
+  fi
+  leases=""
+  [ "${BENCH_QUOTA:-none}" = redis ] && leases=", lease calls ${BENCH_LEASE_CALLS:-8}"
+  echo "gateway: BULKHEAD_LOG=warn (registry and usage ledger: $store;"
+  echo "         limits: ${BENCH_QUOTA:-none}$leases), API key auth, shared pool, 1 upstream member"
 } | tee "$OUT/header.txt"
 
 for run in $(seq 1 "$RUNS"); do scenario fixed "$run"; done

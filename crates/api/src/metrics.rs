@@ -214,6 +214,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
     counter!("bulkhead_quota_settle_failures_total").absolute(quota.settle_failures);
     counter!("bulkhead_quota_lease_admissions_total").absolute(quota.lease_local);
     counter!("bulkhead_quota_lease_grants_total").absolute(quota.lease_grants);
+    counter!("bulkhead_quota_lease_top_ups_total").absolute(quota.lease_top_ups);
     counter!("bulkhead_quota_lease_recalls_total").absolute(quota.lease_recalls);
     counter!("bulkhead_quota_lease_given_back_total").absolute(quota.lease_given_back);
     counter!("bulkhead_quota_lease_lost_total").absolute(quota.lease_lost);

@@ -168,6 +168,7 @@ pub(crate) struct Decided {
 pub(crate) struct LeaseCounts {
     pub local: crate::metrics::Counter,
     pub grants: crate::metrics::Counter,
+    pub top_ups: crate::metrics::Counter,
     pub recalls: crate::metrics::Counter,
     pub given_back: crate::metrics::Counter,
     pub lost: crate::metrics::Counter,
@@ -200,8 +201,14 @@ impl Leases {
     }
 
     /// Admits the call from the slices held here if every scope has enough; nothing is
-    /// taken otherwise.
-    pub(crate) fn try_local(&self, scopes: &[(Scope, Limits)], estimate: u64) -> Option<Verdict> {
+    /// taken otherwise. `true` with the verdict: a slice is down to half its calls and no
+    /// grant is on its way, so the caller starts a top-up ([`Leases::top_up`], already
+    /// counted in flight here) and the next calls find a slice instead of waiting on Redis.
+    pub(crate) fn try_local(
+        &self,
+        scopes: &[(Scope, Limits)],
+        estimate: u64,
+    ) -> Option<(Verdict, bool)> {
         let month = current_month();
         let now = Instant::now();
         let mut held = self.held.lock();
@@ -232,8 +239,124 @@ impl Leases {
             }
             h.used_at = now;
         }
+        let half = u64::from(self.config.calls / 2);
+        let low = scopes.iter().any(|(scope, limits)| {
+            held.get(scope).is_some_and(|h| {
+                h.in_flight == 0
+                    && ((limits.requests_per_minute.is_some() && h.requests <= half)
+                        || (counts_tokens(limits)
+                            && h.tokens < estimate.max(1).saturating_mul(half)))
+            })
+        });
+        let top_up = low
+            && half > 0
+            && scopes
+                .iter()
+                .all(|(scope, _)| held.get(scope).is_some_and(|h| h.in_flight == 0));
+        if top_up {
+            for (scope, _) in scopes {
+                if let Some(h) = held.get_mut(scope) {
+                    h.in_flight += 1;
+                }
+            }
+        }
         self.counts.local.inc();
-        Some(Verdict::Admitted { month, remaining })
+        Some((Verdict::Admitted { month, remaining }, top_up))
+    }
+
+    /// Starts [`Leases::top_up`] on the current runtime (or, with none, counts it out).
+    pub(crate) fn spawn_top_up(
+        self: &Arc<Self>,
+        redis: &Arc<RedisStore>,
+        scopes: &[(Scope, Limits)],
+        estimate: u64,
+    ) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(self).top_up(
+                    Arc::clone(redis),
+                    scopes.to_vec(),
+                    estimate,
+                ));
+            }
+            Err(_) => {
+                let mut held = self.held.lock();
+                for (scope, _) in scopes {
+                    if let Some(h) = held.get_mut(scope) {
+                        h.in_flight = h.in_flight.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leases more of `scopes` while what is held of them is still spendable: one lease
+    /// script call that gives nothing back and asks for a call of `estimate` plus slices.
+    /// What Redis reserves for that call (there is none) joins the slice: it is budget
+    /// counted in Redis and held here, like the rest of a slice, so nothing can be admitted
+    /// twice. Refused, it changes nothing: the next call that finds too little asks Redis
+    /// itself. [`Leases::try_local`] counted it in flight; it is counted out here whatever
+    /// happens.
+    async fn top_up(
+        self: Arc<Self>,
+        redis: Arc<RedisStore>,
+        scopes: Vec<(Scope, Limits)>,
+        estimate: u64,
+    ) {
+        let month = current_month();
+        let returned = vec![
+            Returned {
+                tokens: 0,
+                requests: 0,
+                month,
+            };
+            scopes.len()
+        ];
+        let keep = vec![true; scopes.len()];
+        self.counts.top_ups.inc();
+        let answer = redis
+            .grant(&Grant {
+                holder: &self.holder,
+                need: Some(estimate),
+                calls: self.config.calls,
+                ttl: self.config.ttl,
+                scopes: &scopes,
+                returned: &returned,
+                keep: &keep,
+            })
+            .await;
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        {
+            let mut held = self.held.lock();
+            for (i, (scope, limits)) in scopes.iter().enumerate() {
+                let Some(h) = held.get_mut(scope) else {
+                    continue;
+                };
+                h.in_flight = h.in_flight.saturating_sub(1);
+                if let Ok((Verdict::Admitted { month, .. }, slices, _)) = &answer {
+                    let mut slice: Slice = slices.get(i).copied().unwrap_or_default();
+                    if counts_tokens(limits) {
+                        slice.tokens = slice.tokens.saturating_add(estimate);
+                    }
+                    if limits.requests_per_minute.is_some() {
+                        slice.requests = slice.requests.saturating_add(1);
+                    }
+                    for (limits, back) in h.receive(slice, *month, *limits, now) {
+                        stale.push((scope.clone(), limits, back));
+                    }
+                }
+                if h.is_empty() && h.in_flight == 0 {
+                    held.remove(scope);
+                }
+            }
+        }
+        if let Err(error) = &answer {
+            tracing::debug!(%error, "quota: a top-up failed; calls ask Redis when the slice is spent");
+        }
+        for (scope, limits, back) in stale {
+            self.give_back(&redis, vec![(scope, limits, back)]).await;
+        }
     }
 
     /// Decides the call: from the slices held here, else by Redis (giving back what is held
@@ -245,7 +368,10 @@ impl Leases {
         scopes: &[(Scope, Limits)],
         estimate: u64,
     ) -> Result<Decided, Failure> {
-        if let Some(verdict) = this.try_local(scopes, estimate) {
+        if let Some((verdict, top_up)) = this.try_local(scopes, estimate) {
+            if top_up {
+                this.spawn_top_up(redis, scopes, estimate);
+            }
             return Ok(Decided {
                 verdict,
                 local: true,
@@ -286,7 +412,10 @@ impl Leases {
             }
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
             pause = (pause * 2).min(Duration::from_millis(40));
-            if let Some(verdict) = this.try_local(scopes, estimate) {
+            if let Some((verdict, top_up)) = this.try_local(scopes, estimate) {
+                if top_up {
+                    this.spawn_top_up(redis, scopes, estimate);
+                }
                 return Ok(Decided {
                     verdict,
                     local: true,

@@ -239,6 +239,7 @@ impl Limiter {
         if let Some(leases) = &self.inner.leases {
             snapshot.lease_local = leases.counts.local.get();
             snapshot.lease_grants = leases.counts.grants.get();
+            snapshot.lease_top_ups = leases.counts.top_ups.get();
             snapshot.lease_recalls = leases.counts.recalls.get();
             snapshot.lease_given_back = leases.counts.given_back.get();
             snapshot.lease_lost = leases.counts.lost.get();
@@ -282,7 +283,10 @@ impl Limiter {
         let scopes: Arc<[(Scope, Limits)]> = limited.into();
         if let Some(leases) = &self.inner.leases {
             // Most calls end here: decided from this replica's slices, no I/O.
-            if let Some(verdict) = leases.try_local(&scopes, estimate) {
+            if let Some((verdict, top_up)) = leases.try_local(&scopes, estimate) {
+                if let (true, Some(redis)) = (top_up, &self.inner.redis) {
+                    leases.spawn_top_up(redis, &scopes, estimate);
+                }
                 return Inner::conclude(&self.inner, verdict, Decider::Lease, scopes, estimate);
             }
         }

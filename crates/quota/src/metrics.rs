@@ -51,6 +51,8 @@ pub struct MetricsSnapshot {
     pub lease_local: u64,
     /// Calls of the lease script that decided an admission (and leased slices).
     pub lease_grants: u64,
+    /// Top-ups: lease script calls made off the callers' path when a slice was half spent.
+    pub lease_top_ups: u64,
     /// Recalls published by calls refused while other replicas held slices.
     pub lease_recalls: u64,
     /// Slices given back (idle, recalled, refunds of another month, shutdown).

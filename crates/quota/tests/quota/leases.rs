@@ -24,11 +24,38 @@ async fn most_calls_are_decided_from_a_slice_without_a_round_trip() {
     }
     let metrics = limiter.metrics();
     let local = deciders.iter().filter(|d| **d == Decider::Lease).count();
-    // A slice holds 8 calls' worth beyond the one that asks (refunds make it last longer).
+    // A slice holds 8 calls' worth beyond the one that asks (refunds make it last longer;
+    // top-ups, below, longer still).
     assert!(local >= 170, "{local} of 200 decided locally; {metrics:?}");
     assert_eq!(metrics.lease_local as usize, local);
     assert_eq!(metrics.lease_grants as usize, 200 - local);
     assert_eq!(metrics.admitted, 200);
+    h.cleanup().await;
+}
+
+/// A slice half spent is topped up off the callers' path: calls that come a little apart (as
+/// they do at a steady rate) never wait on Redis after the first, and the top-ups hold the
+/// replica's share without ever giving it more than the scope has (the exactness tests run
+/// with top-ups on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_spent_slice_is_topped_up_before_a_caller_needs_redis() {
+    let h = Harness::leased("top_up").await;
+    let scopes = [tenant(
+        "acme",
+        limits(Some(10_000_000), Some(100_000), Some(1_000_000_000)),
+    )];
+    let limiter = h.limiter();
+    for _ in 0..30 {
+        let a = limiter.reserve(&scopes, 100).await.unwrap();
+        a.settle(100).await;
+        // 4 calls' slack (a quarter of a second at this pace) for each top-up's round trip.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let metrics = limiter.metrics();
+    assert_eq!(metrics.lease_grants, 1, "{metrics:?}");
+    assert_eq!(metrics.lease_local, 29, "{metrics:?}");
+    assert!(metrics.lease_top_ups >= 3, "{metrics:?}");
+    assert_eq!(metrics.admitted, 30);
     h.cleanup().await;
 }
 
