@@ -239,7 +239,7 @@ impl Leases {
             }
             h.used_at = now;
         }
-        let half = u64::from(self.config.calls / 2);
+        let half = self.config.calls / 2;
         let low = scopes.iter().any(|(scope, limits)| {
             held.get(scope).is_some_and(|h| {
                 h.in_flight == 0
