@@ -44,7 +44,7 @@ pub struct Admitted {
 /// the rare path).
 pub type Refused = Box<Response>;
 
-fn scopes(state: &AppState, caller: &Caller) -> Vec<ScopeLimits> {
+fn scopes(caller: &Caller) -> Vec<ScopeLimits> {
     let tenant = &caller.tenant.tenant;
     let mut scopes = Vec::with_capacity(2);
     let limits = to_quota(tenant.limits);
@@ -52,12 +52,9 @@ fn scopes(state: &AppState, caller: &Caller) -> Vec<ScopeLimits> {
         scopes.push(ScopeLimits::new(Scope::tenant(tenant.id), limits));
     }
     if let Credential::ApiKey { id } = caller.credential {
-        let snapshot = state.registry.snapshot();
-        if let Some(key) = snapshot.key_by_id(id).map(|k| k.limits) {
-            let limits = to_quota(key);
-            if !limits.is_unlimited() {
-                scopes.push(ScopeLimits::new(Scope::api_key(id), limits));
-            }
+        let limits = to_quota(caller.key_limits);
+        if !limits.is_unlimited() {
+            scopes.push(ScopeLimits::new(Scope::api_key(id), limits));
         }
     }
     scopes
@@ -106,7 +103,7 @@ pub async fn admit(
     body: Bytes,
     facts: BodyFacts,
 ) -> Result<Admitted, Refused> {
-    let scopes = scopes(state, caller);
+    let scopes = scopes(caller);
     let limits = state.tokens.limits(model);
     let needs_tokens = scopes
         .iter()

@@ -21,8 +21,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tenant_registry::model::{KeyScope, TenantStatus};
-use tenant_registry::TenantEntry;
+use tenant_registry::model::{KeyScope, Limits, TenantStatus};
+use tenant_registry::{Snapshot, TenantEntry};
 use uuid::Uuid;
 
 use crate::error::{AdminError, ApiError};
@@ -38,12 +38,17 @@ pub enum Credential {
     Token,
 }
 
-/// The verified tenant behind a data-plane request.
+/// The verified tenant behind a data-plane request, and the registry view it was found in:
+/// every later step of the call (placement, limits, routing) reads that one view, so a call
+/// sees one consistent registry and loads it once.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant: Arc<TenantEntry>,
     pub scope: KeyScope,
     pub credential: Credential,
+    /// The key's own limits (on top of its tenant's); unlimited for a token.
+    pub key_limits: Limits,
+    pub view: Arc<Snapshot>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -101,7 +106,7 @@ async fn tenant_caller(
 ) -> Result<Caller, ApiError> {
     let presented = presented_credential(headers)?;
     let snapshot = state.registry.snapshot();
-    let (tenant, scope, credential) =
+    let (tenant, scope, credential, key_limits) =
         if presented.starts_with(tenant_registry::crypto::API_KEY_PREFIX) {
             let key = snapshot
                 .key(presented)
@@ -116,6 +121,7 @@ async fn tenant_caller(
                 Arc::clone(tenant),
                 key.scope,
                 Credential::ApiKey { id: key.id },
+                key.limits,
             )
         } else {
             let claims = state.jwt.verify(presented).await.map_err(|error| {
@@ -127,7 +133,12 @@ async fn tenant_caller(
                 .and_then(|id| snapshot.tenant(id))
                 .or_else(|| snapshot.tenant_by_slug(&claims.tenant))
                 .ok_or(ApiError::Unauthenticated("the token names no known tenant"))?;
-            (Arc::clone(tenant), claims.scope, Credential::Token)
+            (
+                Arc::clone(tenant),
+                claims.scope,
+                Credential::Token,
+                Limits::default(),
+            )
         };
     match tenant.tenant.status {
         TenantStatus::Active => {}
@@ -143,6 +154,8 @@ async fn tenant_caller(
         tenant,
         scope,
         credential,
+        key_limits,
+        view: snapshot,
     })
 }
 

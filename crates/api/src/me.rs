@@ -1,6 +1,5 @@
 //! `GET /v1/me`: the calling tenant's own placement summary, without any secret.
 
-use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use tenant_registry::model::{KeyScope, Limits, OpenAiPlacement, SearchPlacement, TenantStatus};
@@ -8,7 +7,6 @@ use tenant_registry::names::{DataZone, TenantSlug};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Credential};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
 pub struct Me {
@@ -33,9 +31,9 @@ pub struct CredentialView {
     pub scope: KeyScope,
 }
 
-pub async fn me(State(state): State<AppState>, caller: Caller) -> Json<Me> {
+pub async fn me(caller: Caller) -> Json<Me> {
     let tenant = &caller.tenant.tenant;
-    let snapshot = state.registry.snapshot();
+    let snapshot = &caller.view;
     let models = match &tenant.openai {
         Some(OpenAiPlacement::Shared) => snapshot
             .catalog

@@ -150,17 +150,10 @@ pub async fn deployment_call(
         Ok(facts) => facts,
         Err(message) => return bad_request(&message),
     };
-    let operation = operation_of(&uri);
-    route(
-        &state,
-        &caller,
-        request_id.map(|r| r.0),
-        &alias,
-        operation,
-        body,
-        facts,
-    )
-    .await
+    match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
+        Ok(flow) => route_to(&state, flow, body, facts).await,
+        Err(refused) => refused,
+    }
 }
 
 /// `POST /openai/v1/chat/completions|embeddings` and `/v1/...`: the alias is `model`.
@@ -178,56 +171,77 @@ pub async fn model_call(
     let Some(alias) = facts.model.clone() else {
         return bad_request("'model' is a required property.");
     };
-    let operation = operation_of(&uri);
-    route(
-        &state,
-        &caller,
-        request_id.map(|r| r.0),
-        &alias,
-        operation,
-        body,
-        facts,
-    )
-    .await
+    match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
+        Ok(flow) => route_to(&state, flow, body, facts).await,
+        Err(refused) => refused,
+    }
 }
 
-async fn route(
-    state: &AppState,
-    caller: &Caller,
+/// One OpenAI call from authentication to metering (pingora's `ProxyHttp::CTX`): the caller
+/// with the registry view it was authenticated in, what it asks, and where that goes. Made
+/// once by the handler; admission, routing and the meter read it, and nothing in it is looked
+/// up twice.
+struct Flow {
+    caller: Caller,
     request_id: Option<RequestId>,
-    alias: &str,
+    alias: String,
     operation: Operation,
-    body: Bytes,
-    facts: BodyFacts,
-) -> Response {
-    let snapshot = state.registry.snapshot();
-    let Some((target, rotation)) = openai_target(&caller.tenant, &snapshot, alias) else {
-        return deployment_not_found();
-    };
-    route_to(
-        state, caller, request_id, alias, operation, body, facts, target, rotation,
-    )
-    .await
-}
-
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call's worth of context, passed once"
-)]
-async fn route_to(
-    state: &AppState,
-    caller: &Caller,
-    request_id: Option<RequestId>,
-    alias: &str,
-    operation: Operation,
-    body: Bytes,
-    facts: BodyFacts,
     target: Target,
     rotation: String,
-) -> Response {
-    let tenant = &caller.tenant.tenant;
-    let model = model_of(&target, alias).to_owned();
-    let admitted = match admission::admit(state, caller, operation, &model, body, facts).await {
+}
+
+impl Flow {
+    /// Where `alias` goes for this caller, in the view it was authenticated in; 404
+    /// `DeploymentNotFound` when its placement does not reach one.
+    fn new(
+        caller: Caller,
+        request_id: Option<RequestId>,
+        alias: String,
+        operation: Operation,
+    ) -> Result<Self, Response> {
+        let Some((target, rotation)) = openai_target(&caller.tenant, &caller.view, &alias) else {
+            return Err(deployment_not_found());
+        };
+        Ok(Self {
+            caller,
+            request_id,
+            alias,
+            operation,
+            target,
+            rotation,
+        })
+    }
+
+    /// The model of the deployments the alias reaches.
+    fn model(&self) -> &str {
+        model_of(&self.target, &self.alias)
+    }
+
+    /// The record this call is metered under; its usage is filled in when the call ends.
+    fn record(&self) -> UsageRecord {
+        let tenant = &self.caller.tenant.tenant;
+        UsageRecord {
+            tenant_id: tenant.id,
+            tenant: tenant.slug.to_string(),
+            key_id: match self.caller.credential {
+                Credential::ApiKey { id } => Some(id),
+                Credential::Token => None,
+            },
+            alias: self.alias.clone(),
+            operation: self.operation.path(),
+            usage: Default::default(),
+            at: chrono::Utc::now(),
+        }
+    }
+}
+
+/// Admits, routes and meters one call.
+async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -> Response {
+    let tenant = &flow.caller.tenant.tenant;
+    let operation = flow.operation;
+    let model = flow.model().to_owned();
+    let admitted = match admission::admit(state, &flow.caller, operation, &model, body, facts).await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
@@ -242,21 +256,13 @@ async fn route_to(
         body: admitted.body,
         facts: admitted.facts,
         default_user: tenant.id.to_string(),
-        request_id: request_id.and_then(|r| r.0.to_str().ok().map(ToOwned::to_owned)),
+        request_id: flow
+            .request_id
+            .as_ref()
+            .and_then(|r| r.0.to_str().ok().map(ToOwned::to_owned)),
     };
     let sink = Arc::clone(&state.usage);
-    let record = UsageRecord {
-        tenant_id: tenant.id,
-        tenant: tenant.slug.to_string(),
-        key_id: match caller.credential {
-            Credential::ApiKey { id } => Some(id),
-            Credential::Token => None,
-        },
-        alias: alias.to_owned(),
-        operation: operation.path(),
-        usage: Default::default(),
-        at: chrono::Utc::now(),
-    };
+    let record = flow.record();
     let started = Instant::now();
     let tenant_labels = state.metrics_tenant_labels;
     let on_done = Box::new(move |usage: openai_router::Usage| {
@@ -281,13 +287,13 @@ async fn route_to(
     });
     let span = tracing::info_span!(
         "route",
-        alias,
+        alias = flow.alias,
         operation = operation.path(),
-        members = target.members.len()
+        members = flow.target.members.len()
     );
     let cut = state.lifecycle.cut_streams();
     let sent = tokio::select! {
-        sent = state.openai.send(&target, &rotation, call, on_done).instrument(span) => sent,
+        sent = state.openai.send(&flow.target, &flow.rotation, call, on_done).instrument(span) => sent,
         // A shutdown's grace period is over: the call is dropped (and metered as cut).
         () = cut.cancelled() => {
             return ApiError::unavailable("The gateway is shutting down. Retry the request.", None)
@@ -492,10 +498,11 @@ pub async fn create_response(
         return bad_request("'model' is a required property.");
     };
     let tenant_id = caller.tenant.tenant.id;
-    let snapshot = state.registry.snapshot();
-    let Some((mut target, rotation)) = openai_target(&caller.tenant, &snapshot, &alias) else {
-        return deployment_not_found();
+    let mut flow = match Flow::new(caller, request_id.map(|r| r.0), alias, Operation::Responses) {
+        Ok(flow) => flow,
+        Err(refused) => return refused,
     };
+    let (alias, target, caller) = (flow.alias.clone(), &mut flow.target, &flow.caller);
     if let Some(previous) = body.get("previous_response_id").and_then(Value::as_str) {
         let Some(binding) = response_ids::unwrap(&state.ids, previous, tenant_id) else {
             return response_not_found(previous);
@@ -510,7 +517,7 @@ pub async fn create_response(
         if target.members.is_empty() {
             // The tenant's placement no longer reaches that resource (it moved): the state is
             // still there, so the follow-up goes to the deployment that made the response.
-            let Some(mut member) = holder_member(&caller.tenant, &snapshot, &binding) else {
+            let Some(mut member) = holder_member(&caller.tenant, &caller.view, &binding) else {
                 return response_not_found(previous);
             };
             member.deployment = match binding.member.split_once('/') {
@@ -538,18 +545,7 @@ pub async fn create_response(
         Ok(facts) => facts,
         Err(message) => return bad_request(&message),
     };
-    let response = route_to(
-        &state,
-        &caller,
-        request_id.map(|r| r.0),
-        &alias,
-        Operation::Responses,
-        body,
-        facts,
-        target,
-        rotation,
-    )
-    .await;
+    let response = route_to(&state, flow, body, facts).await;
     rewrite_response_id(&state, tenant_id, response).await
 }
 
@@ -588,8 +584,7 @@ async fn stored_response(
     let Some(binding) = response_ids::unwrap(&state.ids, id, tenant_id) else {
         return response_not_found(id);
     };
-    let snapshot = state.registry.snapshot();
-    let Some(member) = holder_member(&caller.tenant, &snapshot, &binding) else {
+    let Some(member) = holder_member(&caller.tenant, &caller.view, &binding) else {
         return response_not_found(id);
     };
     let path = format!("/openai/v1/responses/{}", binding.upstream);
@@ -662,7 +657,7 @@ async fn rewrite_response_id(
 pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
     // Everything that reads the body, reading its fields included, runs where the counting
     // pool puts it: a large body never costs the request threads more than its upload.
-    let snapshot = state.registry.snapshot();
+    let snapshot = Arc::clone(&caller.view);
     let tokens = state.tokens.clone();
     let counting = Arc::clone(&state.counting);
     let body_len = body.len();

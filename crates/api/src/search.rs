@@ -325,7 +325,7 @@ pub async fn handle(
             .unwrap_or_else(|| Arc::clone(&caller.tenant));
         (snapshot, tenant)
     } else {
-        (state.registry.snapshot(), Arc::clone(&caller.tenant))
+        (Arc::clone(&caller.view), Arc::clone(&caller.tenant))
     };
     let tenant = &tenant;
     let (name, operation, response) = match op {
