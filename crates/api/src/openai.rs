@@ -152,7 +152,7 @@ pub async fn deployment_call(
     };
     match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
         Ok(flow) => route_to(&state, flow, body, facts).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -173,7 +173,7 @@ pub async fn model_call(
     };
     match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
         Ok(flow) => route_to(&state, flow, body, facts).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -198,9 +198,9 @@ impl Flow {
         request_id: Option<RequestId>,
         alias: String,
         operation: Operation,
-    ) -> Result<Self, Response> {
+    ) -> Result<Self, ApiError> {
         let Some((target, rotation)) = openai_target(&caller.tenant, &caller.view, &alias) else {
-            return Err(deployment_not_found());
+            return Err(ApiError::DeploymentNotFound);
         };
         Ok(Self {
             caller,
@@ -500,7 +500,7 @@ pub async fn create_response(
     let tenant_id = caller.tenant.tenant.id;
     let mut flow = match Flow::new(caller, request_id.map(|r| r.0), alias, Operation::Responses) {
         Ok(flow) => flow,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let (alias, target, caller) = (flow.alias.clone(), &mut flow.target, &flow.caller);
     if let Some(previous) = body.get("previous_response_id").and_then(Value::as_str) {
@@ -510,7 +510,7 @@ pub async fn create_response(
         // A follow-up must reach the resource that holds the state, and only it; any of the
         // alias's deployments on that resource will do.
         let holder = holder_of(&binding.member);
-        let alias_model = model_of(&target, &alias).to_owned();
+        let alias_model = model_of(target, &alias).to_owned();
         target
             .members
             .retain(|m| holder.is_some() && holder_of(&m.key) == holder);
