@@ -223,11 +223,12 @@ def cold():
         except (OSError, http.client.HTTPException):
             pass
         time.sleep(0.02)
-    rss_at_serving = rss_mb(os.environ['PID_C'])
-    time.sleep(3)
-    print(f"cold replica: ready after {ready:.2f} s, serving a key after {serving:.2f} s, "
-          f"RSS {rss_at_serving:.0f} MB then, {rss_mb(os.environ['PID_C']):.0f} MB 3 s later "
-          f"(tokenizers built)")
+    samples = [f"{rss_mb(os.environ['PID_C']):.0f} MB then"]
+    for wait in (3, 7):
+        time.sleep(wait)
+        samples.append(f"{rss_mb(os.environ['PID_C']):.0f} MB {time.monotonic() - started:.0f} s after start")
+    print(f"cold replica: ready after {ready:.2f} s, serving a key after {serving:.2f} s; RSS "
+          + ", ".join(samples) + " (the tokenizers are built in the background at start)")
 
 
 if __name__ == "__main__":
