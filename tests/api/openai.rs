@@ -712,9 +712,9 @@ async fn consecutive_failures_open_the_breaker_and_one_probe_half_opens_it() {
     .await
     .unwrap();
     let (app, key) = one_pool(&sim, &["aoai-a", "aoai-b"], |c| {
-        c.breaker_threshold = 2;
-        c.breaker_open_seconds = 1;
-        c.upstream_max_attempts = 1;
+        c.upstream.breaker_threshold = 2;
+        c.upstream.breaker_open_seconds = 1;
+        c.upstream.max_attempts = 1;
     })
     .await;
     let chat = || async {

@@ -360,8 +360,8 @@ async fn gateway_behind_cut_redis(
     let proxy = CutProxy::start(&redis_address()).await;
     let url = format!("redis://{}", proxy.addr);
     let app = TestApp::spawn_with(|c| {
-        c.redis_url = Some(url.into());
-        c.quota_on_redis_error = fail;
+        c.quota.redis_url = Some(url.into());
+        c.quota.on_redis_error = fail;
     })
     .await;
     let (tenant, key) = set_up(

@@ -58,6 +58,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use secrecy::SecretString;
@@ -166,57 +167,8 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Connect timeout to upstreams, in milliseconds.
-    #[arg(
-        long,
-        env = "BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_MS",
-        default_value_t = 3_000
-    )]
-    pub upstream_connect_timeout_ms: u64,
-
-    /// How long an upstream may take to send its response headers, in milliseconds.
-    #[arg(
-        long,
-        env = "BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
-        default_value_t = 60_000
-    )]
-    pub upstream_first_byte_timeout_ms: u64,
-
-    /// How long a stream may go quiet between two chunks, in milliseconds.
-    #[arg(
-        long,
-        env = "BULKHEAD_UPSTREAM_IDLE_TIMEOUT_MS",
-        default_value_t = 30_000
-    )]
-    pub upstream_idle_timeout_ms: u64,
-
-    /// How long a call, retries included, may take until it answers, in milliseconds.
-    #[arg(
-        long,
-        env = "BULKHEAD_UPSTREAM_TOTAL_TIMEOUT_MS",
-        default_value_t = 120_000
-    )]
-    pub upstream_total_timeout_ms: u64,
-
-    /// Upstream attempts per call, the first included.
-    #[arg(long, env = "BULKHEAD_UPSTREAM_MAX_ATTEMPTS", default_value_t = 3)]
-    pub upstream_max_attempts: u32,
-
-    /// The `api-version` sent to Azure OpenAI deployment paths.
-    #[arg(
-        long,
-        env = "BULKHEAD_UPSTREAM_API_VERSION",
-        default_value = "2024-10-21"
-    )]
-    pub upstream_api_version: String,
-
-    /// Consecutive failures (5xx, resets, timeouts) that open a deployment's breaker.
-    #[arg(long, env = "BULKHEAD_BREAKER_THRESHOLD", default_value_t = 5)]
-    pub breaker_threshold: u32,
-
-    /// Seconds a breaker stays open before one half-open probe.
-    #[arg(long, env = "BULKHEAD_BREAKER_OPEN_SECONDS", default_value_t = 30)]
-    pub breaker_open_seconds: u64,
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
 
     /// Name the deployment that answered in `x-bulkhead-deployment` (off: it reveals topology).
     #[arg(
@@ -246,34 +198,8 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_METRICS_TENANT_LABELS", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_tenant_labels: bool,
 
-    /// Redis for quota counters (`redis://[:password@]host:port[/db]`), shared by every
-    /// replica. Without it each replica counts in its own memory.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<SecretString>,
-
-    /// What a quota check does when Redis does not answer: `open` decides in this process
-    /// (each replica alone; logged and counted), `closed` refuses with 503.
-    #[arg(long, env = "BULKHEAD_QUOTA_ON_REDIS_ERROR", value_enum, default_value_t = OnRedisError::Open)]
-    pub quota_on_redis_error: OnRedisError,
-
-    /// The longest a quota check waits for Redis.
-    #[arg(long, env = "BULKHEAD_QUOTA_TIMEOUT_MS", default_value_t = 50)]
-    pub quota_timeout_ms: u64,
-
-    /// How many calls' worth of each limited scope a replica may lease from Redis and decide
-    /// on its own (slices shrink near a limit; a limit is never exceeded). 0: every call asks
-    /// Redis.
-    #[arg(long, env = "BULKHEAD_QUOTA_LEASE_CALLS", default_value_t = 8)]
-    pub quota_lease_calls: u64,
-
-    /// A leased slice unused this long goes back to Redis.
-    #[arg(long, env = "BULKHEAD_QUOTA_LEASE_IDLE_MS", default_value_t = 1000)]
-    pub quota_lease_idle_ms: u64,
-
-    /// How long a call refused while other replicas hold slices of its limits waits for them
-    /// to give the slices back (a recall) before its refusal stands.
-    #[arg(long, env = "BULKHEAD_QUOTA_RECALL_WAIT_MS", default_value_t = 100)]
-    pub quota_recall_wait_ms: u64,
+    #[command(flatten)]
+    pub quota: QuotaConfig,
 
     /// Which tokenizer a model uses, over the built-in table: `model=encoding` pairs, a
     /// model name or a prefix ending in `*` (`my-model=cl100k_base,ft-*=o200k_base`).
@@ -345,6 +271,179 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// How calls reach Azure: timeouts, attempts, the `api-version`, the breakers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpstreamConfig {
+    /// Connect timeout to upstreams, in milliseconds.
+    #[arg(
+        long = "upstream-connect-timeout-ms",
+        env = "BULKHEAD_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub connect_timeout_ms: u64,
+
+    /// How long an upstream may take to send its response headers, in milliseconds.
+    #[arg(
+        long = "upstream-first-byte-timeout-ms",
+        env = "BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub first_byte_timeout_ms: u64,
+
+    /// How long a stream may go quiet between two chunks, in milliseconds.
+    #[arg(
+        long = "upstream-idle-timeout-ms",
+        env = "BULKHEAD_UPSTREAM_IDLE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub idle_timeout_ms: u64,
+
+    /// How long a call, retries included, may take until it answers, in milliseconds.
+    #[arg(
+        long = "upstream-total-timeout-ms",
+        env = "BULKHEAD_UPSTREAM_TOTAL_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
+    pub total_timeout_ms: u64,
+
+    /// Upstream attempts per call, the first included.
+    #[arg(
+        long = "upstream-max-attempts",
+        env = "BULKHEAD_UPSTREAM_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub max_attempts: u32,
+
+    /// The `api-version` sent to Azure OpenAI deployment paths.
+    #[arg(
+        long = "upstream-api-version",
+        env = "BULKHEAD_UPSTREAM_API_VERSION",
+        default_value = "2024-10-21"
+    )]
+    pub api_version: String,
+
+    /// Consecutive failures (5xx, resets, timeouts) that open a deployment's breaker.
+    #[arg(
+        long = "breaker-threshold",
+        env = "BULKHEAD_BREAKER_THRESHOLD",
+        default_value_t = 5
+    )]
+    pub breaker_threshold: u32,
+
+    /// Seconds a breaker stays open before one half-open probe.
+    #[arg(
+        long = "breaker-open-seconds",
+        env = "BULKHEAD_BREAKER_OPEN_SECONDS",
+        default_value_t = 30
+    )]
+    pub breaker_open_seconds: u64,
+}
+
+impl UpstreamConfig {
+    /// The OpenAI router's settings and its breakers'.
+    pub fn build(
+        &self,
+    ) -> (
+        openai_router::RouterSettings,
+        openai_router::BreakerSettings,
+    ) {
+        (
+            openai_router::RouterSettings {
+                connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+                first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+                idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+                total_timeout: Duration::from_millis(self.total_timeout_ms),
+                max_attempts: self.max_attempts.max(1),
+                api_version: self.api_version.clone(),
+            },
+            openai_router::BreakerSettings {
+                threshold: self.breaker_threshold.max(1),
+                open_for: Duration::from_secs(self.breaker_open_seconds),
+            },
+        )
+    }
+}
+
+/// Where quota counters live and how replicas share them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuotaConfig {
+    /// Redis for quota counters (`redis://[:password@]host:port[/db]`), shared by every
+    /// replica. Without it each replica counts in its own memory.
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// What a quota check does when Redis does not answer: `open` decides in this process
+    /// (each replica alone; logged and counted), `closed` refuses with 503.
+    #[arg(long = "quota-on-redis-error", env = "BULKHEAD_QUOTA_ON_REDIS_ERROR", value_enum, default_value_t = OnRedisError::Open)]
+    pub on_redis_error: OnRedisError,
+
+    /// The longest a quota check waits for Redis.
+    #[arg(
+        long = "quota-timeout-ms",
+        env = "BULKHEAD_QUOTA_TIMEOUT_MS",
+        default_value_t = 50
+    )]
+    pub timeout_ms: u64,
+
+    /// How many calls' worth of each limited scope a replica may lease from Redis and decide
+    /// on its own (slices shrink near a limit; a limit is never exceeded). 0: every call asks
+    /// Redis.
+    #[arg(
+        long = "quota-lease-calls",
+        env = "BULKHEAD_QUOTA_LEASE_CALLS",
+        default_value_t = 8
+    )]
+    pub lease_calls: u64,
+
+    /// A leased slice unused this long goes back to Redis.
+    #[arg(
+        long = "quota-lease-idle-ms",
+        env = "BULKHEAD_QUOTA_LEASE_IDLE_MS",
+        default_value_t = 1000
+    )]
+    pub lease_idle_ms: u64,
+
+    /// How long a call refused while other replicas hold slices of its limits waits for them
+    /// to give the slices back (a recall) before its refusal stands.
+    #[arg(
+        long = "quota-recall-wait-ms",
+        env = "BULKHEAD_QUOTA_RECALL_WAIT_MS",
+        default_value_t = 100
+    )]
+    pub recall_wait_ms: u64,
+}
+
+impl QuotaConfig {
+    /// The limiter these settings describe: on Redis when a URL is given (warmed up; Redis
+    /// not answering yet is not fatal: the limiter reconnects by itself and fails open or
+    /// closed meanwhile), in process otherwise.
+    pub async fn build(&self) -> anyhow::Result<quota::Limiter> {
+        let Some(url) = &self.redis_url else {
+            return Ok(quota::Limiter::in_process());
+        };
+        let limiter = quota::Limiter::new(quota::QuotaConfig {
+            redis_url: Some(url.clone()),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            on_redis_error: match self.on_redis_error {
+                OnRedisError::Open => quota::OnRedisError::FailOpen,
+                OnRedisError::Closed => quota::OnRedisError::FailClosed,
+            },
+            lease: quota::LeaseConfig {
+                calls: self.lease_calls,
+                idle: Duration::from_millis(self.lease_idle_ms.max(1)),
+                recall_wait: Duration::from_millis(self.recall_wait_ms),
+                ..quota::LeaseConfig::default()
+            },
+            ..quota::QuotaConfig::default()
+        })
+        .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
+        if let Err(error) = limiter.warm_up(Duration::from_secs(2)).await {
+            tracing::warn!(%error, "Redis is not answering yet; quotas follow BULKHEAD_QUOTA_ON_REDIS_ERROR until it does");
+        }
+        Ok(limiter)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnRedisError {
     Open,
@@ -407,23 +506,27 @@ impl Config {
             max_connections: 10_000,
             emulator: None,
             emulator_config: None,
-            upstream_connect_timeout_ms: 1_000,
-            upstream_first_byte_timeout_ms: 10_000,
-            upstream_idle_timeout_ms: 5_000,
-            upstream_total_timeout_ms: 20_000,
-            upstream_max_attempts: 3,
-            upstream_api_version: "2024-10-21".into(),
-            breaker_threshold: 5,
-            breaker_open_seconds: 30,
+            upstream: UpstreamConfig {
+                connect_timeout_ms: 1_000,
+                first_byte_timeout_ms: 10_000,
+                idle_timeout_ms: 5_000,
+                total_timeout_ms: 20_000,
+                max_attempts: 3,
+                api_version: "2024-10-21".into(),
+                breaker_threshold: 5,
+                breaker_open_seconds: 30,
+            },
             expose_deployment_header: true,
             ledger_spill_dir: None,
             metrics_tenant_labels: true,
-            redis_url: None,
-            quota_on_redis_error: OnRedisError::Open,
-            quota_timeout_ms: 50,
-            quota_lease_calls: 8,
-            quota_lease_idle_ms: 1000,
-            quota_recall_wait_ms: 100,
+            quota: QuotaConfig {
+                redis_url: None,
+                on_redis_error: OnRedisError::Open,
+                timeout_ms: 50,
+                lease_calls: 8,
+                lease_idle_ms: 1000,
+                recall_wait_ms: 100,
+            },
             tokenizer_map: token_count::EncodingMap::default(),
             model_limits: token_count::LimitsMap::default(),
             tokenize_max_bytes: 8 * 1024 * 1024,

@@ -113,47 +113,13 @@ impl Application {
         }
         registry.watch(Duration::from_secs(config.registry_refresh_seconds.max(1)));
         let lifecycle = Arc::new(crate::server::Lifecycle::default());
+        let (router_settings, breakers) = config.upstream.build();
         let openai = openai_router::OpenAiRouter::new(
-            openai_router::RouterSettings {
-                connect_timeout: Duration::from_millis(config.upstream_connect_timeout_ms),
-                first_byte_timeout: Duration::from_millis(config.upstream_first_byte_timeout_ms),
-                idle_timeout: Duration::from_millis(config.upstream_idle_timeout_ms),
-                total_timeout: Duration::from_millis(config.upstream_total_timeout_ms),
-                max_attempts: config.upstream_max_attempts.max(1),
-                api_version: config.upstream_api_version.clone(),
-            },
-            openai_router::HealthBook::new(openai_router::BreakerSettings {
-                threshold: config.breaker_threshold.max(1),
-                open_for: Duration::from_secs(config.breaker_open_seconds),
-            }),
+            router_settings,
+            openai_router::HealthBook::new(breakers),
             lifecycle.cut_streams(),
         )?;
-        let quota = match &config.redis_url {
-            Some(url) => {
-                let limiter = quota::Limiter::new(quota::QuotaConfig {
-                    redis_url: Some(url.clone()),
-                    timeout: Duration::from_millis(config.quota_timeout_ms.max(1)),
-                    on_redis_error: match config.quota_on_redis_error {
-                        crate::config::OnRedisError::Open => quota::OnRedisError::FailOpen,
-                        crate::config::OnRedisError::Closed => quota::OnRedisError::FailClosed,
-                    },
-                    lease: quota::LeaseConfig {
-                        calls: config.quota_lease_calls,
-                        idle: Duration::from_millis(config.quota_lease_idle_ms.max(1)),
-                        recall_wait: Duration::from_millis(config.quota_recall_wait_ms),
-                        ..quota::LeaseConfig::default()
-                    },
-                    ..quota::QuotaConfig::default()
-                })
-                .map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
-                // Not fatal: the limiter reconnects by itself, and fails open or closed meanwhile.
-                if let Err(error) = limiter.warm_up(Duration::from_secs(2)).await {
-                    tracing::warn!(%error, "Redis is not answering yet; quotas follow BULKHEAD_QUOTA_ON_REDIS_ERROR until it does");
-                }
-                limiter
-            }
-            None => quota::Limiter::in_process(),
-        };
+        let quota = config.quota.build().await?;
         token_count::warm_up();
         crate::metrics::install();
         let ledger_url = match config.postgres_url() {
@@ -176,8 +142,8 @@ impl Application {
         // replica's moves never take more than a core, and never one a request is waiting for.
         let search = Arc::new(
             search_router::SearchClient::new(
-                Duration::from_millis(config.upstream_connect_timeout_ms),
-                Duration::from_millis(config.upstream_total_timeout_ms),
+                Duration::from_millis(config.upstream.connect_timeout_ms),
+                Duration::from_millis(config.upstream.total_timeout_ms),
             )?
             .with_offload(Arc::new(crate::background::PageThreads(
                 crate::background::LowPriorityThreads::start("bulkhead-pages", 1),
