@@ -123,7 +123,8 @@ pub async fn admit(
                 let body = body.clone();
                 move || count_and_fit(&tokens, overflow, counted, &model, body, facts, budget)
             };
-            match state.counting.run(body.len(), work).await {
+            let ready = state.tokens.encoding(model).is_ready();
+            match state.counting.run(body.len(), ready, work).await {
                 Ok(counted) => counted?,
                 Err(crate::counting::Busy) => return Err(Box::new(counting_busy())),
             }

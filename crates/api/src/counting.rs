@@ -59,14 +59,16 @@ impl CountPool {
         }
     }
 
-    /// Runs `work` (a count over a body of `body_len` bytes): inline for a small body, else
-    /// on the blocking pool once a slot is free.
+    /// Runs `work` (a count over a body of `body_len` bytes): inline for a small body whose
+    /// tokenizer is built (`ready`), else on the blocking pool once a slot is free (building a
+    /// tokenizer takes tens of milliseconds, once).
     pub async fn run<T: Send + 'static>(
         &self,
         body_len: usize,
+        ready: bool,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Busy> {
-        if body_len <= INLINE_BYTES {
+        if body_len <= INLINE_BYTES && ready {
             return Ok(work());
         }
         let permit = match tokio::time::timeout(
@@ -115,12 +117,23 @@ mod tests {
         let pool = Arc::new(CountPool::new(1, Duration::from_millis(50), 1 << 20));
         let here = std::thread::current().id();
         let inline = pool
-            .run(10, move || std::thread::current().id())
+            .run(10, true, move || std::thread::current().id())
             .await
             .unwrap();
         assert_eq!(inline, here, "a small body is counted where it is");
+        let unbuilt = pool
+            .run(10, false, || {
+                std::thread::current().name().map(ToOwned::to_owned)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            unbuilt.as_deref(),
+            Some("bulkhead-count-0"),
+            "a small one whose tokenizer is not built yet goes to the pool too"
+        );
         let name = pool
-            .run(INLINE_BYTES + 1, || {
+            .run(INLINE_BYTES + 1, true, || {
                 std::thread::current().name().map(ToOwned::to_owned)
             })
             .await
@@ -135,7 +148,7 @@ mod tests {
         let holder = {
             let pool = Arc::clone(&pool);
             tokio::spawn(async move {
-                pool.run(INLINE_BYTES + 1, move || {
+                pool.run(INLINE_BYTES + 1, true, move || {
                     let _ = started_tx.send(());
                     let _ = release_rx.recv();
                 })
@@ -147,13 +160,13 @@ mod tests {
             .unwrap()
             .unwrap();
         // The only slot is taken: the next large count waits 50 ms, then is refused.
-        assert!(pool.run(INLINE_BYTES + 1, || ()).await.is_err());
+        assert!(pool.run(INLINE_BYTES + 1, true, || ()).await.is_err());
         release_tx.send(()).unwrap();
         assert!(holder.await.unwrap().is_ok());
         assert!(
-            pool.run(INLINE_BYTES + 1, || ()).await.is_ok(),
+            pool.run(INLINE_BYTES + 1, true, || ()).await.is_ok(),
             "free again"
         );
-        assert_eq!(pool.totals(), (3, 1));
+        assert_eq!(pool.totals(), (4, 1));
     }
 }

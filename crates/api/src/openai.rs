@@ -710,7 +710,10 @@ pub async fn tokenize(State(state): State<AppState>, caller: Caller, body: Bytes
                 token_count::admission_estimate(operation, counted.tokens, &value, limits),
         }))
     };
-    match state.counting.run(body_len, work).await {
+    // The model is read inside `work`: inline only once every tokenizer is built.
+    let ready =
+        token_count::Encoding::O200kBase.is_ready() && token_count::Encoding::Cl100kBase.is_ready();
+    match state.counting.run(body_len, ready, work).await {
         Ok(Ok(answer)) => axum::Json(answer).into_response(),
         Ok(Err(refusal)) => *refusal,
         Err(crate::counting::Busy) => admission::busy_counting(),

@@ -120,7 +120,6 @@ impl Application {
             lifecycle.cut_streams(),
         )?;
         let quota = config.quota.build().await?;
-        token_count::warm_up();
         crate::metrics::install();
         let ledger_url = match config.postgres_url() {
             Some(url) => url.to_owned(),
@@ -205,6 +204,17 @@ impl Application {
                 config.model_limits.clone(),
             ),
         };
+        // The tokenizers of the models the catalog deploys are built in the background now;
+        // another is built the first time a count needs it, on the counting threads.
+        token_count::warm_up(
+            state
+                .registry
+                .snapshot()
+                .catalog
+                .deployments
+                .values()
+                .map(|d| state.tokens.encoding(&d.view.model)),
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

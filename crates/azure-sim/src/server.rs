@@ -74,7 +74,7 @@ impl Sim {
     /// Starts the emulator on `addr` in the current tokio runtime.
     pub async fn start_on(config: SimConfig, addr: SocketAddr) -> Result<SimHandle, StartError> {
         let state = AppState::new(&config)?;
-        token_count::warm_up();
+        token_count::warm_up_all();
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;

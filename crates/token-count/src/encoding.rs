@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use bpe_openai::Tokenizer;
@@ -38,12 +39,29 @@ impl Encoding {
         crate::models::default_encoding(model)
     }
 
-    /// The tokenizer, loaded on first use (see [`warm_up`]).
+    /// The tokenizer, built on first use (see [`warm_up`]).
     fn tokenizer(self) -> &'static Tokenizer {
-        match self {
+        let tokenizer = match self {
             Encoding::O200kBase => bpe_openai::o200k_base(),
             Encoding::Cl100kBase => bpe_openai::cl100k_base(),
+        };
+        self.built().store(true, Ordering::Release);
+        tokenizer
+    }
+
+    fn built(self) -> &'static AtomicBool {
+        static BUILT: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+        match self {
+            Encoding::O200kBase => &BUILT[0],
+            Encoding::Cl100kBase => &BUILT[1],
         }
+    }
+
+    /// Whether the tokenizer is built. Building it is a one-time cost (o200k: about 45 ms and
+    /// 65 MB; cl100k: 20 ms and 29 MB), so a count that would build it belongs off the async
+    /// workers.
+    pub fn is_ready(self) -> bool {
+        self.built().load(Ordering::Acquire)
     }
 
     /// Number of tokens in `text`. Text that looks like a special token (`<|endoftext|>`)
@@ -136,16 +154,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Builds both tokenizers on a background thread (once per process), so the first request
-/// does not pay for it.
-pub fn warm_up() {
-    static WARM: std::sync::Once = std::sync::Once::new();
-    WARM.call_once(|| {
-        std::thread::spawn(|| {
-            let _ = Encoding::O200kBase.tokenizer();
-            let _ = Encoding::Cl100kBase.tokenizer();
-        });
+/// Builds these tokenizers on a background thread, so the first request that needs one does
+/// not pay for it; one never used is never built (it is built on its first use).
+pub fn warm_up(encodings: impl IntoIterator<Item = Encoding>) {
+    let wanted: Vec<Encoding> = encodings.into_iter().filter(|e| !e.is_ready()).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for encoding in wanted {
+            let _ = encoding.tokenizer();
+        }
     });
+}
+
+/// [`warm_up`] of every encoding.
+pub fn warm_up_all() {
+    warm_up([Encoding::O200kBase, Encoding::Cl100kBase]);
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub use count::{
     TOKENS_PER_NAME,
 };
 pub use counter::Counter;
-pub use encoding::{warm_up, Encoding};
+pub use encoding::{warm_up, warm_up_all, Encoding};
 pub use error::{CountError, MapParseError};
 pub use models::{EncodingMap, LimitsMap, ModelLimits, FALLBACK_ENCODING, FALLBACK_LIMITS};
 pub use truncate::Truncation;
