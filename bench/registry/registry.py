@@ -228,7 +228,7 @@ def cold():
         time.sleep(wait)
         samples.append(f"{rss_mb(os.environ['PID_C']):.0f} MB {time.monotonic() - started:.0f} s after start")
     print(f"cold replica: ready after {ready:.2f} s, serving a key after {serving:.2f} s; RSS "
-          + ", ".join(samples) + " (the tokenizers are built in the background at start)")
+          + ", ".join(samples))
 
 
 if __name__ == "__main__":

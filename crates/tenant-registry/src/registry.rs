@@ -321,7 +321,10 @@ impl Registry {
                         continue;
                     }
                 };
-                registry.reload_logged().await;
+                // Whatever was written before the listener was there (since the view was
+                // read, or while it was lost) is in the change log: catch up from it (a full
+                // read only if the log no longer holds it), not read everything again.
+                registry.catch_up_logged().await;
                 let Some(mut listener) = listener else {
                     loop {
                         tokio::select! {
