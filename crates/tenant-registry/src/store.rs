@@ -391,6 +391,17 @@ const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_
     tokens_per_minute, requests_per_minute, monthly_tokens, context_overflow, created_at, \
     updated_at, search_move";
 
+/// Ids bound in one `IN (...)` list (well under SQLite's 32,766 parameters).
+const BY_ID_CHUNK: usize = 500;
+
+/// `$1, $2, ... $n`.
+fn id_list(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const TENANT_MEMBERS: &str =
     "SELECT tenant_id AS owner, alias, deployment_id, priority, weight FROM tenant_openai_members";
 
@@ -606,29 +617,36 @@ impl Store for SqlStore {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut records = Vec::with_capacity(ids.len());
-            for id in ids {
-                let Some(row): Option<TenantRow> = sqlx::query_as(&format!(
-                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
-                ))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                else {
+            // A few hundred ids a statement (three statements a chunk, in one transaction):
+            // a bulk onboarding of 1,000 tenants is caught up in a dozen round trips.
+            for chunk in ids.chunks(BY_ID_CHUNK) {
+                let list = id_list(chunk.len());
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id IN ({list})");
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                let rows: Vec<TenantRow> = query.fetch_all(&mut *tx).await?;
+                if rows.is_empty() {
                     continue;
-                };
-                let members = sqlx::query_as(&format!(
-                    "{TENANT_MEMBERS} WHERE tenant_id = $1 ORDER BY alias, priority, deployment_id"
-                ))
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-                let links = sqlx::query_as(&format!(
-                    "{TENANT_RESOURCES} WHERE tenant_id = $1 ORDER BY position"
-                ))
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-                records.extend(Self::chunk_tenants(vec![row], members, links));
+                }
+                let sql = format!(
+                    "{TENANT_MEMBERS} WHERE tenant_id IN ({list}) \
+                     ORDER BY alias, priority, deployment_id"
+                );
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                let members = query.fetch_all(&mut *tx).await?;
+                let sql =
+                    format!("{TENANT_RESOURCES} WHERE tenant_id IN ({list}) ORDER BY position");
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                let links = query.fetch_all(&mut *tx).await?;
+                records.extend(Self::chunk_tenants(rows, members, links));
             }
             tx.commit().await?;
             Ok(records)
@@ -638,13 +656,17 @@ impl Store for SqlStore {
     async fn live_keys_by_id(&self, ids: &[Uuid]) -> Result<Vec<KeyRow>> {
         on_pool!(self, |pool| {
             let mut keys = Vec::with_capacity(ids.len());
-            for id in ids {
-                let key: Option<KeyRow> =
-                    sqlx::query_as("SELECT * FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
-                        .bind(id)
-                        .fetch_optional(pool)
-                        .await?;
-                keys.extend(key);
+            for chunk in ids.chunks(BY_ID_CHUNK) {
+                let sql = format!(
+                    "SELECT * FROM api_keys WHERE id IN ({}) AND revoked_at IS NULL",
+                    id_list(chunk.len())
+                );
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                let found: Vec<KeyRow> = query.fetch_all(pool).await?;
+                keys.extend(found);
             }
             Ok(keys)
         })

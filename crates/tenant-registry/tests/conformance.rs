@@ -1578,6 +1578,46 @@ async fn a_second_registry_follows_the_change_log(store: SqlStore) {
     assert_eq!(two.view_counters().full_reloads, start.full_reloads + 1);
     assert_eq!(two.snapshot().catalog.resources.len(), 1);
 
+    // A bulk onboarding larger than one id chunk (500), with keys and a placement that links
+    // a resource, arrives through the change log too, rows and links intact.
+    one.create_resource(resource("aoai-bulk", None, Some("bulk0000")))
+        .await
+        .unwrap();
+    two.catch_up().await.unwrap();
+    let reloads = two.view_counters().full_reloads;
+    let items: Vec<NewTenantWithKeys> = (0..600)
+        .map(|i| {
+            let slug = format!("bulk{i:04}");
+            let openai = if i == 0 {
+                json!({"isolation": "dedicated_resource", "resources": ["aoai-bulk"]})
+            } else {
+                Value::Null
+            };
+            NewTenantWithKeys {
+                tenant: tenant(json!({"slug": slug, "display_name": slug, "openai": openai})),
+                keys: vec![from(json!({"name": "k"}))],
+            }
+        })
+        .collect();
+    let made = one.onboard_many(items).await.unwrap();
+    two.catch_up().await.unwrap();
+    assert_eq!(two.view_counters().full_reloads, reloads, "no full read");
+    let seen = two.snapshot();
+    assert_eq!(seen.tenant_count(), 600);
+    for result in &made {
+        let onboarded = result.as_ref().unwrap();
+        let (_, secret) = &onboarded.keys[0];
+        assert_eq!(
+            seen.key(secret.expose_secret()).unwrap().tenant_id,
+            onboarded.tenant.id
+        );
+    }
+    assert_eq!(
+        seen.tenant_by_slug("bulk0000").unwrap().tenant.openai,
+        made[0].as_ref().unwrap().tenant.openai
+    );
+    assert!(seen.tenant_by_slug("bulk0000").unwrap().tenant.openai.is_some());
+
     // Catching up with nothing new changes nothing.
     let before = two.view_counters();
     two.catch_up().await.unwrap();
