@@ -1616,7 +1616,12 @@ async fn a_second_registry_follows_the_change_log(store: SqlStore) {
         seen.tenant_by_slug("bulk0000").unwrap().tenant.openai,
         made[0].as_ref().unwrap().tenant.openai
     );
-    assert!(seen.tenant_by_slug("bulk0000").unwrap().tenant.openai.is_some());
+    assert!(seen
+        .tenant_by_slug("bulk0000")
+        .unwrap()
+        .tenant
+        .openai
+        .is_some());
 
     // Catching up with nothing new changes nothing.
     let before = two.view_counters();
