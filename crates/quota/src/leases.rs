@@ -314,43 +314,10 @@ impl Leases {
         ];
         let keep = vec![true; scopes.len()];
         self.counts.top_ups.inc();
-        let answer = redis
-            .grant(&Grant {
-                holder: &self.holder,
-                need: Some(estimate),
-                calls: self.config.calls,
-                ttl: self.config.ttl,
-                scopes: &scopes,
-                returned: &returned,
-                keep: &keep,
-            })
+        let answer = self
+            .lease_call(&redis, &scopes, estimate, &returned, &keep)
             .await;
-        let now = Instant::now();
-        let mut stale = Vec::new();
-        {
-            let mut held = self.held.lock();
-            for (i, (scope, limits)) in scopes.iter().enumerate() {
-                let Some(h) = held.get_mut(scope) else {
-                    continue;
-                };
-                h.in_flight = h.in_flight.saturating_sub(1);
-                if let Ok((Verdict::Admitted { month, .. }, slices, _)) = &answer {
-                    let mut slice: Slice = slices.get(i).copied().unwrap_or_default();
-                    if counts_tokens(limits) {
-                        slice.tokens = slice.tokens.saturating_add(estimate);
-                    }
-                    if limits.requests_per_minute.is_some() {
-                        slice.requests = slice.requests.saturating_add(1);
-                    }
-                    for (limits, back) in h.receive(slice, *month, *limits, now) {
-                        stale.push((scope.clone(), limits, back));
-                    }
-                }
-                if h.is_empty() && h.in_flight == 0 {
-                    held.remove(scope);
-                }
-            }
-        }
+        let stale = self.absorb(&scopes, &answer, Some(estimate));
         if let Err(error) = &answer {
             tracing::debug!(%error, "quota: a top-up failed; calls ask Redis when the slice is spent");
         }
@@ -454,37 +421,10 @@ impl Leases {
             }
         }
         self.counts.grants.inc();
-        let answer = redis
-            .grant(&Grant {
-                holder: &self.holder,
-                need: Some(estimate),
-                calls: self.config.calls,
-                ttl: self.config.ttl,
-                scopes,
-                returned: &returned,
-                keep: &keep,
-            })
+        let answer = self
+            .lease_call(redis, scopes, estimate, &returned, &keep)
             .await;
-        let now = Instant::now();
-        let mut stale = Vec::new();
-        {
-            let mut held = self.held.lock();
-            for (i, (scope, limits)) in scopes.iter().enumerate() {
-                let Some(h) = held.get_mut(scope) else {
-                    continue;
-                };
-                h.in_flight = h.in_flight.saturating_sub(1);
-                if let Ok((Verdict::Admitted { month, .. }, slices, _)) = &answer {
-                    let slice: Slice = slices.get(i).copied().unwrap_or_default();
-                    for (limits, back) in h.receive(slice, *month, *limits, now) {
-                        stale.push((scope.clone(), limits, back));
-                    }
-                }
-                if h.is_empty() && h.in_flight == 0 {
-                    held.remove(scope);
-                }
-            }
-        }
+        let stale = self.absorb(scopes, &answer, None);
         if answer.is_err() && returned.iter().any(|r| r.tokens > 0 || r.requests > 0) {
             // Redis may or may not have taken them back: they are not held here any more
             // either way (stranded rather than counted twice).
@@ -495,6 +435,68 @@ impl Leases {
         }
         let (verdict, _, others) = answer?;
         Ok((verdict, others))
+    }
+
+    /// One call of the lease script: gives back `returned`, asks for a call of `estimate`
+    /// and slices beyond it.
+    async fn lease_call(
+        &self,
+        redis: &RedisStore,
+        scopes: &[(Scope, Limits)],
+        estimate: u64,
+        returned: &[Returned],
+        keep: &[bool],
+    ) -> Result<(Verdict, Vec<Slice>, u64), Failure> {
+        redis
+            .grant(&Grant {
+                holder: &self.holder,
+                need: Some(estimate),
+                calls: self.config.calls,
+                ttl: self.config.ttl,
+                scopes,
+                returned,
+                keep,
+            })
+            .await
+    }
+
+    /// Takes a lease call's answer into the slices held here, each scope counted out of
+    /// flight. With `call` (a top-up, which has no call), what Redis reserved for the call
+    /// itself (`call` tokens and a request) joins the slice too. Returns what must go back at
+    /// once (see [`Held::receive`]).
+    fn absorb(
+        &self,
+        scopes: &[(Scope, Limits)],
+        answer: &Result<(Verdict, Vec<Slice>, u64), Failure>,
+        call: Option<u64>,
+    ) -> Vec<(Scope, Limits, Returned)> {
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let mut held = self.held.lock();
+        for (i, (scope, limits)) in scopes.iter().enumerate() {
+            let Some(h) = held.get_mut(scope) else {
+                continue;
+            };
+            h.in_flight = h.in_flight.saturating_sub(1);
+            if let Ok((Verdict::Admitted { month, .. }, slices, _)) = answer {
+                let mut slice: Slice = slices.get(i).copied().unwrap_or_default();
+                if let Some(estimate) = call {
+                    if counts_tokens(limits) {
+                        slice.tokens = slice.tokens.saturating_add(estimate);
+                    }
+                    if limits.requests_per_minute.is_some() {
+                        slice.requests = slice.requests.saturating_add(1);
+                    }
+                }
+                for (limits, back) in h.receive(slice, *month, *limits, now) {
+                    stale.push((scope.clone(), limits, back));
+                }
+            }
+            if h.is_empty() && h.in_flight == 0 {
+                held.remove(scope);
+            }
+        }
+        stale
     }
 
     /// Settles a call admitted in lease mode: a refund goes into this replica's slice, a
