@@ -313,6 +313,17 @@ const INSERT_KEY: &str = "INSERT INTO api_keys \
      tokens_per_minute, requests_per_minute, monthly_tokens) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// Binds every value of `$values` in turn, on either backend.
+macro_rules! bind_each {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = query.bind(value);
+        }
+        query
+    }};
+}
+
 /// Binds a [`KeyRow`] to [`INSERT_KEY`], on either backend.
 macro_rules! bind_key {
     ($query:expr, $row:expr) => {{
@@ -622,10 +633,7 @@ impl Store for SqlStore {
             for chunk in ids.chunks(BY_ID_CHUNK) {
                 let list = id_list(chunk.len());
                 let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id IN ({list})");
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
+                let query = bind_each!(sqlx::query_as(&sql), chunk);
                 let rows: Vec<TenantRow> = query.fetch_all(&mut *tx).await?;
                 if rows.is_empty() {
                     continue;
@@ -634,17 +642,11 @@ impl Store for SqlStore {
                     "{TENANT_MEMBERS} WHERE tenant_id IN ({list}) \
                      ORDER BY alias, priority, deployment_id"
                 );
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
+                let query = bind_each!(sqlx::query_as(&sql), chunk);
                 let members = query.fetch_all(&mut *tx).await?;
                 let sql =
                     format!("{TENANT_RESOURCES} WHERE tenant_id IN ({list}) ORDER BY position");
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
+                let query = bind_each!(sqlx::query_as(&sql), chunk);
                 let links = query.fetch_all(&mut *tx).await?;
                 records.extend(Self::chunk_tenants(rows, members, links));
             }
@@ -661,10 +663,7 @@ impl Store for SqlStore {
                     "SELECT * FROM api_keys WHERE id IN ({}) AND revoked_at IS NULL",
                     id_list(chunk.len())
                 );
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
+                let query = bind_each!(sqlx::query_as(&sql), chunk);
                 let found: Vec<KeyRow> = query.fetch_all(pool).await?;
                 keys.extend(found);
             }
@@ -1048,10 +1047,7 @@ impl Store for SqlStore {
                 "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug > $1{conditions} \
                  ORDER BY slug LIMIT ${last_param}"
             );
-            let mut query = sqlx::query_as(&sql).bind(after);
-            for value in &values {
-                query = query.bind(value);
-            }
+            let query = bind_each!(sqlx::query_as(&sql).bind(after), &values);
             let rows: Vec<TenantRow> = query.bind(i64::from(limit)).fetch_all(&mut *tx).await?;
             let Some(last) = rows.last().map(|r| r.slug.clone()) else {
                 return Ok(Vec::new());
@@ -1062,16 +1058,10 @@ impl Store for SqlStore {
             );
             let sql =
                 format!("{TENANT_MEMBERS} WHERE {in_page} ORDER BY alias, priority, deployment_id");
-            let mut query = sqlx::query_as(&sql).bind(after);
-            for value in &values {
-                query = query.bind(value);
-            }
+            let query = bind_each!(sqlx::query_as(&sql).bind(after), &values);
             let members = query.bind(&last).fetch_all(&mut *tx).await?;
             let sql = format!("{TENANT_RESOURCES} WHERE {in_page} ORDER BY position");
-            let mut query = sqlx::query_as(&sql).bind(after);
-            for value in &values {
-                query = query.bind(value);
-            }
+            let query = bind_each!(sqlx::query_as(&sql).bind(after), &values);
             let links = query.bind(&last).fetch_all(&mut *tx).await?;
             tx.commit().await?;
             Ok(Self::chunk_tenants(rows, members, links))
