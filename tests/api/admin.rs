@@ -1156,4 +1156,28 @@ async fn a_batch_onboards_each_item_all_or_nothing_and_answers_each_in_order() {
         all_pages(&app, "", 50).await,
         ["one", "taken", "twice", "two"]
     );
+
+    // A batch cut short (the replica died, the client timed out) is sent again whole: what
+    // was written answers 409 and is left as it was, the rest is onboarded.
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants:batch",
+            Some(json!({"tenants": [
+                batch_item("one", json!([{"name": "again"}])),
+                batch_item("three", json!([{"name": "k"}])),
+            ]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["status"], 409, "{body}");
+    assert_eq!(body["results"][1]["status"], 201, "{body}");
+    let (_, listed) = app
+        .admin(Method::GET, "/admin/v1/tenants/one/keys", None)
+        .await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2), "{listed}");
+    assert_eq!(
+        all_pages(&app, "", 50).await,
+        ["one", "taken", "three", "twice", "two"]
+    );
 }
