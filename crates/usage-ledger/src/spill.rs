@@ -45,6 +45,8 @@ struct Active {
     file: Arc<File>,
     path: PathBuf,
     lines: u64,
+    /// Bytes in the file: where a failed append is cut back to, without a `stat` per append.
+    len: u64,
 }
 
 /// A spill file waiting to be replayed, and how far it has been.
@@ -135,7 +137,7 @@ impl Spill {
     pub fn append_unsynced(&self, event: &UsageEvent) -> io::Result<()> {
         let lines = encode(std::slice::from_ref(event))?;
         let mut active = self.active.lock();
-        append(&active.file, &lines)?;
+        active.append(&lines)?;
         active.lines += 1;
         self.oldest
             .fetch_min(event.finished_at.timestamp_micros(), Ordering::Relaxed);
@@ -156,7 +158,7 @@ impl Spill {
             .min()
             .unwrap_or(NONE);
         let mut active = self.active.lock();
-        append(&active.file, &lines)?;
+        active.append(&lines)?;
         active.lines += events.len() as u64;
         self.oldest.fetch_min(oldest, Ordering::Relaxed);
         let file = Arc::clone(&active.file);
@@ -231,7 +233,23 @@ impl Active {
             file: Arc::new(file),
             path,
             lines: 0,
+            len: 0,
         })
+    }
+
+    /// Appends whole lines: a failed write is cut back so no torn line precedes later appends.
+    fn append(&mut self, lines: &[u8]) -> io::Result<()> {
+        let mut writer = &*self.file;
+        match writer.write_all(lines) {
+            Ok(()) => {
+                self.len += lines.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.file.set_len(self.len);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -242,15 +260,6 @@ fn encode(events: &[UsageEvent]) -> io::Result<Vec<u8>> {
         lines.push(b'\n');
     }
     Ok(lines)
-}
-
-/// Appends whole lines: a failed write is cut back so no torn line precedes later appends.
-fn append(file: &File, lines: &[u8]) -> io::Result<()> {
-    let before = file.metadata()?.len();
-    let mut writer = file;
-    writer.write_all(lines).inspect_err(|_| {
-        let _ = file.set_len(before);
-    })
 }
 
 /// Counts a leftover file's lines and finds its earliest event.
