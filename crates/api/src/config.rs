@@ -201,6 +201,9 @@ pub struct Config {
     #[command(flatten)]
     pub quota: QuotaConfig,
 
+    #[command(flatten)]
+    pub identity: IdentityConfig,
+
     /// Which tokenizer a model uses, over the built-in table: `model=encoding` pairs, a
     /// model name or a prefix ending in `*` (`my-model=cl100k_base,ft-*=o200k_base`).
     #[arg(long, env = "BULKHEAD_TOKENIZER_MAP", default_value = "")]
@@ -269,6 +272,67 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// Where the gateway gets Entra ID tokens for upstreams that use a credential instead of a
+/// key. The variables are the ones Azure sets (AKS workload identity, App Service, Container
+/// Apps) and azure-identity reads, so a pod or app needs no extra configuration.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentityConfig {
+    /// The identity platform (sovereign clouds, tests: azure-sim).
+    #[arg(long = "authority-host", env = "AZURE_AUTHORITY_HOST", default_value = entra::broker_defaults::PUBLIC_AUTHORITY)]
+    pub authority_host: String,
+
+    /// The instance metadata token endpoint, for managed identity on VMs and AKS nodes.
+    #[arg(long = "imds-endpoint", env = "BULKHEAD_IMDS_ENDPOINT", default_value = entra::broker_defaults::IMDS_TOKEN_ENDPOINT)]
+    pub imds_endpoint: String,
+
+    /// App Service / Container Apps managed identity endpoint (used instead of IMDS when
+    /// set with IDENTITY_HEADER).
+    #[arg(long = "identity-endpoint", env = "IDENTITY_ENDPOINT")]
+    pub identity_endpoint: Option<String>,
+
+    #[arg(
+        long = "identity-header",
+        env = "IDENTITY_HEADER",
+        hide_env_values = true
+    )]
+    pub identity_header: Option<String>,
+
+    /// Workload identity: the directory (tenant) id, client id and federated token file AKS
+    /// injects.
+    #[arg(long = "workload-tenant-id", env = "AZURE_TENANT_ID")]
+    pub workload_tenant_id: Option<String>,
+
+    #[arg(long = "workload-client-id", env = "AZURE_CLIENT_ID")]
+    pub workload_client_id: Option<String>,
+
+    #[arg(long = "federated-token-file", env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// An extra root certificate (PEM) trusted for the identity platform's endpoints.
+    #[arg(long = "identity-ca-file", env = "BULKHEAD_IDENTITY_CA_FILE")]
+    pub identity_ca_file: Option<PathBuf>,
+}
+
+impl IdentityConfig {
+    /// The token broker every router shares.
+    pub fn build(&self) -> anyhow::Result<entra::TokenBroker> {
+        let settings = entra::IdentitySettings {
+            authority_host: self.authority_host.clone(),
+            imds_endpoint: self.imds_endpoint.clone(),
+            identity_endpoint: self.identity_endpoint.clone(),
+            identity_header: self.identity_header.clone().map(Into::into),
+            workload: entra::Workload {
+                tenant_id: self.workload_tenant_id.clone(),
+                client_id: self.workload_client_id.clone(),
+                token_file: self.federated_token_file.clone(),
+            },
+            ca_file: self.identity_ca_file.clone(),
+            ..entra::IdentitySettings::default()
+        };
+        entra::TokenBroker::new(settings).map_err(|e| anyhow::anyhow!("identity settings: {e}"))
+    }
 }
 
 /// How calls reach Azure: timeouts, attempts, the `api-version`, the breakers.
@@ -526,6 +590,16 @@ impl Config {
                 lease_calls: 8,
                 lease_idle_ms: 1000,
                 recall_wait_ms: 100,
+            },
+            identity: IdentityConfig {
+                authority_host: entra::broker_defaults::PUBLIC_AUTHORITY.into(),
+                imds_endpoint: entra::broker_defaults::IMDS_TOKEN_ENDPOINT.into(),
+                identity_endpoint: None,
+                identity_header: None,
+                workload_tenant_id: None,
+                workload_client_id: None,
+                federated_token_file: None,
+                identity_ca_file: None,
             },
             tokenizer_map: token_count::EncodingMap::default(),
             model_limits: token_count::LimitsMap::default(),

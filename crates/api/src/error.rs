@@ -64,6 +64,13 @@ pub enum ApiError {
     SearchUnreachable,
     #[error("the search service did not answer in time")]
     SearchTimedOut,
+    /// The upstream is reached with an Entra ID credential and no token can be had now. The
+    /// message names the upstream and why, never a secret.
+    #[error("{message}")]
+    UpstreamAuthUnavailable {
+        message: String,
+        retry_after: Duration,
+    },
     /// An upstream answer the gateway had to read could not be (cut short, not JSON).
     #[error("{0}")]
     Upstream(&'static str),
@@ -110,7 +117,9 @@ impl ApiError {
             Self::RateLimited { .. } | Self::BudgetExhausted => StatusCode::TOO_MANY_REQUESTS,
             Self::SearchUnreachable | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::SearchTimedOut => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::UpstreamAuthUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -138,6 +147,7 @@ impl ApiError {
             Self::SearchTimedOut => "GatewayTimeout",
             Self::Upstream(_) => "UpstreamError",
             Self::Unavailable { .. } => "ServiceUnavailable",
+            Self::UpstreamAuthUnavailable { .. } => "UpstreamAuthenticationUnavailable",
             Self::Internal(_) => "InternalServerError",
         }
     }
@@ -189,6 +199,14 @@ impl ApiError {
             Self::SearchUnreachable => "The search service could not be reached.".into(),
             Self::SearchTimedOut => "The search service did not answer in time.".into(),
             Self::Upstream(message) | Self::Unavailable { message, .. } => (*message).to_owned(),
+            Self::UpstreamAuthUnavailable {
+                message,
+                retry_after,
+            } => format!(
+                "The gateway cannot authenticate to the upstream: {message}. Please retry after \
+                 {} seconds.",
+                whole_seconds(*retry_after)
+            ),
             Self::Internal(_) => "The server had an error.".into(),
         }
     }
@@ -206,6 +224,7 @@ impl ApiError {
         match self {
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
             Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::UpstreamAuthUnavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -697,6 +716,16 @@ mod tests {
                 None,
             ),
             (ApiError::SearchTimedOut, 504, "GatewayTimeout", None, None),
+            (
+                ApiError::UpstreamAuthUnavailable {
+                    message: "no token".into(),
+                    retry_after: Duration::from_secs(3),
+                },
+                503,
+                "UpstreamAuthenticationUnavailable",
+                None,
+                Some("3"),
+            ),
             (
                 ApiError::unavailable("moving", Some(Duration::from_secs(5))),
                 503,

@@ -203,6 +203,13 @@ fn search_error(error: SearchError) -> Response {
     match error {
         SearchError::BadRequest(message) => ApiError::SearchParameter(message),
         SearchError::UpstreamTimeout => ApiError::SearchTimedOut,
+        SearchError::Token {
+            retry_after,
+            message,
+        } => ApiError::UpstreamAuthUnavailable {
+            message,
+            retry_after,
+        },
         SearchError::Upstream(cause) | SearchError::Naming(cause) => {
             tracing::error!(%cause, "search call failed");
             ApiError::SearchUnreachable

@@ -114,10 +114,12 @@ impl Application {
         registry.watch(Duration::from_secs(config.registry_refresh_seconds.max(1)));
         let lifecycle = Arc::new(crate::server::Lifecycle::default());
         let (router_settings, breakers) = config.upstream.build();
+        let tokens = config.identity.build()?;
         let openai = openai_router::OpenAiRouter::new(
             router_settings,
             openai_router::HealthBook::new(breakers),
             lifecycle.cut_streams(),
+            tokens.clone(),
         )?;
         let quota = config.quota.build().await?;
         crate::metrics::install();
@@ -143,6 +145,7 @@ impl Application {
             search_router::SearchClient::new(
                 Duration::from_millis(config.upstream.connect_timeout_ms),
                 Duration::from_millis(config.upstream.total_timeout_ms),
+                tokens,
             )?
             .with_offload(Arc::new(crate::background::PageThreads(
                 crate::background::LowPriorityThreads::start("bulkhead-pages", 1),

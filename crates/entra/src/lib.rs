@@ -15,6 +15,11 @@ mod fetch;
 mod upstream;
 
 pub use broker::{IdentitySettings, TokenBroker, TokenError, Workload};
+
+/// The public cloud's endpoints, the defaults of [`IdentitySettings`].
+pub mod broker_defaults {
+    pub use crate::broker::{IMDS_TOKEN_ENDPOINT, PUBLIC_AUTHORITY};
+}
 pub use credential::{Credential, CredentialError, CredentialSpec};
 pub use upstream::{AuthHeader, UpstreamAuth};
 

@@ -31,6 +31,7 @@ impl fmt::Debug for UpstreamAuth {
 }
 
 /// The header an upstream call carries.
+#[derive(Clone)]
 pub enum AuthHeader {
     ApiKey(HeaderValue),
     Bearer(HeaderValue),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use entra::{AuthHeader, TokenBroker, TokenError, UpstreamAuth, OPENAI_SCOPE};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Full};
@@ -21,7 +22,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::RwLock;
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use tokio_util::sync::CancellationToken;
@@ -225,6 +225,8 @@ pub struct OpenAiRouter {
     /// Cancelled when streams in flight must end (a shutdown's grace period is over).
     cut: CancellationToken,
     rotations: RwLock<std::collections::HashMap<String, Arc<AtomicU64>>>,
+    /// Entra ID tokens for members that use a credential instead of a key.
+    tokens: TokenBroker,
 }
 
 enum Attempt {
@@ -243,6 +245,7 @@ impl OpenAiRouter {
         settings: RouterSettings,
         health: HealthBook,
         cut: CancellationToken,
+        tokens: TokenBroker,
     ) -> Result<Self, RouteError> {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
@@ -263,6 +266,7 @@ impl OpenAiRouter {
             settings,
             cut,
             rotations: RwLock::new(std::collections::HashMap::new()),
+            tokens,
         })
     }
 
@@ -275,10 +279,18 @@ impl OpenAiRouter {
         member: &Member,
         path: &str,
     ) -> Result<(StatusCode, HeaderMap, Bytes), RouteError> {
+        let auth = member
+            .credential
+            .header(&self.tokens, OPENAI_SCOPE)
+            .await
+            .map_err(|e| {
+                RouteError::Upstream(format!("no Entra ID token for {}: {e}", member.key))
+            })?;
         let request = upstream_request(
             method,
             &format!("{}{path}", member.endpoint),
             member,
+            auth,
             None,
             Bytes::new(),
         )?;
@@ -436,45 +448,106 @@ impl OpenAiRouter {
         } else {
             body
         };
+        let auth = match member.credential.header(&self.tokens, OPENAI_SCOPE).await {
+            Ok(auth) => auth,
+            // Not the deployment's fault: its health is left alone, another member may use
+            // another credential, and if none answers the caller gets this 503.
+            Err(error) => {
+                return Attempt::Retry {
+                    throttled: false,
+                    last: Some(token_unavailable(member, &error)),
+                }
+            }
+        };
+        let mut response = match self
+            .send_once(member, &url, call, body.clone(), &auth, deadline)
+            .await
+        {
+            Ok(response) => response,
+            Err(attempt) => return attempt,
+        };
+        // A 401 on a cached token (revoked, or a key rotation on Azure's side): one new token
+        // and one more try on the same member.
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if let (UpstreamAuth::Entra(credential), AuthHeader::Bearer(rejected)) =
+                (&member.credential, &auth)
+            {
+                if let Ok(fresh) = self
+                    .tokens
+                    .token_after_rejection(credential, OPENAI_SCOPE, rejected)
+                    .await
+                {
+                    if fresh != rejected {
+                        tracing::info!(member = %member.key, "upstream refused the cached token; retrying with a new one");
+                        let auth = AuthHeader::Bearer(fresh);
+                        response = match self
+                            .send_once(member, &url, call, body, &auth, deadline)
+                            .await
+                        {
+                            Ok(response) => response,
+                            Err(attempt) => return attempt,
+                        };
+                    }
+                }
+            }
+        }
+        self.judge(member, response).await
+    }
+
+    /// One request to one member, bounded by the first-byte timeout.
+    async fn send_once(
+        &self,
+        member: &Member,
+        url: &str,
+        call: &Call,
+        body: Bytes,
+        auth: &AuthHeader,
+        deadline: Instant,
+    ) -> Result<http::Response<Incoming>, Attempt> {
         let request = match upstream_request(
             Method::POST,
-            &url,
+            url,
             member,
+            auth.clone(),
             call.request_id.as_deref(),
             body,
         ) {
             Ok(request) => request,
             Err(error) => {
                 tracing::error!(member = %member.key, %error, "cannot build the upstream request");
-                return Attempt::Retry {
+                return Err(Attempt::Retry {
                     throttled: false,
                     last: None,
-                };
+                });
             }
         };
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .min(self.settings.first_byte_timeout);
         let now = Instant::now();
-        let response = match tokio::time::timeout(budget, self.http.request(request)).await {
-            Ok(Ok(response)) => response,
+        match tokio::time::timeout(budget, self.http.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => {
                 tracing::warn!(member = %member.key, error = %error, "upstream attempt failed");
                 self.health.failed(&member.key, now);
-                return Attempt::Retry {
+                Err(Attempt::Retry {
                     throttled: false,
                     last: None,
-                };
+                })
             }
             Err(_) => {
                 tracing::warn!(member = %member.key, "upstream attempt timed out");
                 self.health.failed(&member.key, now);
-                return Attempt::Retry {
+                Err(Attempt::Retry {
                     throttled: false,
                     last: None,
-                };
+                })
             }
-        };
+        }
+    }
+
+    /// What a member's answer means for this call and for the member's health.
+    async fn judge(&self, member: &Member, response: http::Response<Incoming>) -> Attempt {
         let status = response.status();
         if let Some(left) = header_u64(response.headers(), "x-ratelimit-remaining-tokens") {
             self.health.remaining_tokens(&member.key, left);
@@ -710,13 +783,10 @@ fn upstream_request(
     method: Method,
     url: &str,
     member: &Member,
+    auth: AuthHeader,
     request_id: Option<&str>,
     body: Bytes,
 ) -> Result<http::Request<Full<Bytes>>, RouteError> {
-    let mut key = HeaderValue::from_str(member.credential.expose_secret()).map_err(|_| {
-        RouteError::Internal(format!("the key of {} is not a header value", member.key))
-    })?;
-    key.set_sensitive(true);
     let uri = http::Uri::try_from(url)
         .map_err(|e| RouteError::Internal(format!("upstream request for {}: {e}", member.key)))?;
     let json = !body.is_empty();
@@ -725,7 +795,10 @@ fn upstream_request(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
-    headers.insert(API_KEY, key);
+    match auth {
+        AuthHeader::ApiKey(key) => headers.insert(API_KEY, key),
+        AuthHeader::Bearer(token) => headers.insert(http::header::AUTHORIZATION, token),
+    };
     if json {
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -739,6 +812,26 @@ fn upstream_request(
 }
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// The answer given for a member whose Entra ID token cannot be had (if no other member
+/// answers): 503 with `Retry-After`, naming the member and why, never a secret.
+fn token_unavailable(member: &Member, error: &TokenError) -> (StatusCode, Bytes, HeaderMap) {
+    let wait = error.retry_after().as_secs().max(1);
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+        headers.insert(http::header::RETRY_AFTER, value);
+    }
+    let message = format!(
+        "The gateway has no Entra ID token for {} ({}). Please retry after {wait} seconds.",
+        member.key, error
+    );
+    let body = json!({"error": {"code": "UpstreamAuthenticationUnavailable", "message": message}});
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from(body.to_string()),
+        headers,
+    )
+}
 const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-ms-client-request-id");
 
 /// The body of an upstream error, to hand over if no other member answers; empty when it

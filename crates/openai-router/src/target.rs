@@ -1,7 +1,7 @@
 //! What `api` hands the router: the members a tenant's alias resolves to, already filtered
 //! by everything the registry knows (placement, ownership, data zone).
 
-use secrecy::SecretString;
+use entra::UpstreamAuth;
 
 /// One deployment the call may go to.
 #[derive(Debug, Clone)]
@@ -16,8 +16,9 @@ pub struct Member {
     pub model: String,
     pub region: String,
     pub data_zone: Option<String>,
-    /// The resource's key; never the tenant's.
-    pub credential: SecretString,
+    /// How to authenticate to the resource (its key, or an Entra ID credential); never the
+    /// tenant's own key to the gateway.
+    pub credential: UpstreamAuth,
     pub priority: u32,
     pub weight: u32,
 }
@@ -74,7 +75,7 @@ pub(crate) mod tests {
                 }
                 .into(),
             ),
-            credential: SecretString::from(format!("key-{resource}")),
+            credential: UpstreamAuth::ApiKey(format!("key-{resource}").into()),
             priority,
             weight,
         }

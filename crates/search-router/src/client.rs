@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use entra::{AuthHeader, TokenBroker, UpstreamAuth, SEARCH_SCOPE};
 use http::{HeaderMap, Method, StatusCode};
-use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use crate::target::Upstream;
@@ -60,6 +60,8 @@ pub trait Offload: Send + Sync {
 #[derive(Clone)]
 pub struct SearchClient {
     http: reqwest::Client,
+    /// Entra ID tokens for services reached with a credential instead of a key.
+    tokens: TokenBroker,
     /// Page work; tokio's blocking threads when not set.
     pub(crate) offload: Option<Arc<dyn Offload>>,
 }
@@ -73,7 +75,11 @@ impl std::fmt::Debug for SearchClient {
 }
 
 impl SearchClient {
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> Result<Self, SearchError> {
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        tokens: TokenBroker,
+    ) -> Result<Self, SearchError> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(timeout)
@@ -82,6 +88,7 @@ impl SearchClient {
             .map_err(|e| SearchError::Upstream(e.to_string()))?;
         Ok(Self {
             http,
+            tokens,
             offload: None,
         })
     }
@@ -120,17 +127,36 @@ impl SearchClient {
         } else {
             format!("{}{path}?{query}", upstream.endpoint)
         };
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("api-key", upstream.credential.expose_secret())
-            .header("accept", "application/json");
-        if let Some(bytes) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(bytes);
+        let auth = upstream
+            .credential
+            .header(&self.tokens, SEARCH_SCOPE)
+            .await
+            .map_err(|error| SearchError::Token {
+                retry_after: error.retry_after(),
+                message: format!(
+                    "no Entra ID token for the search service at {}: {error}",
+                    upstream.endpoint
+                ),
+            })?;
+        let mut response = self.send(method.clone(), &url, &auth, body.clone()).await?;
+        // A 401 on a cached token: one new token and one more try.
+        if response.status() == StatusCode::UNAUTHORIZED {
+            if let (UpstreamAuth::Entra(credential), AuthHeader::Bearer(rejected)) =
+                (&upstream.credential, &auth)
+            {
+                if let Ok(fresh) = self
+                    .tokens
+                    .token_after_rejection(credential, SEARCH_SCOPE, rejected)
+                    .await
+                {
+                    if fresh != rejected {
+                        response = self
+                            .send(method, &url, &AuthHeader::Bearer(fresh), body)
+                            .await?;
+                    }
+                }
+            }
         }
-        let response = request.send().await.map_err(map_error)?;
         let status = response.status();
         let mut headers = HeaderMap::new();
         for name in PASSED_HEADERS {
@@ -144,6 +170,29 @@ impl SearchClient {
             headers,
             body,
         })
+    }
+}
+
+impl SearchClient {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        auth: &AuthHeader,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, SearchError> {
+        let request = self.http.request(method, url);
+        let mut request = match auth {
+            AuthHeader::ApiKey(key) => request.header("api-key", key.clone()),
+            AuthHeader::Bearer(token) => request.header(http::header::AUTHORIZATION, token.clone()),
+        }
+        .header("accept", "application/json");
+        if let Some(bytes) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
+        request.send().await.map_err(map_error)
     }
 }
 

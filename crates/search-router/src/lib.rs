@@ -37,6 +37,12 @@ pub enum SearchError {
     /// The search service could not be reached, or answered something unreadable.
     #[error("the search service failed: {0}")]
     Upstream(String),
+    /// The service is reached with an Entra ID credential and no token can be had now.
+    #[error("{message}")]
+    Token {
+        retry_after: std::time::Duration,
+        message: String,
+    },
 }
 
 impl SearchError {

@@ -1,7 +1,7 @@
 //! Where one call goes: a search service and an index on it, and, for a shared index, the
 //! boundary that confines the caller to its partition.
 
-use secrecy::SecretString;
+use entra::UpstreamAuth;
 
 use crate::rewrite::Boundary;
 
@@ -10,8 +10,9 @@ use crate::rewrite::Boundary;
 pub struct Upstream {
     /// Base URL without a trailing slash (`https://x.search.windows.net`).
     pub endpoint: String,
-    /// The service's admin key; never a tenant's credential.
-    pub credential: SecretString,
+    /// How to authenticate to the service (its admin key, or an Entra ID credential);
+    /// never a tenant's credential.
+    pub credential: UpstreamAuth,
 }
 
 /// The physical destination of a call on a logical index.

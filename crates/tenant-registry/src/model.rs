@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use entra::CredentialSpec;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -409,10 +410,14 @@ pub enum OpenAiPlacementSpec {
     },
     /// Resources owned by the tenant; an alias is a deployment name on each of them.
     DedicatedResource { resources: Vec<ResourceName> },
-    /// The tenant's own Azure OpenAI resource and key.
+    /// The tenant's own Azure OpenAI resource, reached with its key or its own service
+    /// principal (`auth` of kind `client_secret`): exactly one of the two.
     TenantProvided {
         endpoint: Endpoint,
-        api_key: SecretString,
+        #[serde(default)]
+        api_key: Option<SecretString>,
+        #[serde(default)]
+        auth: Option<CredentialSpec>,
         region: Region,
     },
 }
@@ -554,7 +559,12 @@ pub struct NewOpenAiResource {
     pub region: Region,
     #[serde(default)]
     pub data_zone: Option<DataZone>,
-    pub api_key: SecretString,
+    /// The key (sent as `api-key`), or else `auth`: exactly one of the two.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    /// An Entra ID credential (`client_secret`, `workload_identity`, `managed_identity`).
+    #[serde(default)]
+    pub auth: Option<CredentialSpec>,
     /// The tenant this resource is reserved for; `None` makes it shared.
     #[serde(default)]
     pub owner_tenant: Option<TenantSlug>,
@@ -622,7 +632,12 @@ pub struct NewSearchService {
     pub region: Region,
     #[serde(default)]
     pub data_zone: Option<DataZone>,
-    pub api_key: SecretString,
+    /// The key (sent as `api-key`), or else `auth`: exactly one of the two.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
+    /// An Entra ID credential (`client_secret`, `workload_identity`, `managed_identity`).
+    #[serde(default)]
+    pub auth: Option<CredentialSpec>,
     #[serde(default)]
     pub owner_tenant: Option<TenantSlug>,
     /// How many indexes the service's tier allows (Basic 15, S1 50, S2/S3 200).

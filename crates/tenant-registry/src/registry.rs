@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, SubsecRound, Utc};
+use entra::{Credential, CredentialSpec, UpstreamAuth};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -449,7 +450,7 @@ impl Registry {
     // ---- Azure OpenAI resources -------------------------------------------------------
 
     pub async fn create_resource(&self, new: NewOpenAiResource) -> Result<OpenAiResource> {
-        check_secret("api_key", &new.api_key)?;
+        let auth = upstream_auth("", new.api_key.as_ref(), new.auth.as_ref(), false)?;
         let row = ResourceRow {
             id: Uuid::now_v7(),
             name: new.name.to_string(),
@@ -458,7 +459,7 @@ impl Registry {
             data_zone: new.data_zone.as_ref().map(ToString::to_string),
             credential: self
                 .master
-                .seal(&resource_context(&new.name), &new.api_key)?,
+                .seal(&resource_context(&new.name), &auth.to_stored())?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
             created_at: now(),
         };
@@ -610,7 +611,7 @@ impl Registry {
     // ---- search services and index templates -------------------------------------------
 
     pub async fn create_service(&self, new: NewSearchService) -> Result<SearchService> {
-        check_secret("api_key", &new.api_key)?;
+        let auth = upstream_auth("", new.api_key.as_ref(), new.auth.as_ref(), false)?;
         if new.index_capacity == 0 || new.index_capacity > 10_000 {
             return Err(RegistryError::invalid(
                 "index_capacity",
@@ -625,7 +626,7 @@ impl Registry {
             data_zone: new.data_zone.as_ref().map(ToString::to_string),
             credential: self
                 .master
-                .seal(&service_context(&new.name), &new.api_key)?,
+                .seal(&service_context(&new.name), &auth.to_stored())?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
             index_capacity: i32::try_from(new.index_capacity).unwrap_or(i32::MAX),
             created_at: now(),
@@ -1110,14 +1111,17 @@ impl Registry {
             OpenAiPlacementSpec::TenantProvided {
                 endpoint,
                 api_key,
+                auth,
                 region,
             } => {
-                check_secret("openai.api_key", api_key)?;
+                let auth = upstream_auth("openai.", api_key.as_ref(), auth.as_ref(), true)?;
                 record.row.openai_isolation = Some("tenant_provided".into());
                 record.row.openai_endpoint = Some(endpoint.to_string());
                 record.row.openai_region = Some(region.to_string());
-                record.row.openai_credential =
-                    Some(self.master.seal(&tenant_context(record.row.id), api_key)?);
+                record.row.openai_credential = Some(
+                    self.master
+                        .seal(&tenant_context(record.row.id), &auth.to_stored())?,
+                );
             }
         }
         Ok(())
@@ -1371,6 +1375,43 @@ fn check_display_name(name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// An upstream's one credential: `api_key` or `auth`, exactly one. An endpoint a tenant chose
+/// only takes a key or the tenant's own service principal: the gateway's own identity (its
+/// pod's or host's) would hand that endpoint a token for every resource the gateway may use.
+fn upstream_auth(
+    prefix: &str,
+    api_key: Option<&SecretString>,
+    auth: Option<&CredentialSpec>,
+    chosen_by_tenant: bool,
+) -> Result<UpstreamAuth> {
+    match (api_key, auth) {
+        (Some(key), None) => {
+            check_secret(&format!("{prefix}api_key"), key)?;
+            Ok(UpstreamAuth::ApiKey(key.clone()))
+        }
+        (None, Some(spec)) => {
+            if chosen_by_tenant && spec.is_ambient() {
+                return Err(RegistryError::invalid(
+                    format!("{prefix}auth.kind"),
+                    "must be client_secret for an endpoint the tenant provides: the gateway's own identity is never sent there",
+                ));
+            }
+            let credential = Credential::new(spec.clone()).map_err(|e| {
+                RegistryError::invalid(format!("{prefix}auth.{}", e.field), e.problem)
+            })?;
+            Ok(UpstreamAuth::Entra(credential))
+        }
+        (Some(_), Some(_)) => Err(RegistryError::invalid(
+            format!("{prefix}auth"),
+            "give either api_key or auth, not both",
+        )),
+        (None, None) => Err(RegistryError::invalid(
+            format!("{prefix}api_key"),
+            "is required (or auth, for Entra ID)",
+        )),
+    }
 }
 
 fn check_secret(field: &str, secret: &SecretString) -> Result<()> {

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
+use entra::UpstreamAuth;
+
 use crate::crypto::{hash_api_key, KeyHash, MasterKey};
 use crate::model::{ContextOverflow, KeyScope, Limits, Tenant};
 use crate::names::ResourceName;
@@ -20,7 +21,7 @@ use crate::RegistryError;
 pub struct TenantEntry {
     pub tenant: Tenant,
     /// The tenant's own Azure OpenAI key, for `tenant_provided`.
-    pub openai_credential: Option<SecretString>,
+    pub openai_credential: Option<UpstreamAuth>,
 }
 
 impl TenantEntry {
@@ -71,8 +72,8 @@ pub struct Snapshot {
 /// The opened upstream credentials of the catalog.
 #[derive(Debug, Default)]
 struct Credentials {
-    resources: HashMap<ResourceName, SecretString>,
-    services: HashMap<ResourceName, SecretString>,
+    resources: HashMap<ResourceName, UpstreamAuth>,
+    services: HashMap<ResourceName, UpstreamAuth>,
 }
 
 /// A tenant's current rows (`None`: it no longer exists), for [`Snapshot::with_changes`].
@@ -91,7 +92,7 @@ impl Snapshot {
         let catalog = Catalog::from_rows(rows.catalog)?;
         let mut credentials = Credentials::default();
         for (name, entry) in &catalog.resources {
-            match master.open(&resource_context(name), &entry.sealed) {
+            match open_auth(master, &resource_context(name), &entry.sealed) {
                 Ok(secret) => {
                     credentials.resources.insert(name.clone(), secret);
                 }
@@ -99,7 +100,7 @@ impl Snapshot {
             }
         }
         for (name, entry) in &catalog.services {
-            match master.open(&service_context(name), &entry.sealed) {
+            match open_auth(master, &service_context(name), &entry.sealed) {
                 Ok(secret) => {
                     credentials.services.insert(name.clone(), secret);
                 }
@@ -209,11 +210,11 @@ impl Snapshot {
         self.tenants.values()
     }
 
-    pub fn resource_credential(&self, name: &ResourceName) -> Option<&SecretString> {
+    pub fn resource_credential(&self, name: &ResourceName) -> Option<&UpstreamAuth> {
         self.credentials.resources.get(name)
     }
 
-    pub fn service_credential(&self, name: &ResourceName) -> Option<&SecretString> {
+    pub fn service_credential(&self, name: &ResourceName) -> Option<&UpstreamAuth> {
         self.credentials.services.get(name)
     }
 
@@ -235,7 +236,7 @@ fn tenant_entry(
         .tenant(record)
         .map_err(|error| format!("tenant {}: {error}", record.row.slug))?;
     let openai_credential = match &record.row.openai_credential {
-        Some(sealed) => match master.open(&tenant_context(tenant.id), sealed) {
+        Some(sealed) => match open_auth(master, &tenant_context(tenant.id), sealed) {
             Ok(secret) => Some(secret),
             Err(_) => {
                 problems.push(format!(
@@ -273,6 +274,12 @@ fn key_entry(row: &KeyRow) -> Option<(KeyHash, KeyEntry)> {
             limits,
         },
     ))
+}
+
+/// Opens a sealed upstream credential: a key, or an Entra ID credential's stored form.
+fn open_auth(master: &MasterKey, context: &str, sealed: &[u8]) -> Result<UpstreamAuth, ()> {
+    let secret = master.open(context, sealed).map_err(|_| ())?;
+    UpstreamAuth::from_stored(secret).map_err(|_| ())
 }
 
 /// The associated data that binds a sealed credential to its row.

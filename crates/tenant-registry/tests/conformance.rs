@@ -92,6 +92,7 @@ mod scenarios {
             snapshot
                 .resource_credential(&created.name)
                 .unwrap()
+                .to_stored()
                 .expose_secret(),
             "secret-of-aoai-eastus"
         );
@@ -250,7 +251,12 @@ mod scenarios {
         let snapshot = r.snapshot();
         let entry = snapshot.tenant_by_slug("tp").unwrap();
         assert_eq!(
-            entry.openai_credential.as_ref().unwrap().expose_secret(),
+            entry
+                .openai_credential
+                .as_ref()
+                .unwrap()
+                .to_stored()
+                .expose_secret(),
             "tenant-own-key"
         );
         assert_eq!(snapshot.tenant(dd.id).unwrap().tenant, dd);
@@ -946,6 +952,96 @@ mod scenarios {
         assert!(r.templates().await.unwrap().is_empty());
     }
 
+    /// Resources, services and tenant-provided endpoints take an Entra ID credential
+    /// instead of a key: sealed like a key, never shown, opened into the view; exactly one
+    /// of `api_key` and `auth`; and an endpoint a tenant chose never gets the gateway's own
+    /// identity.
+    pub async fn entra_credentials_are_sealed_opened_and_never_shown(r: Arc<Registry>) {
+        let principal = json!({"kind": "client_secret", "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "11111111-2222-3333-4444-555555555555",
+            "client_secret": "entra-secret-value"});
+        let created = r
+            .create_resource(from(
+                json!({"name": "aoai-mi", "endpoint": "https://mi.example",
+                "region": "eastus", "auth": {"kind": "managed_identity"}}),
+            ))
+            .await
+            .unwrap();
+        r.create_service(from(
+            json!({"name": "search-sp", "endpoint": "https://sp.example",
+            "region": "eastus", "auth": principal.clone()}),
+        ))
+        .await
+        .unwrap();
+        r.onboard(tenant(json!({"slug": "own-sp", "display_name": "Own SP",
+            "openai": {"isolation": "tenant_provided", "endpoint": "https://own.example",
+                "region": "eastus", "auth": principal.clone()}})))
+            .await
+            .unwrap();
+        let shown = serde_json::to_string(&r.services().await.unwrap()).unwrap()
+            + &serde_json::to_string(&r.tenant("own-sp").await.unwrap()).unwrap();
+        assert!(!shown.contains("entra-secret-value"), "{shown}");
+        let snapshot = r.snapshot();
+        let name = |n: &str| tenant_registry::names::ResourceName::parse(n).unwrap();
+        assert_eq!(
+            snapshot.resource_credential(&created.name).unwrap().kind(),
+            "managed_identity"
+        );
+        assert_eq!(
+            snapshot
+                .service_credential(&name("search-sp"))
+                .unwrap()
+                .kind(),
+            "client_secret"
+        );
+        let own = snapshot.tenant_by_slug("own-sp").unwrap();
+        assert_eq!(
+            own.openai_credential.as_ref().unwrap().kind(),
+            "client_secret"
+        );
+
+        // refused, and nothing written
+        is_invalid(
+            r.create_resource(from(
+                json!({"name": "aoai-both", "endpoint": "https://b.example",
+                "region": "eastus", "api_key": "k", "auth": {"kind": "managed_identity"}}),
+            ))
+            .await,
+            "auth",
+        );
+        is_invalid(
+            r.create_resource(from(
+                json!({"name": "aoai-none", "endpoint": "https://n.example",
+                "region": "eastus"}),
+            ))
+            .await,
+            "api_key",
+        );
+        is_invalid(
+            r.create_service(from(
+                json!({"name": "search-bad", "endpoint": "https://x.example",
+                "region": "eastus", "auth": {"kind": "client_secret", "tenant_id": "t",
+                "client_id": "not-a-guid", "client_secret": "s"}}),
+            ))
+            .await,
+            "auth.client_id",
+        );
+        for kind in ["managed_identity", "workload_identity"] {
+            is_invalid(
+                r.onboard(tenant(json!({"slug": "borrower", "display_name": "B",
+                    "openai": {"isolation": "tenant_provided", "endpoint": "https://evil.example",
+                        "region": "eastus", "auth": {"kind": kind}}})))
+                    .await,
+                "openai.auth.kind",
+            );
+        }
+        assert!(r.tenant("borrower").await.is_err());
+        assert!(r
+            .snapshot()
+            .resource_credential(&name("aoai-both"))
+            .is_none());
+    }
+
     pub async fn a_fresh_store_is_ready_and_reopens_idempotently(r: Arc<Registry>) {
         r.ready().await.unwrap();
         assert!(r.store_healthy());
@@ -995,6 +1091,7 @@ conformance!(
     many_tenants_onboard_each_all_or_nothing,
     index_templates_are_validated_like_azure_indexes,
     a_fresh_store_is_ready_and_reopens_idempotently,
+    entra_credentials_are_sealed_opened_and_never_shown,
 );
 
 /// Postgres only: a write through one registry reaches another registry on the same database
@@ -1245,14 +1342,14 @@ async fn the_master_key_rotates_without_losing_a_credential(store: SqlStore) {
         [
             snapshot
                 .resource_credential(&name("aoai-a"))
-                .map(|s| s.expose_secret().to_owned()),
+                .map(|s| s.to_stored().expose_secret().to_owned()),
             snapshot
                 .service_credential(&name("search-a"))
-                .map(|s| s.expose_secret().to_owned()),
+                .map(|s| s.to_stored().expose_secret().to_owned()),
             snapshot
                 .tenant_by_slug("tp")
                 .and_then(|t| t.openai_credential.as_ref())
-                .map(|s| s.expose_secret().to_owned()),
+                .map(|s| s.to_stored().expose_secret().to_owned()),
         ]
     };
     let expected = [
