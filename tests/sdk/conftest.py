@@ -1,14 +1,17 @@
 """Shared fixtures for the SDK compatibility tests.
 
-A session fixture launches the already-built azure-sim binary (it builds nothing) on port 0
-with the configuration below, waits for its --ready-file, and stops it at the end.
+A session fixture launches the already-built azure-sim binary (it builds nothing) on port 0,
+over http and (``--tls-listen``) https, with the configuration below, waits for its ready
+files, and stops it at the end. The CA certificate of the TLS listener is written to a
+temporary file (``sim.ca_file``) that clients pass as ``connection_verify`` / ``verify``.
 
 Binary: $AZURE_SIM_BIN, else $CARGO_TARGET_DIR/debug/azure-sim, else
 <repo>/target/debug/azure-sim. Build it first with `cargo build -p azure-sim`.
 
 Fixtures:
-- ``sim``: the running emulator (``SimProcess``): ``base_url``, ``url(name)``, keys, and
-  control helpers (``reset``, ``inject_fault``, ``requests``, ``advance_clock``).
+- ``sim``: the running emulator (``SimProcess``): ``base_url``, ``url(name)``,
+  ``tls_base_url``, ``tls_url(name)``, ``ca_file``, keys, and control helpers (``reset``,
+  ``inject_fault``, ``requests``, ``advance_clock``).
 - ``sim_reset``: resets faults, request log, rate limits and stored responses before a test.
 - ``aoai_endpoint`` / ``aoai_key``: the eastus Azure OpenAI resource.
 - ``search_endpoint`` / ``search_admin_key`` / ``search_query_key``: ``search-shared-1``.
@@ -32,14 +35,53 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OPENAI_API_VERSION = "2024-10-21"
 SEARCH_API_VERSION = "2024-07-01"
 
+# Entra ID: one tenant, a principal with a client secret, a workload identity (federated
+# credential from the emulated AKS OIDC issuer), a principal without any role assignment,
+# and the managed identities of the emulated host (one system-assigned, one user-assigned).
+ENTRA_TENANT_ID = "8f3a1e2c-5b6d-4c7e-9f80-1a2b3c4d5e6f"
+SECRET_APP = {"client_id": "11111111-aaaa-4bbb-8ccc-000000000001",
+              "object_id": "11111111-aaaa-4bbb-8ccc-0000000000a1",
+              "client_secret": "sdk-tests-client-secret"}
+WORKLOAD_APP = {"client_id": "22222222-aaaa-4bbb-8ccc-000000000002",
+                "object_id": "22222222-aaaa-4bbb-8ccc-0000000000a2"}
+WORKLOAD_ISSUER = "https://oidc.sim.local/cluster"
+WORKLOAD_SUBJECT = "system:serviceaccount:bulkhead:gateway"
+NO_ROLE_APP = {"client_id": "33333333-aaaa-4bbb-8ccc-000000000003",
+               "object_id": "33333333-aaaa-4bbb-8ccc-0000000000a3",
+               "client_secret": "sdk-tests-no-role-secret"}
+SYSTEM_IDENTITY = {"client_id": "44444444-aaaa-4bbb-8ccc-000000000004",
+                   "object_id": "44444444-aaaa-4bbb-8ccc-0000000000a4"}
+USER_IDENTITY = {"client_id": "55555555-aaaa-4bbb-8ccc-000000000005",
+                 "object_id": "55555555-aaaa-4bbb-8ccc-0000000000a5"}
+IDENTITY_HEADER = "sdk-tests-identity-header"
+# Principals holding data-plane roles on the resources and services that grant any.
+ROLE_HOLDERS = [SECRET_APP["object_id"], WORKLOAD_APP["object_id"],
+                SYSTEM_IDENTITY["object_id"], USER_IDENTITY["object_id"]]
+
 # Three regions, two data zones. Names are unique across resources and search services.
 SIM_CONFIG: dict[str, Any] = {
+    "entra": {
+        "token_lifetime_seconds": 3600,
+        "principals": [
+            {"tenant_id": ENTRA_TENANT_ID, **SECRET_APP},
+            {"tenant_id": ENTRA_TENANT_ID, **WORKLOAD_APP,
+             "federated": [{"issuer": WORKLOAD_ISSUER, "subject": WORKLOAD_SUBJECT}]},
+            {"tenant_id": ENTRA_TENANT_ID, **NO_ROLE_APP},
+        ],
+        "managed_identity": {
+            "tenant_id": ENTRA_TENANT_ID,
+            "identity_header": IDENTITY_HEADER,
+            "system_assigned": SYSTEM_IDENTITY,
+            "user_assigned": [USER_IDENTITY],
+        },
+    },
     "resources": [
         {
             "name": "aoai-eastus",
             "region": "eastus",
             "data_zone": "us",
             "keys": ["aoai-eastus-key-1", "aoai-eastus-key-2"],
+            "role_assignments": ROLE_HOLDERS,
             "deployments": [
                 {"name": "gpt-4o", "model": "gpt-4o", "version": "2024-11-20"},
                 {"name": "gpt-4o-mini", "model": "gpt-4o-mini", "version": "2024-07-18"},
@@ -66,6 +108,16 @@ SIM_CONFIG: dict[str, Any] = {
             "keys": ["aoai-swedencentral-key-1"],
             "deployments": [{"name": "gpt-4o", "model": "gpt-4o", "tpm": 30000}],
         },
+        {
+            # Keyless: Entra tokens only (disableLocalAuth), as a hardened deployment has it.
+            "name": "aoai-keyless",
+            "region": "eastus",
+            "data_zone": "us",
+            "keys": ["aoai-keyless-key-1"],
+            "disable_local_auth": True,
+            "role_assignments": ROLE_HOLDERS,
+            "deployments": [{"name": "gpt-4o", "model": "gpt-4o", "version": "2024-11-20"}],
+        },
     ],
     "search_services": [
         {
@@ -74,6 +126,7 @@ SIM_CONFIG: dict[str, Any] = {
             "data_zone": "us",
             "admin_keys": ["search-shared-1-admin-key"],
             "query_keys": ["search-shared-1-query-key"],
+            "role_assignments": ROLE_HOLDERS,
         },
         {
             "name": "search-eu-1",
@@ -81,6 +134,15 @@ SIM_CONFIG: dict[str, Any] = {
             "data_zone": "eu",
             "admin_keys": ["search-eu-1-admin-key"],
             "query_keys": ["search-eu-1-query-key"],
+        },
+        {
+            "name": "search-keyless",
+            "region": "eastus",
+            "data_zone": "us",
+            "admin_keys": ["search-keyless-admin-key"],
+            "query_keys": ["search-keyless-query-key"],
+            "disable_local_auth": True,
+            "role_assignments": ROLE_HOLDERS,
         },
     ],
 }
@@ -99,13 +161,20 @@ def sim_binary() -> Path:
 class SimProcess:
     """A running azure-sim and helpers for its control API (``/_sim/``)."""
 
-    def __init__(self, base_url: str, config: dict[str, Any]):
+    def __init__(self, base_url: str, config: dict[str, Any], tls_base_url: str = "",
+                 ca_file: str = ""):
         self.base_url = base_url
         self.config = config
+        self.tls_base_url = tls_base_url
+        self.ca_file = ca_file
 
     def url(self, name: str) -> str:
         """Base URL of a resource or search service: ``http://127.0.0.1:PORT/r/{name}``."""
         return f"{self.base_url}/r/{name}"
+
+    def tls_url(self, name: str) -> str:
+        """The same over https: ``https://127.0.0.1:TLS_PORT/r/{name}``."""
+        return f"{self.tls_base_url}/r/{name}"
 
     def openai_key(self, resource: str) -> str:
         return next(r for r in self.config["resources"] if r["name"] == resource)["keys"][0]
@@ -172,6 +241,8 @@ def sim() -> SimProcess:
         config_path = Path(tmp) / "sim.json"
         config_path.write_text(json.dumps(SIM_CONFIG))
         ready = Path(tmp) / "ready"
+        tls_ready = Path(tmp) / "tls-ready"
+        ca_file = Path(tmp) / "ca.pem"
         log = open(Path(tmp) / "sim.log", "wb")
         process = subprocess.Popen(
             [
@@ -182,6 +253,12 @@ def sim() -> SimProcess:
                 str(config_path),
                 "--ready-file",
                 str(ready),
+                "--tls-listen",
+                "127.0.0.1:0",
+                "--tls-cert-file",
+                str(ca_file),
+                "--tls-ready-file",
+                str(tls_ready),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -196,7 +273,8 @@ def sim() -> SimProcess:
                 if time.monotonic() > deadline:
                     pytest.exit("azure-sim did not write its ready file within 30 s", 2)
                 time.sleep(0.02)
-            yield SimProcess(f"http://{ready.read_text().strip()}", SIM_CONFIG)
+            yield SimProcess(f"http://{ready.read_text().strip()}", SIM_CONFIG,
+                             f"https://{tls_ready.read_text().strip()}", str(ca_file))
         finally:
             process.terminate()
             try:

@@ -21,6 +21,8 @@ pub struct ReqCtx {
     pub resource: Resource,
     /// Lets a handler drop the client's TCP connection (the `reset` fault).
     pub conn: Option<ConnCtl>,
+    /// Whether the request came in on the TLS listener (links then use `https`).
+    pub tls: bool,
 }
 
 /// An error in Azure's shape: `{"error":{"code":..,"message":..}}` plus any extra fields.

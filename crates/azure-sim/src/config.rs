@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::entra::config::{
+    EntraConfig, FederatedCredentialConfig, IdentityConfig, ManagedIdentityConfig, PrincipalConfig,
+};
 pub use crate::search::SearchServiceConfig;
 
 /// Everything the emulator needs to start.
@@ -28,6 +31,8 @@ pub struct SimConfig {
     pub openai_api_versions: Vec<String>,
     /// Directory where search services persist their indexes; in memory when absent.
     pub data_dir: Option<PathBuf>,
+    /// The emulated identity platform: principals, managed identity, token lifetime.
+    pub entra: EntraConfig,
 }
 
 /// Default capacity of the request log.
@@ -50,6 +55,12 @@ impl SimConfig {
     /// Adds an Azure OpenAI resource (builder style, for tests).
     pub fn with_resource(mut self, resource: ResourceConfig) -> Self {
         self.resources.push(resource);
+        self
+    }
+
+    /// Sets the `entra` section (builder style, for tests).
+    pub fn with_entra(mut self, entra: EntraConfig) -> Self {
+        self.entra = entra;
         self
     }
 
@@ -132,6 +143,13 @@ pub struct ResourceConfig {
     pub keys: Vec<String>,
     #[serde(default)]
     pub deployments: Vec<DeploymentConfig>,
+    /// Refuse keys (Azure's `disableLocalAuth`): only Entra tokens are accepted.
+    #[serde(default)]
+    pub disable_local_auth: bool,
+    /// Object ids of the principals holding "Cognitive Services OpenAI User" on the
+    /// resource: the only ones whose Entra tokens are accepted (empty: nobody).
+    #[serde(default)]
+    pub role_assignments: Vec<String>,
 }
 
 fn default_region() -> String {
@@ -147,7 +165,21 @@ impl ResourceConfig {
             data_zone: None,
             keys: vec![key.into()],
             deployments: Vec::new(),
+            disable_local_auth: false,
+            role_assignments: Vec::new(),
         }
+    }
+
+    /// Grants a principal (by object id) data-plane access with Entra tokens.
+    pub fn with_role_assignment(mut self, object_id: impl Into<String>) -> Self {
+        self.role_assignments.push(object_id.into());
+        self
+    }
+
+    /// Refuses keys: Entra tokens only (`disableLocalAuth: true`).
+    pub fn with_local_auth_disabled(mut self) -> Self {
+        self.disable_local_auth = true;
+        self
     }
 
     /// Adds a deployment (builder style).

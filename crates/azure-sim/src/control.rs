@@ -20,11 +20,18 @@
 //! | `DELETE /_sim/requests` | | clears the request log |
 //! | `GET /_sim/clock` | | `{"now_ms":N}` on the rate limiter's clock |
 //! | `POST /_sim/clock/advance` | `{"ms":N}` | moves that clock forward |
-//! | `POST /_sim/reset` | | clears faults, log, rate-limit windows, stored responses |
+//! | `PUT /_sim/entra/outage` | `{"down":bool}` | token, IMDS and App Service identity endpoints answer 503 while down |
+//! | `GET /_sim/entra/issued` | | `[{"client_id","resource","count"}]`: access tokens issued so far |
+//! | `PUT /_sim/entra/lifetime` | `{"seconds":N}` | lifetime of tokens issued from now on |
+//! | `POST /_sim/entra/federated-token` | `{"issuer","subject","audience"?,"lifetime_seconds"?}` | `{"token":"<jwt>"}` signed as the cluster's OIDC issuer |
+//! | `POST /_sim/reset` | | clears faults, log, rate-limit windows, stored responses, Entra's issued counters and outage; restores the configured token lifetime |
+//!
+//! Resources and search services take `disable_local_auth` and `role_assignments` (object
+//! ids) in the bodies of `POST /_sim/resources` and `POST /_sim/search-services`.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use http::StatusCode;
@@ -61,6 +68,10 @@ pub fn routes() -> Router<AppState> {
         .route("/clock", get(clock))
         .route("/clock/advance", post(advance_clock))
         .route("/reset", post(reset_handler))
+        .route("/entra/outage", put(entra_outage))
+        .route("/entra/issued", get(entra_issued))
+        .route("/entra/lifetime", put(entra_lifetime))
+        .route("/entra/federated-token", post(entra_federated_token))
         .fallback(|| async {
             control_error(
                 StatusCode::NOT_FOUND,
@@ -70,10 +81,12 @@ pub fn routes() -> Router<AppState> {
         })
 }
 
-/// Clears faults, the request log, rate-limit windows and stored responses.
+/// Clears faults, the request log, rate-limit windows and stored responses; puts the
+/// identity platform back as configured (no outage, no issued tokens counted).
 pub fn reset(state: &AppState) {
     state.faults.clear();
     state.log.clear();
+    state.entra.reset();
     for resource in state.registry.all() {
         match resource {
             Resource::OpenAi(r) => r.reset(),
@@ -318,4 +331,95 @@ async fn advance_clock(State(state): State<AppState>, body: Bytes) -> Response {
 async fn reset_handler(State(state): State<AppState>) -> Response {
     reset(&state);
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Outage {
+    down: bool,
+}
+
+async fn entra_outage(State(state): State<AppState>, body: Bytes) -> Response {
+    let outage: Outage = match parse(&body) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    state.entra.set_down(outage.down);
+    json_response_body(&serde_json::json!({ "down": outage.down }))
+}
+
+async fn entra_issued(State(state): State<AppState>) -> Response {
+    let issued = serde_json::to_value(state.entra.issued()).unwrap_or_default();
+    json_response_body(&issued)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lifetime {
+    seconds: u64,
+}
+
+async fn entra_lifetime(State(state): State<AppState>, body: Bytes) -> Response {
+    let lifetime: Lifetime = match parse(&body) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    if lifetime.seconds == 0 {
+        return control_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            "seconds must be at least 1",
+        );
+    }
+    state.entra.set_lifetime(lifetime.seconds);
+    json_response_body(&serde_json::json!({ "seconds": lifetime.seconds }))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederatedTokenRequest {
+    issuer: String,
+    subject: String,
+    #[serde(default = "default_exchange_audience")]
+    audience: String,
+    #[serde(default = "default_federated_lifetime")]
+    lifetime_seconds: i64,
+}
+
+fn default_exchange_audience() -> String {
+    crate::entra::config::TOKEN_EXCHANGE_AUDIENCE.to_owned()
+}
+
+/// Kubernetes projects service-account tokens for an hour by default.
+fn default_federated_lifetime() -> i64 {
+    3600
+}
+
+async fn entra_federated_token(State(state): State<AppState>, body: Bytes) -> Response {
+    let request: FederatedTokenRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let Some(key) = state.entra.key() else {
+        return control_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "NoSigningKey",
+            "the signing key could not be made",
+        );
+    };
+    match crate::entra::tokens::mint_federated_token(
+        key,
+        &request.issuer,
+        &request.subject,
+        &request.audience,
+        state.clock.unix_seconds(),
+        request.lifetime_seconds,
+    ) {
+        Ok(token) => json_response_body(&serde_json::json!({ "token": token })),
+        Err(_) => control_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SigningFailed",
+            "the token could not be signed",
+        ),
+    }
 }

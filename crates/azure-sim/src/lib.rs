@@ -22,6 +22,7 @@ pub mod clock;
 pub mod common;
 pub mod config;
 pub mod control;
+pub mod entra;
 pub mod faults;
 pub mod openai;
 pub mod reqlog;
@@ -29,9 +30,11 @@ mod router;
 pub mod search;
 pub mod server;
 pub mod state;
+pub mod tls;
 
 pub use config::{
-    ConfigError, DeploymentConfig, RateLimitSettings, ResourceConfig, SearchServiceConfig,
+    ConfigError, DeploymentConfig, EntraConfig, FederatedCredentialConfig, IdentityConfig,
+    ManagedIdentityConfig, PrincipalConfig, RateLimitSettings, ResourceConfig, SearchServiceConfig,
     SimConfig,
 };
 pub use faults::{FaultAction, FaultSpec};

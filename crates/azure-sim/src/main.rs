@@ -14,7 +14,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Every resource and search service is served under http://LISTEN/r/{name}; the control
 /// API (no authentication) is under http://LISTEN/_sim/ (health, resources,
-/// search-services, faults, requests, clock, reset).
+/// search-services, faults, requests, clock, reset, entra). With --tls-listen the same API
+/// is also served over https, and the Entra ID identity endpoints (token, discovery, IMDS,
+/// App Service identity) are served on both listeners.
 #[derive(Debug, Parser)]
 #[command(name = "azure-sim", version)]
 struct Args {
@@ -42,6 +44,21 @@ struct Args {
     /// Overrides `request_log_capacity` of the configuration file.
     #[arg(long, env = "AZURE_SIM_REQUEST_LOG")]
     request_log: Option<usize>,
+
+    /// Also serve the same API over HTTPS on this address (port 0 picks a free port; see
+    /// --tls-ready-file). Entra clients need it: MSAL refuses a non-https authority and
+    /// azure-core refuses to send bearer tokens over http.
+    #[arg(long, env = "AZURE_SIM_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+
+    /// Write the PEM of the CA certificate to trust for the TLS listener here (it is made
+    /// at every start; its server certificate names localhost, 127.0.0.1 and ::1).
+    #[arg(long, env = "AZURE_SIM_TLS_CERT_FILE", requires = "tls_listen")]
+    tls_cert_file: Option<PathBuf>,
+
+    /// Once listening, write the TLS listener's bound address to this file.
+    #[arg(long, env = "AZURE_SIM_TLS_READY_FILE", requires = "tls_listen")]
+    tls_ready_file: Option<PathBuf>,
 
     /// Worker threads of the runtime (default: number of CPUs).
     #[arg(long, env = "AZURE_SIM_WORKERS")]
@@ -75,17 +92,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.request_log.is_some() {
         config.request_log_capacity = args.request_log;
     }
-    let sim = azure_sim::Sim::start_on(config, args.listen).await?;
-    if let Some(path) = &args.ready_file {
-        // Write then rename, so a watcher never reads a half-written address.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, sim.addr().to_string())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    // The signing key is made once per process; make it now rather than on the first token
+    // request.
+    let started = std::time::Instant::now();
+    if let Err(error) = azure_sim::entra::keys::SigningKey::shared() {
+        anyhow::bail!("cannot make the token signing key: {error}");
     }
-    tracing::info!(addr = %sim.addr(), "azure-sim listening");
+    tracing::info!(
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "token signing key ready"
+    );
+    let sim = match args.tls_listen {
+        Some(tls) => azure_sim::Sim::start_on_with_tls(config, args.listen, tls).await?,
+        None => azure_sim::Sim::start_on(config, args.listen).await?,
+    };
+    // The certificate first: a harness waiting for the ready files may read it at once.
+    if let (Some(path), Some(pem)) = (&args.tls_cert_file, sim.tls_ca_pem()) {
+        write_atomically(path, pem)?;
+    }
+    if let (Some(path), Some(addr)) = (&args.tls_ready_file, sim.tls_addr()) {
+        write_atomically(path, &addr.to_string())?;
+    }
+    if let Some(path) = &args.ready_file {
+        write_atomically(path, &sim.addr().to_string())?;
+    }
+    tracing::info!(addr = %sim.addr(), tls_addr = ?sim.tls_addr(), "azure-sim listening");
     shutdown_signal().await?;
     sim.shutdown().await;
+    Ok(())
+}
+
+/// Writes then renames, so a watcher never reads a half-written file.
+fn write_atomically(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

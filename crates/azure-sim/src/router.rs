@@ -16,7 +16,7 @@ use http::{HeaderValue, StatusCode, Uri};
 use tower::ServiceExt;
 
 use crate::common::{AzureError, ReqCtx, APIM_REQUEST_ID, X_MS_REGION, X_REQUEST_ID};
-use crate::server::ConnCtl;
+use crate::server::{ConnCtl, ConnInfo};
 use crate::state::{AppState, Resource};
 
 /// Largest request body accepted (search index batches may be 16 MB).
@@ -42,7 +42,8 @@ pub fn app(state: AppState) -> Router {
         .route("/r/{name}/{*rest}", any(dispatch_request))
         .with_state(dispatch);
     Router::new()
-        .nest("/_sim", crate::control::routes().with_state(state))
+        .nest("/_sim", crate::control::routes().with_state(state.clone()))
+        .merge(crate::entra::handlers::routes().with_state(state))
         .merge(resources)
         .fallback(unknown_path)
 }
@@ -121,6 +122,7 @@ async fn dispatch_request(State(dispatch): State<Dispatch>, request: Request) ->
         }
     };
     let conn = parts.extensions.remove::<ConnCtl>();
+    let tls = parts.extensions.get::<ConnInfo>().is_some_and(|c| c.tls);
     // A fresh request: the outer router's path parameters must not leak into the inner one.
     let mut request = Request::new(Body::from(body));
     *request.method_mut() = parts.method;
@@ -131,6 +133,7 @@ async fn dispatch_request(State(dispatch): State<Dispatch>, request: Request) ->
         request_id: request_id.clone(),
         resource: resource.clone(),
         conn: conn.clone(),
+        tls,
     });
     let router = match &resource {
         Resource::OpenAi(_) => dispatch.openai.clone(),

@@ -15,6 +15,7 @@ use crate::config::{
     validate_name, ConfigError, RateLimitSettings, ResourceConfig, SimConfig,
     DEFAULT_REQUEST_LOG_CAPACITY,
 };
+use crate::entra::Entra;
 use crate::faults::FaultTable;
 use crate::openai::OpenAiResource;
 use crate::reqlog::RequestLog;
@@ -40,6 +41,8 @@ pub struct Inner {
     pub openai_api_versions: Vec<String>,
     /// Where search services persist their data, if anywhere.
     pub data_dir: Option<PathBuf>,
+    /// The emulated identity platform.
+    pub entra: Entra,
 }
 
 impl std::ops::Deref for AppState {
@@ -63,6 +66,7 @@ impl AppState {
             rate_limits: config.rate_limits.clone(),
             openai_api_versions: config.openai_api_versions.clone(),
             data_dir: config.data_dir.clone(),
+            entra: Entra::new(config.entra.clone()),
         }));
         for resource in &config.resources {
             state.add_openai_resource(resource.clone())?;

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::auth::{actions, DataAction};
 use super::ratelimit::{Admission, Limit};
 use super::sse::{self, Frame};
 use super::textgen::{self, fnv1a, Generated, Rng};
@@ -33,6 +34,19 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The RBAC data action and Azure's name of the operation, for token callers.
+    fn data_action(self, addressing: &Addressing) -> DataAction {
+        let v1 = matches!(addressing, Addressing::V1);
+        match (self, v1) {
+            (Operation::ChatCompletions, false) => actions::CHAT,
+            (Operation::ChatCompletions, true) => actions::CHAT_V1,
+            (Operation::Completions, false) => actions::COMPLETIONS,
+            (Operation::Completions, true) => actions::COMPLETIONS_V1,
+            (Operation::Embeddings, false) => actions::EMBEDDINGS,
+            (Operation::Embeddings, true) => actions::EMBEDDINGS_V1,
+        }
+    }
+
     /// Azure's operation id, used in 429 messages.
     fn operation_id(self) -> &'static str {
         match self {
@@ -111,12 +125,16 @@ pub async fn not_found() -> Response {
 }
 
 /// `GET /openai/v1/models`: the resource's deployments as OpenAI model objects.
-pub async fn list_models_v1(Extension(ctx): Extension<ReqCtx>, headers: HeaderMap) -> Response {
+pub async fn list_models_v1(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<ReqCtx>,
+    headers: HeaderMap,
+) -> Response {
     let resource = match openai_resource(&ctx) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = authenticate(&resource, &headers) {
+    if let Err(e) = authenticate(&state, &resource, &headers, actions::LIST_MODELS_V1) {
         return e.into_response();
     }
     let data: Vec<Value> = resource
@@ -144,7 +162,7 @@ pub async fn list_deployments(
     if let Err(e) = check_api_version(&state, query.as_deref()) {
         return e.into_response();
     }
-    if let Err(e) = authenticate(&resource, &headers) {
+    if let Err(e) = authenticate(&state, &resource, &headers, actions::LIST_DEPLOYMENTS) {
         return e.into_response();
     }
     let data: Vec<Value> = resource
@@ -157,6 +175,8 @@ pub async fn list_deployments(
         .collect();
     json_response_body(&json!({"object": "list", "data": data}))
 }
+
+pub(crate) use super::auth::authenticate;
 
 pub(crate) fn openai_resource(ctx: &ReqCtx) -> Result<Arc<OpenAiResource>, AzureError> {
     match &ctx.resource {
@@ -215,38 +235,6 @@ fn looks_like_api_version(v: &str) -> bool {
         && b.iter()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-}
-
-/// The caller's key: `api-key` wins over `Authorization: Bearer`.
-pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers
-        .get("api-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        return Some(key);
-    }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// Checks the key against the resource (401 in Azure's words otherwise).
-pub(crate) fn authenticate(
-    resource: &OpenAiResource,
-    headers: &HeaderMap,
-) -> Result<(), AzureError> {
-    match presented_key(headers) {
-        Some(key) if resource.accepts_key(key) => Ok(()),
-        _ => Err(AzureError::new(
-            StatusCode::UNAUTHORIZED,
-            "401",
-            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
-        )),
-    }
 }
 
 /// Parses a JSON object body (400 in Azure's words otherwise).
@@ -562,7 +550,7 @@ fn admit_request(
         Addressing::Path(_) => check_api_version(state, query)?,
         Addressing::V1 => api_version(query).unwrap_or("v1").to_owned(),
     };
-    authenticate(&resource, headers)?;
+    authenticate(state, &resource, headers, op.data_action(&addressing))?;
     let body = parse_body(body)?;
     let name = match &addressing {
         Addressing::Path(name) => name.as_str(),
@@ -1361,18 +1349,6 @@ mod tests {
         for bad in ["", "2024-10", "latest", "2024-10-21-beta", "20241021xx"] {
             assert!(!looks_like_api_version(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn api_key_wins_over_a_bearer_token() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "authorization",
-            HeaderValue::from_static("Bearer bearer-key"),
-        );
-        assert_eq!(presented_key(&headers), Some("bearer-key"));
-        headers.insert("api-key", HeaderValue::from_static("api-key-value"));
-        assert_eq!(presented_key(&headers), Some("api-key-value"));
     }
 
     #[test]

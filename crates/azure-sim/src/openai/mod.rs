@@ -7,6 +7,7 @@
 //!   `/openai/responses?api-version=...`)
 //! - `GET /openai/v1/models`, `GET /openai/deployments?api-version=...` (the deployments)
 
+pub mod auth;
 pub mod handlers;
 pub mod ratelimit;
 pub mod responses;
@@ -219,6 +220,8 @@ impl OpenAiResource {
             "region": self.config.region,
             "data_zone": self.config.data_zone,
             "keys": self.config.keys,
+            "disable_local_auth": self.config.disable_local_auth,
+            "role_assignments": self.config.role_assignments,
             "deployments": deployments,
         })
     }

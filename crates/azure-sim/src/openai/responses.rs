@@ -13,9 +13,10 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::auth::{actions, authenticate, DataAction};
 use super::handlers::{
-    apply_faults, authenticate, charge, check_api_version, find_deployment, new_id,
-    openai_resource, parse_body, FaultOutcome,
+    apply_faults, charge, check_api_version, find_deployment, new_id, openai_resource, parse_body,
+    FaultOutcome,
 };
 use super::textgen;
 use super::ModelKind;
@@ -184,7 +185,7 @@ async fn create_inner(
     } else {
         "v1".to_owned()
     };
-    authenticate(&resource, headers).map_err(e)?;
+    authenticate(state, &resource, headers, actions::RESPONSES_CREATE).map_err(e)?;
     let body = parse_body(body).map_err(e)?;
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return Err(
@@ -340,12 +341,13 @@ fn check_read(
     versioned: bool,
     query: Option<&str>,
     headers: &HeaderMap,
+    action: DataAction,
 ) -> Result<std::sync::Arc<super::OpenAiResource>, AzureError> {
     let resource = openai_resource(ctx)?;
     if versioned {
         check_api_version(state, query)?;
     }
-    authenticate(&resource, headers)?;
+    authenticate(state, &resource, headers, action)?;
     Ok(resource)
 }
 
@@ -357,7 +359,14 @@ async fn get(
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    let resource = match check_read(&state, &ctx, versioned, query.as_deref(), &headers) {
+    let resource = match check_read(
+        &state,
+        &ctx,
+        versioned,
+        query.as_deref(),
+        &headers,
+        actions::RESPONSES_READ,
+    ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -375,7 +384,14 @@ async fn delete(
     query: Option<String>,
     headers: HeaderMap,
 ) -> Response {
-    let resource = match check_read(&state, &ctx, versioned, query.as_deref(), &headers) {
+    let resource = match check_read(
+        &state,
+        &ctx,
+        versioned,
+        query.as_deref(),
+        &headers,
+        actions::RESPONSES_DELETE,
+    ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 use parking_lot::RwLock;
@@ -29,7 +29,9 @@ use super::store::{Index, MAX_BATCH_ACTIONS};
 use super::suggest::{autocomplete, suggest, SuggestParams};
 use super::{bad_request, SearchApiError, SearchService};
 use crate::common::{json_response_body, AzureError, ReqCtx};
-use crate::state::Resource;
+use crate::entra::auth::{presented, Credential};
+use crate::entra::tokens::SEARCH_AUDIENCE;
+use crate::state::{AppState, Resource};
 
 /// Largest index batch body, as in Azure.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -63,6 +65,27 @@ enum Op {
 }
 
 impl Op {
+    /// The Azure RBAC data action the operation needs (named in 403 answers to tokens).
+    fn data_action(&self) -> &'static str {
+        match self {
+            Op::SearchGet(_)
+            | Op::SearchPost(_)
+            | Op::Lookup(..)
+            | Op::Count(_)
+            | Op::SuggestGet(_)
+            | Op::SuggestPost(_)
+            | Op::AutocompleteGet(_)
+            | Op::AutocompletePost(_) => "Microsoft.Search/searchServices/indexes/documents/read",
+            Op::Batch(_) => "Microsoft.Search/searchServices/indexes/documents/write",
+            Op::ListIndexes | Op::GetIndex(_) | Op::IndexStats(_) => {
+                "Microsoft.Search/searchServices/indexes/read"
+            }
+            Op::CreateIndex | Op::PutIndex(_) => "Microsoft.Search/searchServices/indexes/write",
+            Op::DeleteIndex(_) => "Microsoft.Search/searchServices/indexes/delete",
+            Op::ServiceStats => "Microsoft.Search/searchServices/read",
+        }
+    }
+
     fn access(&self) -> Access {
         match self {
             Op::SearchGet(_)
@@ -158,34 +181,33 @@ fn route(method: &Method, path: &str) -> Option<Op> {
     Some(op)
 }
 
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers
-        .get("api-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        return Some(key);
-    }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
+/// Checks the caller's key or Entra token against the service.
 fn authorize(
+    state: &AppState,
     service: &SearchService,
     headers: &HeaderMap,
-    needed: Access,
+    op: &Op,
 ) -> Result<(), SearchApiError> {
-    let Some(key) = presented_key(headers) else {
-        return Err(AzureError::new(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Access denied: an 'api-key' header (or Authorization: Bearer) is required.",
-        ));
+    let is_key = |value: &str| service.access_of(value).is_some() && !service.keys_open();
+    let key = match presented(headers, is_key) {
+        Credential::Missing => {
+            return Err(AzureError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Access denied: an 'api-key' header (or Authorization: Bearer) is required.",
+            ))
+        }
+        Credential::Token(token) => return authorize_token(state, service, token, op),
+        Credential::Key(_) if service.config.disable_local_auth => {
+            return Err(AzureError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Key based authentication is disabled for this search service. Use a Microsoft Entra ID access token.",
+            ))
+        }
+        Credential::Key(key) => key,
     };
+    let needed = op.access();
     let access = match service.access_of(key) {
         Some(access) => access,
         None => {
@@ -250,9 +272,10 @@ struct Call<'a> {
 }
 
 /// The search router's fallback: every request to a search service lands here.
-pub async fn handle(request: Request) -> Response {
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let Some(ReqCtx {
         resource: Resource::Search(service),
+        tls,
         ..
     }) = request.extensions().get::<ReqCtx>().cloned()
     else {
@@ -267,16 +290,58 @@ pub async fn handle(request: Request) -> Response {
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    match dispatch(&service, &parts, body) {
+    match dispatch(&state, &service, &parts, body, tls) {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
+/// An Entra token: valid for `https://search.azure.com` and held by a principal with a role
+/// on the service. Refusals follow `aadAuthFailureMode: http401WithBearerChallenge` (401 with
+/// a `WWW-Authenticate: Bearer` challenge) for bad tokens, 403 for a missing role.
+fn authorize_token(
+    state: &AppState,
+    service: &SearchService,
+    token: &str,
+    op: &Op,
+) -> Result<(), SearchApiError> {
+    let now = state.clock.unix_seconds();
+    let claims = match state.entra.verify(token, SEARCH_AUDIENCE, now) {
+        Ok(claims) => claims,
+        Err(rejection) => {
+            tracing::debug!(service = service.name(), %rejection, "bearer token refused");
+            return Err(AzureError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Authentication failed: the access token is missing, invalid, issued for another audience than https://search.azure.com, or expired.",
+            )
+            .with_header(
+                http::header::WWW_AUTHENTICATE,
+                "Bearer authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", resource_id=\"https://search.azure.com\"",
+            ));
+        }
+    };
+    if service.config.role_assignments.contains(&claims.oid) {
+        Ok(())
+    } else {
+        Err(AzureError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "Authorization failed: the principal '{}' does not have a role assignment granting '{}' on this search service.",
+                claims.oid,
+                op.data_action()
+            ),
+        ))
+    }
+}
+
 fn dispatch(
+    state: &AppState,
     service: &Arc<SearchService>,
     parts: &http::request::Parts,
     body: Bytes,
+    tls: bool,
 ) -> Result<Response, SearchApiError> {
     let op = route(&parts.method, parts.uri.path()).ok_or_else(|| {
         AzureError::new(
@@ -294,18 +359,19 @@ fn dispatch(
             .map(|q| q.0)
             .map_err(|_| bad_request("The query string is malformed."))?;
     let api_version = check_api_version(service, &pairs)?;
-    authorize(service, &parts.headers, op.access())?;
+    authorize(state, service, &parts.headers, &op)?;
     let host = parts
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
+    let scheme = if tls { "https" } else { "http" };
     let call = Call {
         service,
         pairs,
         body,
         api_version,
-        base: format!("http://{host}/r/{}", service.name()),
+        base: format!("{scheme}://{host}/r/{}", service.name()),
     };
     match op {
         Op::ListIndexes => list_indexes(&call),

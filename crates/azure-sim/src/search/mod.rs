@@ -92,6 +92,14 @@ pub struct SearchServiceConfig {
     /// Accepted `api-version` values; empty means [`DEFAULT_API_VERSIONS`].
     #[serde(default)]
     pub api_versions: Vec<String>,
+    /// Refuse keys (`disableLocalAuth: true`): only Entra tokens are accepted.
+    #[serde(default)]
+    pub disable_local_auth: bool,
+    /// Object ids of the principals holding the search data roles ("Search Index Data
+    /// Contributor" and "Search Service Contributor") on the service: the only ones whose
+    /// Entra tokens are accepted (empty: nobody).
+    #[serde(default)]
+    pub role_assignments: Vec<String>,
 }
 
 fn default_region() -> String {
@@ -113,7 +121,21 @@ impl SearchServiceConfig {
             admin_keys: vec![admin_key.into()],
             query_keys: vec![query_key.into()],
             api_versions: Vec::new(),
+            disable_local_auth: false,
+            role_assignments: Vec::new(),
         }
+    }
+
+    /// Grants a principal (by object id) data-plane access with Entra tokens.
+    pub fn with_role_assignment(mut self, object_id: impl Into<String>) -> Self {
+        self.role_assignments.push(object_id.into());
+        self
+    }
+
+    /// Refuses keys: Entra tokens only (`disableLocalAuth: true`).
+    pub fn with_local_auth_disabled(mut self) -> Self {
+        self.disable_local_auth = true;
+        self
     }
 
     /// Replaces the accepted `api-version` values (builder style).
@@ -195,6 +217,11 @@ impl SearchService {
         } else {
             None
         }
+    }
+
+    /// Whether any non-empty key opens the service (no keys configured).
+    pub fn keys_open(&self) -> bool {
+        self.config.admin_keys.is_empty() && self.config.query_keys.is_empty()
     }
 
     /// The accepted `api-version` values.
