@@ -10,6 +10,7 @@ mod admin;
 mod auth;
 mod bodies;
 mod connections;
+mod entra;
 mod isolation;
 mod ledger;
 mod moves;

@@ -64,6 +64,10 @@ pub enum ApiError {
     SearchUnreachable,
     #[error("the search service did not answer in time")]
     SearchTimedOut,
+    /// Azure refused the gateway's Entra ID token (a missing role assignment): 502, naming
+    /// the upstream.
+    #[error("{0}")]
+    UpstreamAuthRefused(String),
     /// The upstream is reached with an Entra ID credential and no token can be had now. The
     /// message names the upstream and why, never a secret.
     #[error("{message}")]
@@ -115,7 +119,9 @@ impl ApiError {
             | Self::ResponseNotFound(_) => StatusCode::NOT_FOUND,
             Self::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } | Self::BudgetExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Self::SearchUnreachable | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::SearchUnreachable | Self::Upstream(_) | Self::UpstreamAuthRefused(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::SearchTimedOut => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable { .. } | Self::UpstreamAuthUnavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -148,6 +154,7 @@ impl ApiError {
             Self::Upstream(_) => "UpstreamError",
             Self::Unavailable { .. } => "ServiceUnavailable",
             Self::UpstreamAuthUnavailable { .. } => "UpstreamAuthenticationUnavailable",
+            Self::UpstreamAuthRefused(_) => "UpstreamAuthenticationFailed",
             Self::Internal(_) => "InternalServerError",
         }
     }
@@ -199,6 +206,7 @@ impl ApiError {
             Self::SearchUnreachable => "The search service could not be reached.".into(),
             Self::SearchTimedOut => "The search service did not answer in time.".into(),
             Self::Upstream(message) | Self::Unavailable { message, .. } => (*message).to_owned(),
+            Self::UpstreamAuthRefused(message) => message.clone(),
             Self::UpstreamAuthUnavailable {
                 message,
                 retry_after,
@@ -716,6 +724,13 @@ mod tests {
                 None,
             ),
             (ApiError::SearchTimedOut, 504, "GatewayTimeout", None, None),
+            (
+                ApiError::UpstreamAuthRefused("no role".into()),
+                502,
+                "UpstreamAuthenticationFailed",
+                None,
+                None,
+            ),
             (
                 ApiError::UpstreamAuthUnavailable {
                     message: "no token".into(),

@@ -203,6 +203,7 @@ fn search_error(error: SearchError) -> Response {
     match error {
         SearchError::BadRequest(message) => ApiError::SearchParameter(message),
         SearchError::UpstreamTimeout => ApiError::SearchTimedOut,
+        SearchError::AuthRefused(message) => ApiError::UpstreamAuthRefused(message),
         SearchError::Token {
             retry_after,
             message,

@@ -491,6 +491,25 @@ impl OpenAiRouter {
                 }
             }
         }
+        // Azure refused the gateway's own identity (no role assignment, wrong tenant): the
+        // caller did nothing wrong, so it never sees a 401/403 of ours. The member counts as
+        // failed (another may answer) and the refusal is named with the member.
+        if matches!(member.credential, UpstreamAuth::Entra(_))
+            && matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            )
+        {
+            let status = response.status();
+            self.health.failed(&member.key, Instant::now());
+            let body =
+                read_error_body(response.into_body(), self.settings.first_byte_timeout).await;
+            tracing::warn!(member = %member.key, status = status.as_u16(), "upstream refused the gateway's Entra ID token");
+            return Attempt::Retry {
+                throttled: false,
+                last: Some(token_refused(member, status, &body)),
+            };
+        }
         self.judge(member, response).await
     }
 
@@ -812,6 +831,37 @@ fn upstream_request(
 }
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// The answer given when Azure refused a member's Entra ID token: 502, naming the member
+/// and Azure's own code and message (which name the principal, never a secret).
+fn token_refused(
+    member: &Member,
+    status: StatusCode,
+    body: &[u8],
+) -> (StatusCode, Bytes, HeaderMap) {
+    let azure = serde_json::from_slice::<Value>(body).ok();
+    let error = azure.as_ref().and_then(|v| v.get("error"));
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let said = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| m.chars().take(400).collect::<String>())
+        .unwrap_or_default();
+    let message = format!(
+        "Azure refused the gateway's Entra ID token for {} (HTTP {} {code}: {said}). Check the role assignment of the gateway's identity on that resource.",
+        member.key,
+        status.as_u16()
+    );
+    let body = json!({"error": {"code": "UpstreamAuthenticationFailed", "message": message}});
+    (
+        StatusCode::BAD_GATEWAY,
+        Bytes::from(body.to_string()),
+        HeaderMap::new(),
+    )
+}
 
 /// The answer given for a member whose Entra ID token cannot be had (if no other member
 /// answers): 503 with `Retry-After`, naming the member and why, never a secret.

@@ -157,6 +157,21 @@ impl SearchClient {
                 }
             }
         }
+        if matches!(upstream.credential, UpstreamAuth::Entra(_))
+            && matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            )
+        {
+            let status = response.status().as_u16();
+            let said = response.text().await.unwrap_or_default();
+            let said: String = said.chars().take(400).collect();
+            tracing::warn!(endpoint = %upstream.endpoint, status, "search service refused the gateway's Entra ID token");
+            return Err(SearchError::AuthRefused(format!(
+                "Azure refused the gateway's Entra ID token for the search service at {} (HTTP {status}: {said}). Check the role assignment of the gateway's identity on that service.",
+                upstream.endpoint
+            )));
+        }
         let status = response.status();
         let mut headers = HeaderMap::new();
         for name in PASSED_HEADERS {

@@ -37,6 +37,10 @@ pub enum SearchError {
     /// The search service could not be reached, or answered something unreadable.
     #[error("the search service failed: {0}")]
     Upstream(String),
+    /// The service refused the gateway's Entra ID token (no role assignment): the service
+    /// and its answer, never a secret.
+    #[error("{0}")]
+    AuthRefused(String),
     /// The service is reached with an Entra ID credential and no token can be had now.
     #[error("{message}")]
     Token {
