@@ -103,6 +103,7 @@ impl Catalog {
                 data_zone: opt("data zone", row.data_zone, DataZone::parse)?,
                 owner_tenant: opt("owner", row.owner_tenant, TenantSlug::parse)?,
                 created_at: row.created_at,
+                auth: None,
             };
             catalog.resource_names.insert(row.id, name.clone());
             catalog.resources.insert(
@@ -176,6 +177,7 @@ impl Catalog {
                 owner_tenant: opt("owner", row.owner_tenant, TenantSlug::parse)?,
                 index_capacity: to_u32("index capacity", row.index_capacity)?,
                 created_at: row.created_at,
+                auth: None,
             };
             catalog.service_names.insert(row.id, name.clone());
             catalog.services.insert(

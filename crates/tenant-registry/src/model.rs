@@ -551,6 +551,31 @@ pub struct Tenant {
     pub search_move: Option<SearchMove>,
 }
 
+/// The public side of an upstream credential: its kind and the principal it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthView {
+    /// `api_key`, `client_secret`, `workload_identity` or `managed_identity`; `unreadable`
+    /// when it does not open under the current master key.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl AuthView {
+    pub fn of(auth: &entra::UpstreamAuth) -> Self {
+        match auth {
+            entra::UpstreamAuth::ApiKey(_) => Self {
+                kind: "api_key",
+                client_id: None,
+            },
+            entra::UpstreamAuth::Entra(credential) => Self {
+                kind: credential.spec().kind(),
+                client_id: credential.spec().client_id().map(str::to_owned),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewOpenAiResource {
@@ -579,6 +604,10 @@ pub struct OpenAiResource {
     pub data_zone: Option<DataZone>,
     pub owner_tenant: Option<TenantSlug>,
     pub created_at: DateTime<Utc>,
+    /// How the gateway authenticates to it (never the secret); filled in by the admin
+    /// reads, absent where the view is built without opening credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthView>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -659,6 +688,10 @@ pub struct SearchService {
     pub owner_tenant: Option<TenantSlug>,
     pub index_capacity: u32,
     pub created_at: DateTime<Utc>,
+    /// How the gateway authenticates to it (never the secret); filled in by the admin
+    /// reads, absent where the view is built without opening credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthView>,
 }
 
 /// An index definition in Azure's shape, named by its logical name; `fields` is required,

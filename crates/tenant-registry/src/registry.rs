@@ -25,10 +25,11 @@ use uuid::Uuid;
 use crate::catalog::Catalog;
 use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
 use crate::model::{
-    ApiKey, ApiKeyPatch, Deployment, IndexTemplate, KeyScope, Member, NewApiKey, NewDeployment,
-    NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant, NewTenantWithKeys,
-    Onboarded, OpenAiPlacementSpec, OpenAiResource, Page, Pool, SearchMove, SearchPlacement,
-    SearchService, Tenant, TenantFilter, TenantPatch, TenantStatus, RESERVED_FIELD_PREFIX,
+    ApiKey, ApiKeyPatch, AuthView, Deployment, IndexTemplate, KeyScope, Member, NewApiKey,
+    NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant,
+    NewTenantWithKeys, Onboarded, OpenAiPlacementSpec, OpenAiResource, Page, Pool, SearchMove,
+    SearchPlacement, SearchService, Tenant, TenantFilter, TenantPatch, TenantStatus,
+    RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
@@ -473,6 +474,7 @@ impl Registry {
             data_zone: new.data_zone,
             owner_tenant: new.owner_tenant,
             created_at: row.created_at,
+            auth: Some(AuthView::of(&auth)),
         })
     }
 
@@ -482,8 +484,26 @@ impl Registry {
             .await?
             .resources
             .into_values()
-            .map(|e| e.view)
+            .map(|e| OpenAiResource {
+                auth: Some(self.auth_view(&resource_context(&e.view.name), &e.sealed)),
+                ..e.view
+            })
             .collect())
+    }
+
+    /// The kind and principal of a sealed upstream credential, for the admin reads.
+    fn auth_view(&self, context: &str, sealed: &[u8]) -> AuthView {
+        self.master
+            .open(context, sealed)
+            .ok()
+            .and_then(|secret| UpstreamAuth::from_stored(secret).ok())
+            .map_or(
+                AuthView {
+                    kind: "unreadable",
+                    client_id: None,
+                },
+                |auth| AuthView::of(&auth),
+            )
     }
 
     pub async fn delete_resource(&self, name: &str) -> Result<()> {
@@ -642,6 +662,7 @@ impl Registry {
             owner_tenant: new.owner_tenant,
             index_capacity: new.index_capacity,
             created_at: row.created_at,
+            auth: Some(AuthView::of(&auth)),
         })
     }
 
@@ -651,7 +672,10 @@ impl Registry {
             .await?
             .services
             .into_values()
-            .map(|e| e.view)
+            .map(|e| SearchService {
+                auth: Some(self.auth_view(&service_context(&e.view.name), &e.sealed)),
+                ..e.view
+            })
             .collect())
     }
 

@@ -978,7 +978,19 @@ mod scenarios {
                 "region": "eastus", "auth": principal.clone()}})))
             .await
             .unwrap();
-        let shown = serde_json::to_string(&r.services().await.unwrap()).unwrap()
+        // The admin reads show the kind and the principal, never the secret.
+        let services = r.services().await.unwrap();
+        let auth = services[0].auth.as_ref().unwrap();
+        assert_eq!(
+            (auth.kind, auth.client_id.as_deref()),
+            (
+                "client_secret",
+                Some("11111111-2222-3333-4444-555555555555")
+            )
+        );
+        let resources = r.resources().await.unwrap();
+        assert_eq!(resources[0].auth.as_ref().unwrap().kind, "managed_identity");
+        let shown = serde_json::to_string(&services).unwrap()
             + &serde_json::to_string(&r.tenant("own-sp").await.unwrap()).unwrap();
         assert!(!shown.contains("entra-secret-value"), "{shown}");
         let snapshot = r.snapshot();
