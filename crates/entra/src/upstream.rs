@@ -88,6 +88,31 @@ impl UpstreamAuth {
     }
 }
 
+impl UpstreamAuth {
+    /// After Azure answered 401 to `sent`: a new token to try once more, if there is one
+    /// (not for a key, and not when the broker has nothing newer than what was refused).
+    pub async fn renewed(
+        &self,
+        broker: &TokenBroker,
+        scope: &str,
+        sent: &AuthHeader,
+    ) -> Option<AuthHeader> {
+        let (Self::Entra(credential), AuthHeader::Bearer(rejected)) = (self, sent) else {
+            return None;
+        };
+        let fresh = broker
+            .token_after_rejection(credential, scope, rejected)
+            .await
+            .ok()?;
+        (fresh != rejected).then_some(AuthHeader::Bearer(fresh))
+    }
+
+    /// Whether a 401/403 from Azure refuses the gateway's own identity rather than a key.
+    pub fn is_entra(&self) -> bool {
+        matches!(self, Self::Entra(_))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use entra::{AuthHeader, TokenBroker, TokenError, UpstreamAuth, OPENAI_SCOPE};
+use entra::{AuthHeader, TokenBroker, TokenError, OPENAI_SCOPE};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Full};
@@ -469,32 +469,25 @@ impl OpenAiRouter {
         // A 401 on a cached token (revoked, or a key rotation on Azure's side): one new token
         // and one more try on the same member.
         if response.status() == StatusCode::UNAUTHORIZED {
-            if let (UpstreamAuth::Entra(credential), AuthHeader::Bearer(rejected)) =
-                (&member.credential, &auth)
+            if let Some(auth) = member
+                .credential
+                .renewed(&self.tokens, OPENAI_SCOPE, &auth)
+                .await
             {
-                if let Ok(fresh) = self
-                    .tokens
-                    .token_after_rejection(credential, OPENAI_SCOPE, rejected)
+                tracing::info!(member = %member.key, "upstream refused the cached token; retrying with a new one");
+                response = match self
+                    .send_once(member, &url, call, body, &auth, deadline)
                     .await
                 {
-                    if fresh != rejected {
-                        tracing::info!(member = %member.key, "upstream refused the cached token; retrying with a new one");
-                        let auth = AuthHeader::Bearer(fresh);
-                        response = match self
-                            .send_once(member, &url, call, body, &auth, deadline)
-                            .await
-                        {
-                            Ok(response) => response,
-                            Err(attempt) => return attempt,
-                        };
-                    }
-                }
+                    Ok(response) => response,
+                    Err(attempt) => return attempt,
+                };
             }
         }
         // Azure refused the gateway's own identity (no role assignment, wrong tenant): the
         // caller did nothing wrong, so it never sees a 401/403 of ours. The member counts as
         // failed (another may answer) and the refusal is named with the member.
-        if matches!(member.credential, UpstreamAuth::Entra(_))
+        if member.credential.is_entra()
             && matches!(
                 response.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use entra::{AuthHeader, TokenBroker, UpstreamAuth, SEARCH_SCOPE};
+use entra::{AuthHeader, TokenBroker, SEARCH_SCOPE};
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value};
 
@@ -141,23 +141,15 @@ impl SearchClient {
         let mut response = self.send(method.clone(), &url, &auth, body.clone()).await?;
         // A 401 on a cached token: one new token and one more try.
         if response.status() == StatusCode::UNAUTHORIZED {
-            if let (UpstreamAuth::Entra(credential), AuthHeader::Bearer(rejected)) =
-                (&upstream.credential, &auth)
+            if let Some(auth) = upstream
+                .credential
+                .renewed(&self.tokens, SEARCH_SCOPE, &auth)
+                .await
             {
-                if let Ok(fresh) = self
-                    .tokens
-                    .token_after_rejection(credential, SEARCH_SCOPE, rejected)
-                    .await
-                {
-                    if fresh != rejected {
-                        response = self
-                            .send(method, &url, &AuthHeader::Bearer(fresh), body)
-                            .await?;
-                    }
-                }
+                response = self.send(method, &url, &auth, body).await?;
             }
         }
-        if matches!(upstream.credential, UpstreamAuth::Entra(_))
+        if upstream.credential.is_entra()
             && matches!(
                 response.status(),
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
