@@ -116,7 +116,10 @@ fn assert_no_secret(body: &Value) {
     }
     // No credential field; `auth` shows only the kind (`{"kind":"api_key"}`).
     for field in ["\"api_key\":", "\"client_secret\":"] {
-        assert!(!text.contains(field), "a credential field was shown: {text}");
+        assert!(
+            !text.contains(field),
+            "a credential field was shown: {text}"
+        );
     }
 }
 
