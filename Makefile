@@ -6,12 +6,13 @@ REDIS_URL ?= redis://127.0.0.1:6379
 VENV ?= .venv
 export DATABASE_URL REDIS_URL
 
-.PHONY: test test-rust test-sdk test-contract lint fmt dev bench venv
+.PHONY: test test-rust test-sdk test-contract test-deploy lint fmt dev bench venv
 
 ## Everything: the Rust suites (unit, store conformance on Postgres and SQLite, end to end),
 ## the official Python SDKs against the emulator and the gateway, and the admin API against
-## its OpenAPI document (schemathesis).
-test: test-rust test-sdk test-contract
+## its OpenAPI document (schemathesis), and the deployment files checked without a cluster or
+## a Docker engine.
+test: test-rust test-sdk test-contract test-deploy
 
 test-rust:
 	cargo build --workspace --bins
@@ -25,11 +26,22 @@ test-contract: venv
 	cargo build --workspace --bins
 	tests/contract/run.sh
 
+## The Kubernetes manifests against the Kubernetes schemas (offline, strict) and against the
+## gateway's drain and image; docker-compose.yml through Compose's own validation (needs
+## `docker compose` or the standalone `docker-compose`; CI installs the latter).
+test-deploy: venv
+	$(VENV)/bin/python deploy/check.py
+	@if docker compose version >/dev/null 2>&1; then compose="docker compose"; \
+	elif command -v docker-compose >/dev/null 2>&1; then compose=docker-compose; \
+	else echo "test-deploy: no docker compose to validate docker-compose.yml with" >&2; exit 1; fi; \
+	BULKHEAD_MASTER_KEY=check BULKHEAD_ADMIN_TOKEN=check BULKHEAD_JWT_SECRET=check \
+	  $$compose -f docker-compose.yml config -q && echo "docker-compose.yml: valid ($$compose)"
+
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: tests/sdk/requirements.txt tests/contract/requirements.txt
+$(VENV)/.installed: tests/sdk/requirements.txt tests/contract/requirements.txt deploy/requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/contract/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/contract/requirements.txt -r deploy/requirements.txt
 	touch $@
 
 lint:

@@ -383,3 +383,36 @@ async fn another_replica_applies_a_change_by_itself_without_reading_everything_a
         "caught up without a full read"
     );
 }
+
+/// `--migrate-only` (the Kubernetes init container) brings a fresh database to this build's
+/// schema and exits 0 without serving; run again, it changes nothing and still succeeds.
+#[tokio::test]
+async fn migrate_only_applies_the_schema_and_exits() {
+    let database = fresh_postgres_database().await;
+    for _ in 0..2 {
+        let output = tokio::process::Command::new(bulkhead_tests::binary("bulkhead"))
+            .env_clear()
+            .env("DATABASE_URL", &database)
+            .env("BULKHEAD_LOG", "info")
+            .arg("--migrate-only")
+            .output()
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).to_string()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{log}");
+        assert!(log.contains("migrations applied"), "{log}");
+    }
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let known = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../migrations/postgres"
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(applied as usize, known);
+}

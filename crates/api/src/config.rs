@@ -265,6 +265,11 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 
+    /// Apply the store's schema migrations and exit (a Kubernetes init container or Job runs
+    /// this before the gateway starts; concurrent runs wait on Postgres' advisory lock).
+    #[arg(long, default_value_t = false)]
+    pub migrate_only: bool,
+
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "BULKHEAD_LOG", default_value = "info")]
     pub log: String,
@@ -614,6 +619,7 @@ impl Config {
             log: "warn".into(),
             log_format: LogFormat::Text,
             worker_threads: None,
+            migrate_only: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+#[cfg(feature = "emulator")]
 use anyhow::Context;
 
 /// The emulator's development configuration, built in so the flag works from any directory.

@@ -36,6 +36,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.log_format,
         config.otlp_endpoint.as_deref(),
     );
+    if config.migrate_only {
+        bulkhead_api::startup::migrate_only(&config).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
     let _emulator = match config.emulator {
         Some(addr) => {
             let emulator = emulator::start(addr, config.emulator_config.as_deref()).await?;

@@ -36,6 +36,34 @@ struct Secrets {
     jwt: Option<SecretString>,
 }
 
+/// `--migrate-only`: brings the store's schema (registry, operations, usage ledger) up to this
+/// build's migrations and returns. Needs only the database settings, no secrets.
+pub async fn migrate_only(config: &Config) -> anyhow::Result<()> {
+    let store = match config.postgres_url() {
+        Some(url) => SqlStore::postgres(url, 2)
+            .await
+            .context("connecting to Postgres")?,
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            match config.database_url.as_deref() {
+                Some(url) if url.len() > "sqlite:".len() => {
+                    SqlStore::sqlite(SqliteLocation::Url(url)).await
+                }
+                _ => SqlStore::sqlite(SqliteLocation::Dir(&config.data_dir)).await,
+            }
+            .context("opening the embedded SQLite store")?
+        }
+    };
+    Store::migrate(&store)
+        .await
+        .context("applying the migrations")?;
+    Store::ready(&store)
+        .await
+        .context("checking the migrations")?;
+    Ok(())
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (store, secrets) = match config.postgres_url() {
