@@ -789,3 +789,118 @@ async fn a_caller_that_hangs_up_is_still_metered_once() {
     assert_eq!(records[0].usage.status, 499);
     assert_eq!(records[0].tenant, "acme");
 }
+
+/// Model discovery (`GET /v1/models`, `/openai/v1/models`, `/openai/models`): each tenant sees
+/// exactly the aliases a call would reach: its placement's, and only those with a member in
+/// its data zone; never a deployment reserved for another tenant.
+#[tokio::test]
+async fn each_tenant_lists_only_the_models_it_can_call() {
+    let sim = Sim::start(
+        SimConfig::default()
+            .with_resource(resource("aoai-us", "eastus", &["gpt-4o", "mini"]))
+            .with_resource(resource("aoai-eu", "westeurope", &["gpt-4o"]))
+            .with_resource(resource("aoai-acme", "eastus", &["acme-private"])),
+    )
+    .await
+    .unwrap();
+    let app = TestApp::spawn().await;
+    let post = |path: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let (status, answer) = app.admin(Method::POST, path, Some(body)).await;
+            assert!(status.is_success(), "{path}: {answer}");
+        }
+    };
+    for (name, region, zone, owner) in [
+        ("aoai-us", "eastus", "us", None),
+        ("aoai-eu", "westeurope", "eu", None),
+        ("aoai-acme", "eastus", "us", Some("acme")),
+    ] {
+        post("/admin/v1/openai/resources", json!({"name": name, "endpoint": sim.resource_url(name),
+            "region": region, "data_zone": zone, "api_key": format!("key-of-{name}"), "owner_tenant": owner})).await;
+    }
+    for (resource, name) in [
+        ("aoai-us", "gpt-4o"),
+        ("aoai-us", "mini"),
+        ("aoai-eu", "gpt-4o"),
+        ("aoai-acme", "acme-private"),
+    ] {
+        post(
+            "/admin/v1/openai/deployments",
+            json!({"resource": resource, "name": name,
+            "model": "gpt-4o", "capacity_tpm": 1000}),
+        )
+        .await;
+    }
+    post(
+        "/admin/v1/openai/pools",
+        json!({"alias": "gpt-4o", "members": [
+        {"deployment": "aoai-us/gpt-4o"}, {"deployment": "aoai-eu/gpt-4o"}]}),
+    )
+    .await;
+    post(
+        "/admin/v1/openai/pools",
+        json!({"alias": "mini", "members": [{"deployment": "aoai-us/mini"}]}),
+    )
+    .await;
+    post(
+        "/admin/v1/tenants",
+        json!({"slug": "anywhere", "display_name": "A", "openai": {"isolation": "shared"}}),
+    )
+    .await;
+    post("/admin/v1/tenants", json!({"slug": "eu-only", "display_name": "E", "data_zone": "eu", "openai": {"isolation": "shared"}})).await;
+    post("/admin/v1/tenants", json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]}})).await;
+    post(
+        "/admin/v1/tenants",
+        json!({"slug": "byo", "display_name": "B", "openai": {"isolation": "tenant_provided",
+        "endpoint": sim.resource_url("aoai-us"), "api_key": "key-of-aoai-us", "region": "eastus"}}),
+    )
+    .await;
+
+    for (tenant, expected) in [
+        ("anywhere", vec!["gpt-4o", "mini"]),
+        ("eu-only", vec!["gpt-4o"]),
+        ("acme", vec!["acme-private"]),
+        ("byo", vec![]),
+    ] {
+        let key = app.key(tenant, "read").await.1;
+        let mut seen = Vec::new();
+        for path in [
+            "/v1/models",
+            "/openai/v1/models",
+            "/openai/models?api-version=2024-10-21",
+        ] {
+            let response = app
+                .http
+                .get(app.url(path))
+                .header("api-key", &key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{tenant} {path}");
+            let list: Value = response.json().await.unwrap();
+            assert_eq!(list["object"], "list");
+            let ids: Vec<&str> = list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    assert_eq!(m["object"], "model");
+                    assert!(m["created"].as_i64().unwrap() > 1_700_000_000);
+                    m["id"].as_str().unwrap()
+                })
+                .collect();
+            assert_eq!(ids, expected, "{tenant} {path}");
+            seen.push(list);
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "{tenant}: the three paths differ"
+        );
+        let (_, me) = app.me(&[("api-key", &key)]).await;
+        assert_eq!(me["models"], json!(expected), "{tenant}: /v1/me");
+    }
+    // Without a credential: the usual 401, nothing listed.
+    let response = app.http.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}

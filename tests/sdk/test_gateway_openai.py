@@ -98,3 +98,16 @@ def test_plain_openai_client_responses_on_v1_paths(
         gateway: GatewayProcess, tenant_key: str, path: str) -> None:
     client = openai.OpenAI(base_url=f"{gateway.base_url}{path}", api_key=tenant_key, max_retries=0)
     _responses_round_trip(client)
+
+
+@pytest.mark.parametrize("path", ["/openai/v1", "/v1"])
+def test_plain_openai_client_lists_the_tenants_models(
+        gateway: GatewayProcess, tenant_key: str, path: str) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.base_url}{path}", api_key=tenant_key, max_retries=0)
+    models = list(client.models.list())
+    assert sorted(m.id for m in models) == ["gpt-4o", "text-embedding-3-small"]
+    assert all(m.object == "model" and m.created > 0 for m in models)
+
+
+def test_azure_client_lists_the_tenants_models(azure: openai.AzureOpenAI) -> None:
+    assert sorted(m.id for m in azure.models.list()) == ["gpt-4o", "text-embedding-3-small"]

@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod me;
 pub mod metering;
 pub mod metrics;
+pub mod models;
 pub mod openai;
 pub mod request_id;
 pub mod search;

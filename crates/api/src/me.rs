@@ -34,30 +34,11 @@ pub struct CredentialView {
 pub async fn me(caller: Caller) -> Json<Me> {
     let tenant = &caller.tenant.tenant;
     let snapshot = &caller.view;
-    let models = match &tenant.openai {
-        Some(OpenAiPlacement::Shared) => snapshot
-            .catalog
-            .pools
-            .keys()
-            .map(ToString::to_string)
-            .collect(),
-        Some(OpenAiPlacement::DedicatedDeployment { models }) => {
-            models.keys().map(ToString::to_string).collect()
-        }
-        Some(OpenAiPlacement::DedicatedResource { resources }) => {
-            let mut names: Vec<String> = snapshot
-                .catalog
-                .deployments
-                .keys()
-                .filter(|d| resources.contains(&d.resource))
-                .map(|d| d.deployment.to_string())
-                .collect();
-            names.sort();
-            names.dedup();
-            names
-        }
-        Some(OpenAiPlacement::TenantProvided { .. }) | None => Vec::new(),
-    };
+    // What a call would actually reach: the same list as GET /v1/models.
+    let models = crate::models::usable_models(&caller.tenant, snapshot)
+        .into_iter()
+        .map(|listed| listed.id)
+        .collect();
     let (kind, key_id) = match caller.credential {
         Credential::ApiKey { id } => ("api_key", Some(id)),
         Credential::Token => ("token", None),

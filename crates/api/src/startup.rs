@@ -339,6 +339,10 @@ pub fn router(state: AppState) -> Gate {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::render))
         .route("/v1/me", get(me::me))
+        // Model discovery, in every spelling the SDKs use (see `models`).
+        .route("/v1/models", get(crate::models::list_models))
+        .route("/openai/v1/models", get(crate::models::list_models))
+        .route("/openai/models", get(crate::models::list_models))
         .route(
             "/openai/deployments/{alias}/chat/completions",
             post(openai::deployment_call),
