@@ -6,13 +6,13 @@ REDIS_URL ?= redis://127.0.0.1:6379
 VENV ?= .venv
 export DATABASE_URL REDIS_URL
 
-.PHONY: test test-rust test-sdk test-contract test-deploy lint fmt dev bench venv
+.PHONY: test test-rust test-sdk test-contract test-deploy test-openapi lint fmt dev bench venv
 
 ## Everything: the Rust suites (unit, store conformance on Postgres and SQLite, end to end),
 ## the official Python SDKs against the emulator and the gateway, and the admin API against
 ## its OpenAPI document (schemathesis), and the deployment files checked without a cluster or
 ## a Docker engine.
-test: test-rust test-sdk test-contract test-deploy
+test: test-rust test-sdk test-contract test-deploy test-openapi
 
 test-rust:
 	cargo build --workspace --bins
@@ -36,6 +36,13 @@ test-deploy: venv
 	else echo "test-deploy: no docker compose to validate docker-compose.yml with" >&2; exit 1; fi; \
 	BULKHEAD_MASTER_KEY=check BULKHEAD_ADMIN_TOKEN=check BULKHEAD_JWT_SECRET=check \
 	  $$compose -f docker-compose.yml config -q && echo "docker-compose.yml: valid ($$compose)"
+
+## Both OpenAPI documents (admin and tenant) through Redocly's linter (recommended rules;
+## tests/openapi/redocly.yaml lists the exceptions). Needs Node.js and npm.
+test-openapi:
+	cd tests/openapi && (test -x node_modules/.bin/redocly || npm ci --no-audit --no-fund --loglevel=error)
+	tests/openapi/node_modules/.bin/redocly lint --config tests/openapi/redocly.yaml \
+	  crates/api/src/admin/openapi.json crates/api/src/tenant_openapi.json
 
 venv: $(VENV)/.installed
 

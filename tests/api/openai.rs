@@ -900,7 +900,20 @@ async fn each_tenant_lists_only_the_models_it_can_call() {
         let (_, me) = app.me(&[("api-key", &key)]).await;
         assert_eq!(me["models"], json!(expected), "{tenant}: /v1/me");
     }
-    // Without a credential: the usual 401, nothing listed.
+    // Without a credential: the usual 401, nothing listed; the tenant API's document is public.
     let response = app.http.get(app.url("/v1/models")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let document: Value = app
+        .http
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        document["paths"]["/v1/models"]["get"].is_object(),
+        "{document}"
+    );
 }

@@ -29,7 +29,12 @@ use crate::error::{AdminError, ApiError};
 use crate::state::AppState;
 
 /// Routes that need no credential at all.
-pub const PUBLIC_ROUTES: &[&str] = &["/healthz", "/readyz", "/admin/v1/openapi.json"];
+pub const PUBLIC_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/admin/v1/openapi.json",
+    "/v1/openapi.json",
+];
 
 /// How a tenant proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,3 +89,14 @@ pub fn usable_models(tenant: &TenantEntry, snapshot: &Snapshot) -> Vec<Listed> {
         })
         .collect()
 }
+
+/// The tenant API's OpenAPI document (`/v1/me`, `/v1/usage`, `/v1/tokenize`, the model
+/// listings), served without authentication at `/v1/openapi.json`.
+pub const TENANT_OPENAPI: &str = include_str!("tenant_openapi.json");
+
+pub async fn tenant_openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        TENANT_OPENAPI,
+    )
+}

@@ -340,6 +340,7 @@ pub fn router(state: AppState) -> Gate {
         .route("/metrics", get(crate::metrics::render))
         .route("/v1/me", get(me::me))
         // Model discovery, in every spelling the SDKs use (see `models`).
+        .route("/v1/openapi.json", get(crate::models::tenant_openapi))
         .route("/v1/models", get(crate::models::list_models))
         .route("/openai/v1/models", get(crate::models::list_models))
         .route("/openai/models", get(crate::models::list_models))
