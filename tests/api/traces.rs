@@ -42,6 +42,8 @@ async fn collector() -> (String, Received) {
     (base, received)
 }
 
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -66,9 +68,15 @@ async fn spans_of_authentication_routing_and_every_upstream_attempt_reach_the_co
     // The first attempt fails, so the call is retried on the other member.
     sim.inject_fault(FaultSpec::status("aoai-a", 500).times(1));
     let (endpoint, received) = collector().await;
+    // The standard OpenTelemetry variables.
     let gateway = GatewayProcess::start(&[
         ("BULKHEAD_LOG", "warn"),
-        ("BULKHEAD_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_SERVICE_NAME", "bulkhead-under-test"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=ci-check",
+        ),
     ])
     .await;
     let http = reqwest::Client::new();
@@ -122,11 +130,30 @@ async fn spans_of_authentication_routing_and_every_upstream_attempt_reach_the_co
             "{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
         ))
         .header("api-key", key["key"].as_str().unwrap())
+        // The caller's trace: the gateway's spans continue it, and Azure is told.
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
         .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
+    // Both upstream attempts carried the caller's trace id, with a span of the gateway's.
+    let sent: Vec<String> = ["aoai-a", "aoai-b"]
+        .iter()
+        .flat_map(|r| sim.requests(Some(r)))
+        .filter_map(|r| r.header("traceparent").map(ToOwned::to_owned))
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for traceparent in &sent {
+        assert!(
+            traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+            "{traceparent}"
+        );
+        assert!(
+            !traceparent.contains("00f067aa0ba902b7"),
+            "the gateway's own span is the parent"
+        );
+    }
 
     // Spans are exported in batches (every second) and flushed on SIGTERM.
     let started = Instant::now();
@@ -147,8 +174,18 @@ async fn spans_of_authentication_routing_and_every_upstream_attempt_reach_the_co
         assert_eq!(path, "/v1/traces");
         assert_eq!(content_type, "application/x-protobuf");
     }
+    // The spans are in the caller's trace (OTLP carries the id as 16 raw bytes).
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&TRACE_ID[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    assert!(
+        all.windows(16).any(|w| w == trace_id.as_slice()),
+        "the exported spans are not in the caller's trace"
+    );
     for needle in [
-        "bulkhead",
+        "bulkhead-under-test",
+        "deployment.environment",
+        "ci-check",
         "request",
         "authenticate",
         "route",

@@ -52,7 +52,13 @@
 //! | `BULKHEAD_MOVE_FENCE_SETTLE_MS` | a move's wait between holding writes and its last comparison (default 2000) |
 //! | `BULKHEAD_SEARCH_RETRY_ATTEMPTS` | tries of the gateway's own search calls when throttled or unreachable (default 8) |
 //! | `BULKHEAD_OPERATION_LEASE_SECONDS` | an operation's lease; a dead replica's operation is taken over after it (default 15) |
-//! | `BULKHEAD_OTLP_ENDPOINT` | OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://collector:4318`); unset: no traces |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT`, `BULKHEAD_OTLP_ENDPOINT` | OpenTelemetry collector (OTLP/HTTP base URL, e.g. `http://collector:4318`; the second wins); unset: no traces |
+//! | `OTEL_SERVICE_NAME` | `service.name` of the spans (default `bulkhead`); the SDK reads `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_TRACES_SAMPLER(_ARG)` itself |
+//! | `AZURE_AUTHORITY_HOST` | Entra ID authority for `client_secret` / `workload_identity` credentials (default `https://login.microsoftonline.com`) |
+//! | `BULKHEAD_IMDS_ENDPOINT` | instance metadata token endpoint for `managed_identity` |
+//! | `IDENTITY_ENDPOINT`, `IDENTITY_HEADER` | App Service / Container Apps managed identity (instead of IMDS when both are set) |
+//! | `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` | AKS workload identity: the defaults of a `workload_identity` credential |
+//! | `BULKHEAD_IDENTITY_CA_FILE` | an extra root certificate (PEM) for the identity endpoints |
 //! | `BULKHEAD_LOG` | log filter (default `info`) |
 //! | `BULKHEAD_LOG_FORMAT` | `json` (default) or `text` |
 
@@ -257,6 +263,21 @@ pub struct Config {
     /// `/v1/traces` is appended). Unset: no traces.
     #[arg(long, env = "BULKHEAD_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// The standard name of the same setting; `BULKHEAD_OTLP_ENDPOINT` wins when both are set.
+    #[arg(
+        long = "otel-exporter-otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported spans.
+    #[arg(
+        long = "otel-service-name",
+        env = "OTEL_SERVICE_NAME",
+        default_value = "bulkhead"
+    )]
+    pub otel_service_name: String,
 
     /// Threads that serve requests. Default: one per CPU the process may run on (its
     /// affinity and cgroup quota count). With one, the gateway runs tokio's single-threaded
@@ -616,6 +637,8 @@ impl Config {
             operation_lease_seconds: 15,
             search_retry_attempts: 2,
             otlp_endpoint: None,
+            otel_exporter_otlp_endpoint: None,
+            otel_service_name: "bulkhead".into(),
             log: "warn".into(),
             log_format: LogFormat::Text,
             worker_threads: None,

@@ -66,6 +66,9 @@ async fn serve(inner: &Inner, mut request: Request) -> Response {
         path = %request.uri().path(),
         tenant = tracing::field::Empty,
     );
+    if let Some(trace) = crate::telemetry::continue_trace(&span, request.headers()) {
+        request.extensions_mut().insert(trace);
+    }
     let started = Instant::now();
     let response = async {
         let authenticated = crate::auth::authenticate(&inner.state, &mut request)

@@ -34,7 +34,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(
         &config.log,
         config.log_format,
-        config.otlp_endpoint.as_deref(),
+        config
+            .otlp_endpoint
+            .as_deref()
+            .or(config.otel_exporter_otlp_endpoint.as_deref()),
+        &config.otel_service_name,
     );
     if config.migrate_only {
         bulkhead_api::startup::migrate_only(&config).await?;

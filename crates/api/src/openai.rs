@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::metering::UsageRecord;
 use crate::request_id::RequestId;
 use crate::state::AppState;
+use crate::telemetry::TraceParent;
 
 /// The routing target of `alias` for `tenant`, and the name of its round-robin counter.
 /// `None` when the tenant may not use the alias (or it does not exist).
@@ -135,6 +136,7 @@ pub async fn deployment_call(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
+    trace: Option<axum::Extension<TraceParent>>,
     Path(alias): Path<String>,
     uri: axum::http::Uri,
     body: Bytes,
@@ -151,7 +153,7 @@ pub async fn deployment_call(
         Err(message) => return bad_request(&message),
     };
     match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
-        Ok(flow) => route_to(&state, flow, body, facts).await,
+        Ok(flow) => route_to(&state, flow.traced(trace.map(|t| t.0)), body, facts).await,
         Err(refused) => refused.into_response(),
     }
 }
@@ -161,6 +163,7 @@ pub async fn model_call(
     State(state): State<AppState>,
     caller: Caller,
     request_id: Option<axum::Extension<RequestId>>,
+    trace: Option<axum::Extension<TraceParent>>,
     uri: axum::http::Uri,
     body: Bytes,
 ) -> Response {
@@ -172,7 +175,7 @@ pub async fn model_call(
         return bad_request("'model' is a required property.");
     };
     match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
-        Ok(flow) => route_to(&state, flow, body, facts).await,
+        Ok(flow) => route_to(&state, flow.traced(trace.map(|t| t.0)), body, facts).await,
         Err(refused) => refused.into_response(),
     }
 }
@@ -184,6 +187,8 @@ pub async fn model_call(
 struct Flow {
     caller: Caller,
     request_id: Option<RequestId>,
+    /// The `traceparent` that goes upstream (see [`crate::telemetry::continue_trace`]).
+    traceparent: Option<TraceParent>,
     alias: String,
     operation: Operation,
     target: Target,
@@ -205,11 +210,17 @@ impl Flow {
         Ok(Self {
             caller,
             request_id,
+            traceparent: None,
             alias,
             operation,
             target,
             rotation,
         })
+    }
+
+    fn traced(mut self, traceparent: Option<TraceParent>) -> Self {
+        self.traceparent = traceparent;
+        self
     }
 
     /// The model of the deployments the alias reaches.
@@ -260,6 +271,7 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
             .request_id
             .as_ref()
             .and_then(|r| r.0.to_str().ok().map(ToOwned::to_owned)),
+        traceparent: flow.traceparent.as_ref().map(|t| t.0.clone()),
     };
     let sink = Arc::clone(&state.usage);
     let record = flow.record();

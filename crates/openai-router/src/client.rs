@@ -127,6 +127,8 @@ pub struct Call {
     pub default_user: String,
     /// Forwarded as `x-ms-client-request-id` so the upstream logs can be joined with ours.
     pub request_id: Option<String>,
+    /// W3C `traceparent`, sent upstream so Azure's side joins the caller's trace.
+    pub traceparent: Option<HeaderValue>,
     /// Estimated tokens (prompt + max output), to steer away from members short of them.
     pub estimated_tokens: u64,
     /// The prompt's tokens as admission counted (or estimated) them: what is metered when the
@@ -291,6 +293,7 @@ impl OpenAiRouter {
             &format!("{}{path}", member.endpoint),
             member,
             auth,
+            None,
             None,
             Bytes::new(),
         )?;
@@ -522,6 +525,7 @@ impl OpenAiRouter {
             member,
             auth.clone(),
             call.request_id.as_deref(),
+            call.traceparent.as_ref(),
             body,
         ) {
             Ok(request) => request,
@@ -797,6 +801,7 @@ fn upstream_request(
     member: &Member,
     auth: AuthHeader,
     request_id: Option<&str>,
+    traceparent: Option<&HeaderValue>,
     body: Bytes,
 ) -> Result<http::Request<Full<Bytes>>, RouteError> {
     let uri = http::Uri::try_from(url)
@@ -819,6 +824,9 @@ fn upstream_request(
     }
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         headers.insert(CLIENT_REQUEST_ID, id);
+    }
+    if let Some(trace) = traceparent {
+        headers.insert(HeaderName::from_static("traceparent"), trace.clone());
     }
     Ok(request)
 }
