@@ -416,3 +416,82 @@ async fn migrate_only_applies_the_schema_and_exits() {
     .count();
     assert_eq!(applied as usize, known);
 }
+
+/// A private CA the platform trusts through the system store (`SSL_CERT_FILE` here; the
+/// distribution's bundle in an image) is accepted for upstream TLS, and without it the same
+/// upstream is refused: the built-in roots alone do not trust it.
+#[tokio::test]
+async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
+    use azure_sim::{DeploymentConfig, ResourceConfig, Sim, SimConfig};
+    let sim = Sim::start_with_tls(
+        SimConfig::default().with_resource(
+            ResourceConfig::new("aoai-private", "eastus", "key-of-aoai-private")
+                .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o")),
+        ),
+    )
+    .await
+    .unwrap();
+    let endpoint = sim.tls_resource_url("aoai-private").unwrap();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let ca = bulkhead_tests::temp_dir("private-ca").join("ca.pem");
+    std::fs::write(&ca, sim.tls_ca_pem().unwrap()).unwrap();
+    for (trusted, envs) in [
+        (true, vec![("SSL_CERT_FILE", ca.to_str().unwrap())]),
+        (false, vec![]),
+    ] {
+        let gateway = GatewayProcess::start(&envs).await;
+        let http = reqwest::Client::new();
+        for (path, body) in [
+            (
+                "/admin/v1/openai/resources",
+                json!({"name": "aoai-private", "endpoint": endpoint,
+                "region": "eastus", "api_key": "key-of-aoai-private"}),
+            ),
+            (
+                "/admin/v1/openai/deployments",
+                json!({"resource": "aoai-private", "name": "gpt-4o",
+                "model": "gpt-4o", "capacity_tpm": 1000}),
+            ),
+            (
+                "/admin/v1/openai/pools",
+                json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-private/gpt-4o"}]}),
+            ),
+            (
+                "/admin/v1/tenants",
+                json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
+            ),
+        ] {
+            let (status, answer) =
+                admin_call(&http, &gateway.base, Method::POST, path, Some(body)).await;
+            assert!(status.is_success(), "{path}: {answer}");
+        }
+        let (_, key) = admin_call(
+            &http,
+            &gateway.base,
+            Method::POST,
+            "/admin/v1/tenants/acme/keys",
+            Some(json!({"name": "k"})),
+        )
+        .await;
+        let answer = http
+            .post(format!(
+                "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+                gateway.base
+            ))
+            .header("api-key", key["key"].as_str().unwrap())
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
+            .send()
+            .await
+            .unwrap();
+        if trusted {
+            assert_eq!(
+                answer.status(),
+                StatusCode::OK,
+                "{}",
+                answer.text().await.unwrap()
+            );
+        } else {
+            assert!(answer.status().is_server_error(), "{}", answer.status());
+        }
+    }
+}

@@ -255,7 +255,7 @@ impl OpenAiRouter {
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(settings.connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls_config()?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
@@ -832,6 +832,27 @@ fn upstream_request(
 }
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// TLS to upstreams: the built-in roots (Mozilla's, so a minimal image works) and the system's
+/// store (`/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`), where a platform team puts its
+/// private CA. A system store that cannot be read leaves the built-in roots.
+fn tls_config() -> Result<rustls::ClientConfig, RouteError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let system = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(system.certs);
+    if !system.errors.is_empty() {
+        tracing::warn!(
+            errors = system.errors.len(),
+            "part of the system certificate store could not be read"
+        );
+    }
+    tracing::debug!(system_roots = added, "upstream TLS roots loaded");
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| RouteError::Internal(format!("TLS configuration: {e}")))
+}
 
 /// The answer given when Azure refused a member's Entra ID token: 502, naming the member
 /// and Azure's own code and message (which name the principal, never a secret).
