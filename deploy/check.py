@@ -3,7 +3,9 @@
 1. Every manifest validates against the Kubernetes schemas, strictly (kubernetes-validate,
    offline): an unknown or misspelt field fails.
 2. Each kustomization lists every manifest beside it, and lists nothing that is missing.
-3. The Deployment agrees with the gateway: its termination grace covers the drain (shutdown
+3. The Grafana dashboard (deploy/grafana/bulkhead.json) is JSON and every metric it queries
+   is one the gateway exports (named in the source).
+4. The Deployment agrees with the gateway: its termination grace covers the drain (shutdown
    delay + grace from the ConfigMap), probes use /healthz and /readyz, the pod runs as the
    image's numeric user with a read-only root filesystem, and the data directory is a volume.
 Exits non-zero, naming what is wrong, on the first class of failure found.
@@ -11,6 +13,8 @@ Exits non-zero, naming what is wrong, on the first class of failure found.
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,10 +80,19 @@ def main() -> int:
     if f"USER {security.get('runAsUser')}" not in dockerfile:
         problems.append("the pod's runAsUser must be the Dockerfile's numeric USER")
 
+    dashboard = json.loads((ROOT.parent / "grafana" / "bulkhead.json").read_text())
+    source = "".join(p.read_text() for p in (ROOT.parent.parent / "crates").rglob("*.rs"))
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for metric in re.findall(r"bulkhead_[a-z_]+", target["expr"]):
+                exported = re.sub(r"_(bucket|sum|count)$", "", metric)
+                if f'"{exported}"' not in source:
+                    problems.append(f"dashboard panel {panel['title']!r} queries {metric}, which the gateway does not export")
+
     for problem in problems:
         print(f"manifests: {problem}", file=sys.stderr)
     if not problems:
-        print(f"manifests: {len(manifests)} files valid; kustomizations and drain consistent")
+        print(f"manifests: {len(manifests)} files valid; kustomizations, drain and dashboard consistent")
     return 1 if problems else 0
 
 
