@@ -435,10 +435,36 @@ async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
     assert!(endpoint.starts_with("https://"), "{endpoint}");
     let ca = bulkhead_tests::temp_dir("private-ca").join("ca.pem");
     std::fs::write(&ca, sim.tls_ca_pem().unwrap()).unwrap();
+    let (proxy, tunnelled) = connect_proxy().await;
+    let upstream = endpoint
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let host = upstream.split(':').next().unwrap().to_owned();
     for (trusted, envs) in [
         (true, vec![("SSL_CERT_FILE", ca.to_str().unwrap())]),
         (false, vec![]),
+        // Through an HTTPS_PROXY: a CONNECT tunnel, TLS inside it.
+        (
+            true,
+            vec![
+                ("SSL_CERT_FILE", ca.to_str().unwrap()),
+                ("HTTPS_PROXY", proxy.as_str()),
+            ],
+        ),
+        // NO_PROXY exempts the host: straight to it again.
+        (
+            true,
+            vec![
+                ("SSL_CERT_FILE", ca.to_str().unwrap()),
+                ("HTTPS_PROXY", proxy.as_str()),
+                ("NO_PROXY", host.as_str()),
+            ],
+        ),
     ] {
+        let tunnels_before = tunnelled.lock().unwrap().len();
         let gateway = GatewayProcess::start(&envs).await;
         let http = reqwest::Client::new();
         for (path, body) in [
@@ -493,5 +519,64 @@ async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
         } else {
             assert!(answer.status().is_server_error(), "{}", answer.status());
         }
+        let through_proxy = envs.iter().any(|(k, _)| *k == "HTTPS_PROXY")
+            && !envs.iter().any(|(k, _)| *k == "NO_PROXY");
+        let tunnels: Vec<String> = tunnelled.lock().unwrap()[tunnels_before..].to_vec();
+        if through_proxy {
+            assert_eq!(
+                tunnels,
+                vec![upstream.clone()],
+                "one tunnel, to the upstream"
+            );
+        } else {
+            assert!(tunnels.is_empty(), "{tunnels:?}");
+        }
     }
+}
+
+/// A minimal HTTP CONNECT proxy: records each tunnel's target (`host:port`) and relays bytes.
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tunnelled = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::clone(&tunnelled);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split(' ').next())
+                else {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                        .await;
+                    return;
+                };
+                seen.lock().unwrap().push(target.to_owned());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (address, tunnelled)
 }

@@ -218,7 +218,7 @@ pub enum AnswerBody {
 /// The upstream HTTP client: hyper's pooled client over plain TCP or rustls (HTTP/1.1,
 /// keep-alive). reqwest was here before; per call it parsed the URL with IDNA processing,
 /// cloned its default headers and ran a redirect layer, none of which a router needs.
-type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Upstream = Client<HttpsConnector<crate::connect::Connector>, Full<Bytes>>;
 
 pub struct OpenAiRouter {
     http: Upstream,
@@ -258,7 +258,10 @@ impl OpenAiRouter {
             .with_tls_config(tls_config()?)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(tcp);
+            .wrap_connector(crate::connect::Connector::new(
+                tcp,
+                hyper_util::client::proxy::matcher::Matcher::from_env(),
+            ));
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod client;
+mod connect;
 pub mod health;
 pub mod plan;
 pub mod target;
