@@ -11,7 +11,7 @@ use azure_sim::{
     DeploymentConfig, EntraConfig, ManagedIdentityConfig, PrincipalConfig, ResourceConfig,
     SearchServiceConfig, Sim, SimConfig, SimHandle,
 };
-use bulkhead_tests::{admin_call, eventually, temp_dir, GatewayProcess};
+use bulkhead_tests::{admin_call, eventually, issue_key, temp_dir, GatewayProcess};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -212,16 +212,7 @@ async fn world(lifetime_seconds: u64) -> World {
     }
     let mut keys = std::collections::HashMap::new();
     for slug in ["pooled", "own-sp", "norole", "badsecret"] {
-        let (status, key) = admin_call(
-            &http,
-            &gateway.base,
-            Method::POST,
-            &format!("/admin/v1/tenants/{slug}/keys"),
-            Some(json!({"name": "k", "scope": "read-write"})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{key}");
-        keys.insert(slug, key["key"].as_str().unwrap().to_owned());
+        keys.insert(slug, issue_key(&http, &gateway.base, slug).await);
     }
     World {
         sim,

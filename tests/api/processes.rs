@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use bulkhead_tests::{admin_call, eventually, fresh_postgres_database, GatewayProcess, MASTER_KEY};
+use bulkhead_tests::{
+    admin_call, admin_posts, eventually, fresh_postgres_database, GatewayProcess, MASTER_KEY,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -188,7 +190,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     .unwrap();
     let gateway = GatewayProcess::start(&[("BULKHEAD_LOG", "warn")]).await;
     let http = reqwest::Client::new();
-    for (path, body) in [
+    let steps = vec![
         (
             "/admin/v1/openai/resources",
             json!({"name": "aoai-slow", "endpoint": sim.resource_url("aoai-slow"),
@@ -206,11 +208,8 @@ async fn sigterm_lets_an_in_flight_request_finish() {
             "/admin/v1/tenants",
             json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
         ),
-    ] {
-        let (status, answer) =
-            admin_call(&http, &gateway.base, Method::POST, path, Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{answer}");
-    }
+    ];
+    admin_posts(&http, &gateway.base, steps).await;
     let (_, key) = admin_call(
         &http,
         &gateway.base,
@@ -467,7 +466,7 @@ async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
         let tunnels_before = tunnelled.lock().unwrap().len();
         let gateway = GatewayProcess::start(&envs).await;
         let http = reqwest::Client::new();
-        for (path, body) in [
+        let steps = vec![
             (
                 "/admin/v1/openai/resources",
                 json!({"name": "aoai-private", "endpoint": endpoint,
@@ -486,11 +485,8 @@ async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
                 "/admin/v1/tenants",
                 json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
             ),
-        ] {
-            let (status, answer) =
-                admin_call(&http, &gateway.base, Method::POST, path, Some(body)).await;
-            assert!(status.is_success(), "{path}: {answer}");
-        }
+        ];
+        admin_posts(&http, &gateway.base, steps).await;
         let (_, key) = admin_call(
             &http,
             &gateway.base,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Uri};
 use azure_sim::{DeploymentConfig, FaultSpec, ResourceConfig, Sim, SimConfig};
-use bulkhead_tests::{admin_call, GatewayProcess};
+use bulkhead_tests::{admin_call, admin_posts, GatewayProcess};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -81,7 +81,7 @@ async fn spans_of_authentication_routing_and_every_upstream_attempt_reach_the_co
     .await;
     let http = reqwest::Client::new();
     let base = &gateway.base;
-    for (path, body) in [
+    let steps = vec![
         (
             "/admin/v1/openai/resources",
             json!({"name": "aoai-a", "endpoint": sim.resource_url("aoai-a"),
@@ -113,10 +113,8 @@ async fn spans_of_authentication_routing_and_every_upstream_attempt_reach_the_co
             json!({"slug": "acme", "display_name": "Acme",
             "openai": {"isolation": "shared"}}),
         ),
-    ] {
-        let (status, answer) = admin_call(&http, base, Method::POST, path, Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{path}: {answer}");
-    }
+    ];
+    admin_posts(&http, base, steps).await;
     let (_, key) = admin_call(
         &http,
         base,

@@ -165,6 +165,28 @@ pub async fn admin_call(
     (status, answer)
 }
 
+/// Admin POSTs in order, each of which must succeed (an operation it starts included).
+pub async fn admin_posts(http: &reqwest::Client, base: &str, steps: Vec<(&str, Value)>) {
+    for (path, body) in steps {
+        let (status, answer) = admin_call(http, base, Method::POST, path, Some(body)).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+    }
+}
+
+/// A new read-write API key of `slug`: its secret.
+pub async fn issue_key(http: &reqwest::Client, base: &str, slug: &str) -> String {
+    let (status, key) = admin_call(
+        http,
+        base,
+        Method::POST,
+        &format!("/admin/v1/tenants/{slug}/keys"),
+        Some(json!({"name": "k", "scope": "read-write"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["key"].as_str().expect("the key's secret").to_owned()
+}
+
 /// An admin call, not waiting for the operation a 202 starts.
 pub async fn admin_call_no_wait(
     http: &reqwest::Client,
