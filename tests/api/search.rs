@@ -1013,3 +1013,30 @@ async fn dedicated_index(w: &World, slug: &str) -> String {
         .to_owned();
     index.split('/').nth(1).unwrap().to_owned()
 }
+
+/// A caller's W3C `traceparent` reaches the search service with the gateway's request (passed
+/// on unchanged here, where the gateway exports no traces), so the service's logs join the
+/// caller's trace.
+#[tokio::test]
+async fn the_callers_traceparent_reaches_the_search_service() {
+    let w = world().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let response = w
+        .app
+        .http
+        .post(
+            w.app
+                .url(&format!("/indexes('docs')/docs/search.post.search?{V}")),
+        )
+        .header("api-key", &w.keys["alpha"])
+        .header("traceparent", traceparent)
+        .json(&json!({"search": "*"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = w.sim.requests(Some(SHARED));
+    let last = sent.last().expect("the search reached the service");
+    assert!(last.path.contains("search"), "{}", last.path);
+    assert_eq!(last.header("traceparent"), Some(traceparent));
+}

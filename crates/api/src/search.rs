@@ -275,6 +275,27 @@ struct Call {
 /// Every search data-plane route (registered on `/indexes...` and on the catch-alls that the
 /// OData form `/indexes('x')/...` needs).
 pub async fn handle(
+    state: State<AppState>,
+    caller: Option<Extension<Caller>>,
+    trace: Option<Extension<crate::telemetry::TraceParent>>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let work = serve(state, caller, method, uri, headers, body);
+    // The caller's trace reaches the search service with every request this call makes.
+    match trace {
+        Some(Extension(trace)) => {
+            search_router::client::TRACEPARENT
+                .scope(trace.0, work)
+                .await
+        }
+        None => work.await,
+    }
+}
+
+async fn serve(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
     method: Method,

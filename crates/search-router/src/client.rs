@@ -180,6 +180,12 @@ impl SearchClient {
     }
 }
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the call being served: set by the caller of the client around
+    /// a request's work (`TRACEPARENT.scope(..)`), sent with every search request it makes.
+    pub static TRACEPARENT: http::HeaderValue;
+}
+
 impl SearchClient {
     async fn send(
         &self,
@@ -194,6 +200,9 @@ impl SearchClient {
             AuthHeader::Bearer(token) => request.header(http::header::AUTHORIZATION, token.clone()),
         }
         .header("accept", "application/json");
+        if let Ok(trace) = TRACEPARENT.try_with(Clone::clone) {
+            request = request.header("traceparent", trace);
+        }
         if let Some(bytes) = body {
             request = request
                 .header("content-type", "application/json")
