@@ -488,6 +488,7 @@ async fn short_lived_tokens_are_refreshed_in_the_background_under_load() {
     let most = (elapsed / (lifetime as f64 / 2.0)).ceil() as u64 + 2;
     for client in [SP.0, WORKLOAD.0, MANAGED.0] {
         let issued = world.issued(client, OPENAI);
+        eprintln!("{client}: {issued} tokens for {total} calls in {elapsed:.1} s");
         assert!(
             (2..=most).contains(&issued),
             "{client}: {issued} tokens for {total} calls in {elapsed:.1} s (at most {most})"
