@@ -100,7 +100,8 @@ pub struct TokenBroker {
 struct Shared {
     http: reqwest::Client,
     settings: IdentitySettings,
-    cells: Mutex<HashMap<(String, String), Arc<Cell>>>,
+    /// By credential id, then scope: a lookup borrows both, so a call allocates nothing.
+    cells: Mutex<HashMap<String, HashMap<String, Arc<Cell>>>>,
 }
 
 /// One (credential, scope): its token and the one refresh task that keeps it fresh.
@@ -208,26 +209,31 @@ impl TokenBroker {
 
     /// How many (credential, scope) tokens are cached (for metrics and tests).
     pub fn cached(&self) -> usize {
-        self.shared.cells.lock().len()
+        self.shared.cells.lock().values().map(HashMap::len).sum()
     }
 
     fn cell(&self, credential: &Credential, scope: &str) -> Arc<Cell> {
-        let key = (credential.id().to_owned(), scope.to_owned());
         let mut cells = self.shared.cells.lock();
-        Arc::clone(cells.entry(key).or_insert_with(|| {
-            Arc::new(Cell {
-                credential: credential.clone(),
-                scope: scope.to_owned(),
-                state: Mutex::new(State {
-                    token: None,
-                    failure: None,
-                    last_used: Instant::now(),
-                    last_fetch: None,
-                    refreshing: false,
-                }),
-                fetching: tokio::sync::Mutex::new(()),
-            })
-        }))
+        if let Some(cell) = cells.get(credential.id()).and_then(|by| by.get(scope)) {
+            return Arc::clone(cell);
+        }
+        let cell = Arc::new(Cell {
+            credential: credential.clone(),
+            scope: scope.to_owned(),
+            state: Mutex::new(State {
+                token: None,
+                failure: None,
+                last_used: Instant::now(),
+                last_fetch: None,
+                refreshing: false,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+        });
+        cells
+            .entry(credential.id().to_owned())
+            .or_default()
+            .insert(scope.to_owned(), Arc::clone(&cell));
+        cell
     }
 
     /// One token request for `cell` (the caller holds its flight lock); the refresh task is
@@ -344,10 +350,18 @@ async fn refresh(shared: Weak<Shared>, cell: Arc<Cell>) {
         };
         let idle = cell.state.lock().last_used.elapsed() > IDLE_AFTER.max(lifetime);
         if idle {
-            let key = (cell.credential.id().to_owned(), cell.scope.clone());
             let mut cells = shared.cells.lock();
-            if cells.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                cells.remove(&key);
+            let id = cell.credential.id();
+            if let Some(by_scope) = cells.get_mut(id) {
+                if by_scope
+                    .get(&cell.scope)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell))
+                {
+                    by_scope.remove(&cell.scope);
+                }
+                if by_scope.is_empty() {
+                    cells.remove(id);
+                }
             }
             return;
         }
@@ -364,6 +378,43 @@ async fn refresh(shared: Weak<Shared>, cell: Arc<Cell>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One cell per (credential, scope); after a failed request, callers fail fast with the
+    /// back-off's wait instead of asking the identity platform again.
+    #[tokio::test]
+    async fn cells_are_per_credential_and_scope_and_a_failure_backs_callers_off() {
+        let broker = TokenBroker::new(IdentitySettings {
+            // Nothing listens there: every request fails at once.
+            imds_endpoint: "http://127.0.0.1:9/metadata/identity/oauth2/token".into(),
+            timeout: Duration::from_secs(2),
+            ..IdentitySettings::default()
+        })
+        .unwrap();
+        let system =
+            Credential::new(crate::CredentialSpec::ManagedIdentity { client_id: None }).unwrap();
+        let user = Credential::new(crate::CredentialSpec::ManagedIdentity {
+            client_id: Some("11111111-2222-3333-4444-555555555555".into()),
+        })
+        .unwrap();
+        let first = broker
+            .token(&system, crate::OPENAI_SCOPE)
+            .await
+            .unwrap_err();
+        assert!(matches!(first, TokenError::Unreachable(_)), "{first:?}");
+        let again = broker
+            .token(&system, crate::OPENAI_SCOPE)
+            .await
+            .unwrap_err();
+        match again {
+            TokenError::Unavailable { retry_after, .. } => {
+                assert!(retry_after <= FIRST_BACKOFF, "{retry_after:?}")
+            }
+            other => panic!("not backed off: {other:?}"),
+        }
+        let _ = broker.token(&system, crate::SEARCH_SCOPE).await;
+        let _ = broker.token(&user, crate::OPENAI_SCOPE).await;
+        assert_eq!(broker.cached(), 3);
+    }
 
     #[test]
     fn back_off_doubles_to_thirty_seconds() {
