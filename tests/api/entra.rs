@@ -496,3 +496,35 @@ async fn short_lived_tokens_are_refreshed_in_the_background_under_load() {
     }
     world.assert_log_is_clean();
 }
+
+/// Azure refusing a token the gateway still holds as valid (here: the emulator's clock moved
+/// two hours on, past the token's expiry) costs one new token and one retry, and the call
+/// succeeds; it does not turn every later call into a token request.
+#[tokio::test]
+async fn a_401_on_a_cached_token_gets_one_new_token_and_one_retry() {
+    let world = world(3600).await;
+    let (status, _, answer) = world.chat("own-sp").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(world.issued(TENANT_SP.0, OPENAI), 1);
+    world.sim.advance_clock(Duration::from_secs(7200));
+    let (status, _, answer) = world.chat("own-sp").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(world.issued(TENANT_SP.0, OPENAI), 2, "one new token");
+    let refused = world
+        .sim
+        .requests(Some("aoai-tenant"))
+        .iter()
+        .filter(|r| r.path.contains("chat/completions"))
+        .count();
+    assert_eq!(refused, 3, "the first call, the refused try and its retry");
+    for _ in 0..5 {
+        let (status, _, _) = world.chat("own-sp").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(
+        world.issued(TENANT_SP.0, OPENAI),
+        2,
+        "the new token serves on"
+    );
+    world.assert_log_is_clean();
+}

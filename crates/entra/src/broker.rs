@@ -118,7 +118,8 @@ struct State {
     /// The last attempt failed: why, how many in a row, and when the next may be made.
     failure: Option<Failure>,
     last_used: Instant,
-    last_fetch: Option<Instant>,
+    /// When a 401 last forced a new token.
+    last_forced: Option<Instant>,
     refreshing: bool,
 }
 
@@ -183,7 +184,7 @@ impl TokenBroker {
     }
 
     /// Azure refused `rejected` (401): a new token unless another caller already got one, or
-    /// one was forced moments ago (an upstream answering 401 to everything must not turn
+    /// a 401 forced one less than 10 s ago (an upstream answering 401 to everything must not turn
     /// every call into a token request).
     pub async fn token_after_rejection(
         &self,
@@ -194,15 +195,16 @@ impl TokenBroker {
         let cell = self.cell(credential, scope);
         let _flight = cell.fetching.lock().await;
         {
-            let state = cell.state.lock();
+            let mut state = cell.state.lock();
             if let Some(token) = &state.token {
-                let recent = state
-                    .last_fetch
+                let forced_lately = state
+                    .last_forced
                     .is_some_and(|at| at.elapsed() < FORCED_REFRESH_SPACING);
-                if token.header != rejected || recent {
+                if token.header != rejected || forced_lately {
                     return Ok(token.header.clone());
                 }
             }
+            state.last_forced = Some(Instant::now());
         }
         self.fetch_into(&cell).await
     }
@@ -224,7 +226,7 @@ impl TokenBroker {
                 token: None,
                 failure: None,
                 last_used: Instant::now(),
-                last_fetch: None,
+                last_forced: None,
                 refreshing: false,
             }),
             fetching: tokio::sync::Mutex::new(()),
@@ -258,7 +260,6 @@ impl TokenBroker {
         let kind = cell.credential.spec().kind();
         let now = Instant::now();
         let mut state = cell.state.lock();
-        state.last_fetch = Some(now);
         match outcome {
             Ok(Fetched { header, lifetime }) => {
                 metrics::counter!("bulkhead_entra_token_requests_total", "kind" => kind, "outcome" => "ok")
