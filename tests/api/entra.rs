@@ -528,3 +528,61 @@ async fn a_401_on_a_cached_token_gets_one_new_token_and_one_retry() {
     );
     world.assert_log_is_clean();
 }
+
+/// The token cache is keyed by the whole credential, secret included: a tenant that names
+/// another tenant's service principal (its client id, on the same endpoint) without its secret
+/// never rides on the token cached for the other, and the other keeps being served.
+#[tokio::test]
+async fn a_tenant_cannot_use_a_token_cached_for_another_tenants_principal() {
+    let world = world(3600).await;
+    let (status, _, answer) = world.chat("own-sp").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let impostor = json!({"slug": "impostor", "display_name": "Impostor",
+        "openai": {"isolation": "tenant_provided",
+            "endpoint": world.sim.resource_url("aoai-tenant"), "region": "northeurope",
+            "auth": principal(TENANT_SP, "a-guess-at-the-secret-9")}});
+    let (status, answer) = admin_call(
+        &world.http,
+        &world.gateway.base,
+        Method::POST,
+        "/admin/v1/tenants",
+        Some(impostor),
+    )
+    .await;
+    assert!(status.is_success(), "{answer}");
+    let key = issue_key(&world.http, &world.gateway.base, "impostor").await;
+    let response = world
+        .http
+        .post(format!(
+            "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            world.gateway.base
+        ))
+        .header("api-key", &key)
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS7000215"),
+        "{answer}"
+    );
+    let served_before = world.sim.requests(Some("aoai-tenant")).len();
+    let (status, _, _) = world.chat("own-sp").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        world.sim.requests(Some("aoai-tenant")).len(),
+        served_before + 1,
+        "only the owner's call reached the resource"
+    );
+    assert_eq!(
+        world.issued(TENANT_SP.0, OPENAI),
+        1,
+        "one token, the owner's"
+    );
+    world.assert_log_is_clean();
+}

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bulkhead_tests::{
-    admin_call, admin_posts, eventually, fresh_postgres_database, GatewayProcess, MASTER_KEY,
+    admin_call, admin_posts, eventually, fresh_postgres_database, issue_key, GatewayProcess,
+    MASTER_KEY,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -189,36 +190,13 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     .await
     .unwrap();
     let gateway = GatewayProcess::start(&[("BULKHEAD_LOG", "warn")]).await;
-    let http = reqwest::Client::new();
-    let steps = vec![
-        (
-            "/admin/v1/openai/resources",
-            json!({"name": "aoai-slow", "endpoint": sim.resource_url("aoai-slow"),
-            "region": "eastus", "api_key": "key-of-aoai-slow"}),
-        ),
-        (
-            "/admin/v1/openai/deployments",
-            json!({"resource": "aoai-slow", "name": "gpt-4o", "model": "gpt-4o", "capacity_tpm": 1000}),
-        ),
-        (
-            "/admin/v1/openai/pools",
-            json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-slow/gpt-4o"}]}),
-        ),
-        (
-            "/admin/v1/tenants",
-            json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
-        ),
-    ];
-    admin_posts(&http, &gateway.base, steps).await;
-    let (_, key) = admin_call(
-        &http,
+    let key = one_pool_tenant(
         &gateway.base,
-        Method::POST,
-        "/admin/v1/tenants/acme/keys",
-        Some(json!({"name": "k"})),
+        "aoai-slow",
+        &sim.resource_url("aoai-slow"),
+        "key-of-aoai-slow",
     )
     .await;
-    let key = key["key"].as_str().unwrap().to_owned();
     let url = format!(
         "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
         gateway.base
@@ -465,42 +443,20 @@ async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
     ] {
         let tunnels_before = tunnelled.lock().unwrap().len();
         let gateway = GatewayProcess::start(&envs).await;
-        let http = reqwest::Client::new();
-        let steps = vec![
-            (
-                "/admin/v1/openai/resources",
-                json!({"name": "aoai-private", "endpoint": endpoint,
-                "region": "eastus", "api_key": "key-of-aoai-private"}),
-            ),
-            (
-                "/admin/v1/openai/deployments",
-                json!({"resource": "aoai-private", "name": "gpt-4o",
-                "model": "gpt-4o", "capacity_tpm": 1000}),
-            ),
-            (
-                "/admin/v1/openai/pools",
-                json!({"alias": "gpt-4o", "members": [{"deployment": "aoai-private/gpt-4o"}]}),
-            ),
-            (
-                "/admin/v1/tenants",
-                json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
-            ),
-        ];
-        admin_posts(&http, &gateway.base, steps).await;
-        let (_, key) = admin_call(
-            &http,
+        let key = one_pool_tenant(
             &gateway.base,
-            Method::POST,
-            "/admin/v1/tenants/acme/keys",
-            Some(json!({"name": "k"})),
+            "aoai-private",
+            &endpoint,
+            "key-of-aoai-private",
         )
         .await;
+        let http = reqwest::Client::new();
         let answer = http
             .post(format!(
                 "{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
                 gateway.base
             ))
-            .header("api-key", key["key"].as_str().unwrap())
+            .header("api-key", &key)
             .json(&json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}))
             .send()
             .await
@@ -528,6 +484,32 @@ async fn a_private_ca_in_the_system_store_is_trusted_for_upstream_tls() {
             assert!(tunnels.is_empty(), "{tunnels:?}");
         }
     }
+}
+
+/// The smallest OpenAI world: one resource with a `gpt-4o` deployment in the `gpt-4o` pool,
+/// and the shared tenant `acme`. Returns a read-write key of `acme`.
+async fn one_pool_tenant(base: &str, resource: &str, endpoint: &str, api_key: &str) -> String {
+    let http = reqwest::Client::new();
+    let steps = vec![
+        (
+            "/admin/v1/openai/resources",
+            json!({"name": resource, "endpoint": endpoint, "region": "eastus", "api_key": api_key}),
+        ),
+        (
+            "/admin/v1/openai/deployments",
+            json!({"resource": resource, "name": "gpt-4o", "model": "gpt-4o", "capacity_tpm": 1000}),
+        ),
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "gpt-4o", "members": [{"deployment": format!("{resource}/gpt-4o")}]}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "shared"}}),
+        ),
+    ];
+    admin_posts(&http, base, steps).await;
+    issue_key(&http, base, "acme").await
 }
 
 /// A minimal HTTP CONNECT proxy: records each tunnel's target (`host:port`) and relays bytes.

@@ -493,10 +493,8 @@ impl Registry {
 
     /// The kind and principal of a sealed upstream credential, for the admin reads.
     fn auth_view(&self, context: &str, sealed: &[u8]) -> AuthView {
-        self.master
-            .open(context, sealed)
+        crate::snapshot::open_auth(&self.master, context, sealed)
             .ok()
-            .and_then(|secret| UpstreamAuth::from_stored(secret).ok())
             .map_or(
                 AuthView {
                     kind: "unreadable",

@@ -277,7 +277,11 @@ fn key_entry(row: &KeyRow) -> Option<(KeyHash, KeyEntry)> {
 }
 
 /// Opens a sealed upstream credential: a key, or an Entra ID credential's stored form.
-fn open_auth(master: &MasterKey, context: &str, sealed: &[u8]) -> Result<UpstreamAuth, ()> {
+pub(crate) fn open_auth(
+    master: &MasterKey,
+    context: &str,
+    sealed: &[u8],
+) -> Result<UpstreamAuth, ()> {
     let secret = master.open(context, sealed).map_err(|_| ())?;
     UpstreamAuth::from_stored(secret).map_err(|_| ())
 }
