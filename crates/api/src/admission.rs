@@ -54,7 +54,7 @@ fn scopes(caller: &Caller) -> Vec<ScopeLimits> {
     if let Credential::ApiKey { id } = caller.credential {
         let limits = to_quota(caller.key_limits);
         if !limits.is_unlimited() {
-            scopes.push(ScopeLimits::new(Scope::api_key(id), limits));
+            scopes.push(ScopeLimits::new(Scope::api_key(tenant.id, id), limits));
         }
     }
     scopes

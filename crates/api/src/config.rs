@@ -38,6 +38,7 @@
 //! | `BULKHEAD_LEDGER_SPILL_DIR` | where usage records wait on disk while the store is down (default `DATA_DIR/ledger-spill`; one per replica) |
 //! | `BULKHEAD_METRICS_TENANT_LABELS` | label token metrics by tenant (default true; turn off for very large fleets) |
 //! | `REDIS_URL` | quota counters in Redis, shared by every replica; unset: in process |
+//! | `BULKHEAD_REDIS_CLUSTER` | `REDIS_URL` is a Redis Cluster (seed nodes, comma-separated; default false) |
 //! | `BULKHEAD_QUOTA_ON_REDIS_ERROR` | `open` (default: decide in process, per replica) or `closed` (refuse with 503) |
 //! | `BULKHEAD_QUOTA_TIMEOUT_MS` | the longest a quota check waits for Redis (default 50) |
 //! | `BULKHEAD_QUOTA_LEASE_CALLS` | calls' worth of each limited scope a replica may hold, decided without Redis (default 8; 0: ask Redis for every call) |
@@ -462,6 +463,20 @@ pub struct QuotaConfig {
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
 
+    /// `REDIS_URL` is a Redis Cluster: one or more seed nodes, comma-separated.
+    #[arg(
+        long = "redis-cluster",
+        env = "BULKHEAD_REDIS_CLUSTER",
+        default_value_t = false
+    )]
+    pub cluster: bool,
+
+    /// Put the quota keys' hash-tagged names in force on a standalone Redis that still holds
+    /// the names of an earlier release, and exit. Run it once every replica runs this release
+    /// (a new install, or a cluster, needs nothing).
+    #[arg(long = "quota-keys-tagged", default_value_t = false)]
+    pub keys_tagged: bool,
+
     /// What a quota check does when Redis does not answer: `open` decides in this process
     /// (each replica alone; logged and counted), `closed` refuses with 503.
     #[arg(long = "quota-on-redis-error", env = "BULKHEAD_QUOTA_ON_REDIS_ERROR", value_enum, default_value_t = OnRedisError::Open)]
@@ -513,6 +528,7 @@ impl QuotaConfig {
         };
         let limiter = quota::Limiter::new(quota::QuotaConfig {
             redis_url: Some(url.clone()),
+            cluster: self.cluster,
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
             on_redis_error: match self.on_redis_error {
                 OnRedisError::Open => quota::OnRedisError::FailOpen,
@@ -611,6 +627,8 @@ impl Config {
             metrics_tenant_labels: true,
             quota: QuotaConfig {
                 redis_url: None,
+                cluster: false,
+                keys_tagged: false,
                 on_redis_error: OnRedisError::Open,
                 timeout_ms: 50,
                 lease_calls: 8,

@@ -45,6 +45,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("migrations applied");
         return Ok(());
     }
+    if config.quota.keys_tagged {
+        let limiter = config.quota.build().await?;
+        anyhow::ensure!(limiter.uses_redis(), "--quota-keys-tagged needs REDIS_URL");
+        let already = limiter.use_tagged_names().await?;
+        tracing::info!(already, "quota keys: the hash-tagged names are in force");
+        return Ok(());
+    }
     let _emulator = match config.emulator {
         Some(addr) => {
             let emulator = emulator::start(addr, config.emulator_config.as_deref()).await?;

@@ -34,7 +34,7 @@ fn scopes(tenant: usize) -> Vec<ScopeLimits> {
     };
     vec![
         ScopeLimits::new(Scope::tenant(format!("bench-{tenant}")), generous),
-        ScopeLimits::new(Scope::api_key(format!("bench-{tenant}-key")), generous),
+        ScopeLimits::new(Scope::api_key(format!("bench-{tenant}"), "key"), generous),
     ]
 }
 
@@ -131,6 +131,7 @@ async fn main() {
     let prefix = format!("quota-bench:{}:", std::process::id());
     let shared = Limiter::new(QuotaConfig {
         redis_url: Some(SecretString::from(url.clone())),
+        cluster: false,
         key_prefix: prefix.clone(),
         timeout: Duration::from_millis(50),
         on_redis_error: OnRedisError::FailClosed,

@@ -2,8 +2,8 @@
 -- invariant). Gives back what the holder returns, decides the call like reserve.lua, and if it
 -- is admitted leases the holder a slice of each scope beyond it. One clock: Redis TIME.
 --
--- KEYS[i]  the hash of scope i (see reserve.lua); its holders are the sorted set KEYS[i]..':h'
---          (member: holder id, score: when its lease record expires, ms)
+-- K[i]     the hash of scope i (see reserve.lua); H[i] its holders, a sorted set (member: holder
+--          id, score: when its lease record expires, ms). Both from the key layout prelude.
 -- ARGV     holder, need (tokens of the call; -1: only give back), calls (slice size in calls),
 --          lease_ttl_ms,
 --          then per scope: tokens_per_minute, requests_per_minute, monthly_tokens (-1:
@@ -73,8 +73,8 @@ local cost = est * U
 -- Step 0: the other holders of each scope (expired records dropped).
 local holders = {}
 local others = 0
-for i = 1, #KEYS do
-  local hk = KEYS[i] .. ':h'
+for i = 1, N do
+  local hk = H[i]
   redis.call('ZREMRANGEBYSCORE', hk, '-inf', now)
   local n = redis.call('ZCARD', hk)
   if redis.call('ZSCORE', hk, holder) then n = n - 1 end
@@ -84,7 +84,7 @@ end
 
 -- The holder's own record: kept while it holds a slice of the scope, dropped otherwise.
 local function register(i, holding)
-  local hk = KEYS[i] .. ':h'
+  local hk = H[i]
   if holding then
     redis.call('ZADD', hk, now + ttl, holder)
     redis.call('PEXPIRE', hk, ttl)
@@ -97,7 +97,7 @@ end
 -- returned tokens, the returned requests into the request bucket; both capped).
 local state = {}
 local keep = {}
-for i = 1, #KEYS do
+for i = 1, N do
   local o = 7 * i - 2
   local tpm = tonumber(ARGV[o])
   local rpm = tonumber(ARGV[o + 1])
@@ -106,7 +106,7 @@ for i = 1, #KEYS do
   local rr = tonumber(ARGV[o + 4])
   local rm = tonumber(ARGV[o + 5])
   keep[i] = tonumber(ARGV[o + 6]) == 1
-  local h = redis.call('HMGET', KEYS[i], 'tl', 'tt', 'rl', 'rt', 'm', 'mu')
+  local h = redis.call('HMGET', K[i], 'tl', 'tt', 'rl', 'rt', 'm', 'mu')
   local s = {tl = h[1], tt = h[2], rl = h[3], rt = h[4], m = h[5], mu = h[6],
              tpm = tpm, rpm = rpm, mon = mon, dirty = false}
   if rt > 0 then
@@ -137,13 +137,13 @@ local function save(i, s)
   if s.rl then w[#w + 1] = 'rl'; w[#w + 1] = int(s.rl); w[#w + 1] = 'rt'; w[#w + 1] = int(s.rt) end
   if s.m then w[#w + 1] = 'm'; w[#w + 1] = int(s.m); w[#w + 1] = 'mu'; w[#w + 1] = int(s.mu) end
   if #w > 0 then
-    redis.call('HSET', KEYS[i], unpack(w))
-    redis.call('PEXPIRE', KEYS[i], TTL_MS)
+    redis.call('HSET', K[i], unpack(w))
+    redis.call('PEXPIRE', K[i], TTL_MS)
   end
 end
 
 if est < 0 then
-  for i = 1, #KEYS do
+  for i = 1, N do
     if state[i].dirty then save(i, state[i]) end
     register(i, keep[i])
   end
@@ -153,7 +153,7 @@ end
 -- Step 2: the call itself, as reserve.lua decides it.
 local before_t, before_r, after_t, after_r = -1, -1, -1, -1
 local exceeds, budget, rate
-for i = 1, #KEYS do
+for i = 1, N do
   local s = state[i]
   if s.tpm >= 0 then
     local level = refilled(s.tl, s.tt, s.tpm)
@@ -203,7 +203,7 @@ elseif budget then refused = {3, budget[1], budget[2], before_t, before_r, other
 elseif rate then refused = {4, rate[1], rate[2], rate[3], before_t, before_r, others}
 end
 if refused then
-  for i = 1, #KEYS do
+  for i = 1, N do
     if state[i].dirty then save(i, state[i]) end
     register(i, keep[i])
   end
@@ -212,7 +212,7 @@ end
 
 -- Step 3: admitted; each scope leases a slice beyond the call.
 local reply = {1, month, after_t, after_r, others}
-for i = 1, #KEYS do
+for i = 1, N do
   local s = state[i]
   local share = 2 * holders[i]
   if s.tpm >= 0 then s.tl = s.ntl; s.tt = now end

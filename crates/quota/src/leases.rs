@@ -371,7 +371,11 @@ impl Leases {
             if others > 0 {
                 // The holders give back at once. Asked again on every try: a slice granted
                 // after the last recall (its call was on its way) would stay out otherwise.
-                let names: Vec<&str> = scopes.iter().map(|(s, _)| s.as_str()).collect();
+                // Both names: replicas of an earlier release still know only the legacy one.
+                let names: Vec<&str> = scopes
+                    .iter()
+                    .flat_map(|(s, _)| [s.as_str(), s.legacy()])
+                    .collect();
                 let message = format!("{}\t{}", this.holder, names.join("\t"));
                 if redis.publish(&redis.channel(), &message).await.is_ok() {
                     this.counts.recalls.inc();
@@ -609,7 +613,7 @@ impl Leases {
         let mut held = self.held.lock();
         let mut out = Vec::new();
         for (scope, h) in held.iter_mut() {
-            if !names.contains(&scope.as_str()) {
+            if !names.contains(&scope.as_str()) && !names.contains(&scope.legacy()) {
                 continue;
             }
             if h.in_flight > 0 {

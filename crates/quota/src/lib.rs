@@ -51,7 +51,9 @@ pub enum OnRedisError {
 pub struct QuotaConfig {
     /// `redis://[:password@]host:port[/db]`; `None` keeps every counter in process.
     pub redis_url: Option<SecretString>,
-    /// Prefix of every Redis key, so several gateways (or tests) can share one Redis.
+    /// `redis_url` is a Redis Cluster: seed nodes, comma-separated.
+    pub cluster: bool,
+    /// Prefix of every Redis key (no `{` or `}`: the tenant is the keys' hash tag), so several gateways (or tests) can share one Redis.
     pub key_prefix: String,
     /// The longest a reservation or settlement waits for Redis (connecting included).
     pub timeout: Duration,
@@ -67,6 +69,7 @@ impl Default for QuotaConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            cluster: false,
             key_prefix: "bulkhead:quota:".to_owned(),
             timeout: Duration::from_millis(50),
             on_redis_error: OnRedisError::FailOpen,
@@ -176,6 +179,7 @@ impl Limiter {
             Some(url) => Some(Arc::new(
                 RedisStore::new(
                     url.expose_secret(),
+                    config.cluster,
                     config.key_prefix.clone(),
                     config.timeout,
                     config.retry_interval,
@@ -227,6 +231,20 @@ impl Limiter {
                 .map_err(|e| QuotaError::RedisUnreachable(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Puts the hash-tagged key names in force on a standalone Redis that still holds the
+    /// names of an earlier release (`bulkhead --quota-keys-tagged`, once every replica runs
+    /// this release). Returns whether they already were. Without Redis, or on a cluster,
+    /// there is nothing to switch.
+    pub async fn use_tagged_names(&self) -> Result<bool, QuotaError> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok(true);
+        };
+        redis
+            .use_tagged_names()
+            .await
+            .map_err(|e| QuotaError::RedisUnreachable(e.to_string()))
     }
 
     pub fn uses_redis(&self) -> bool {

@@ -2,11 +2,20 @@
 //! settlement over a multiplexed connection (concurrent calls are pipelined on it), each bounded
 //! by the configured timeout.
 //!
-//! Key layout: one hash per scope, `<key_prefix><scope>` (`bulkhead:quota:t:<tenant>`,
-//! `bulkhead:quota:k:<key>`), fields `tl tt` (token bucket level in 1/60000 token and its time
-//! in ms), `rl rt` (request bucket), `m mu` (month `YYYYMM` and tokens used in it). Every write
-//! sets a 35-day expiry: a scope idle that long has full buckets and a past month, which is the
-//! same as no hash at all.
+//! Key layout: one hash per scope, `<key_prefix><scope>` (`bulkhead:quota:t:{<tenant>}`,
+//! `bulkhead:quota:k:{<tenant>}:<key>`), fields `tl tt` (token bucket level in 1/60000 token
+//! and its time in ms), `rl rt` (request bucket), `m mu` (month `YYYYMM` and tokens used in
+//! it), and the lease holders of a scope in the sorted set `<hash>:h`. Every write sets a
+//! 35-day expiry: a scope idle that long has full buckets and a past month, which is the same
+//! as no hash at all. The tenant is a hash tag, so every key of one call is in one slot and
+//! the scripts run on Redis Cluster (`cluster: true`, several seed URLs).
+//!
+//! Earlier releases named keys without the tag (`t:<tenant>`, `k:<key>`). On a standalone
+//! Redis the scripts carry both names and the marker `<key_prefix>layout`: while it is unset
+//! every replica, old or new, counts under the old names, so a rolling upgrade stays exact;
+//! once it says `tagged` (set by `bulkhead --quota-keys-tagged` after the rollout, or at
+//! start-up on a Redis holding no old names) each old key is folded into its new name on first
+//! touch. A later release drops the old names, 35 days after the switch at the earliest.
 //!
 //! Reconnection is ours rather than the driver's: after a failure (an error or the timeout) the
 //! connection is dropped and Redis is left alone for `retry_interval`, during which calls fail at
@@ -19,8 +28,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Script,
+    ScriptInvocation, Value,
+};
 
 use crate::scope::{Dimension, Limits, Scope};
 use crate::window::{Remaining, Returned, Slice, Verdict};
@@ -28,6 +42,79 @@ use crate::window::{Remaining, Returned, Slice, Verdict};
 const RESERVE: &str = include_str!("reserve.lua");
 const SETTLE: &str = include_str!("settle.lua");
 const LEASE: &str = include_str!("lease.lua");
+const KEYS_TAGGED: &str = include_str!("keys_tagged.lua");
+const KEYS_COMPAT: &str = include_str!("keys_compat.lua");
+
+/// The marker's value once the tagged names are in force.
+const TAGGED: &str = "tagged";
+
+/// The three scripts over one key layout.
+struct Scripts {
+    reserve: Script,
+    settle: Script,
+    lease: Script,
+}
+
+impl Scripts {
+    fn new(prelude: &str) -> Self {
+        let with =
+            |per: u8, body: &str| Script::new(&format!("local PER = {per}\n{prelude}\n{body}"));
+        Self {
+            reserve: with(1, RESERVE),
+            settle: with(1, SETTLE),
+            lease: with(2, LEASE),
+        }
+    }
+
+    fn all(&self) -> [&Script; 3] {
+        [&self.reserve, &self.settle, &self.lease]
+    }
+}
+
+/// Where the counters are: one Redis, or a cluster (and a node of it for the recall channel:
+/// a message published on any node reaches the subscribers of every node).
+enum Backend {
+    Single(Client),
+    Cluster {
+        cluster: Box<ClusterClient>,
+        pubsub: Client,
+    },
+}
+
+/// A connection to either.
+#[derive(Clone)]
+enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// Why a call to Redis did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -44,45 +131,76 @@ pub(crate) enum Failure {
 }
 
 pub(crate) struct RedisStore {
-    client: Client,
-    connection: ArcSwapOption<MultiplexedConnection>,
+    backend: Backend,
+    connection: ArcSwapOption<Connection>,
     connecting: tokio::sync::Mutex<()>,
-    reserve: Script,
-    settle: Script,
-    lease: Script,
+    tagged: Scripts,
+    compat: Scripts,
+    /// Only the tagged names are in use (a cluster, or the marker seen set): calls carry no
+    /// legacy names. Never goes back to false.
+    tagged_only: AtomicBool,
     prefix: String,
     timeout: Duration,
     breaker: Breaker,
 }
 
 impl RedisStore {
+    /// `urls`: one Redis, or (with `cluster`) seed nodes of a cluster, comma-separated.
     pub(crate) fn new(
-        url: &str,
+        urls: &str,
+        cluster: bool,
         prefix: String,
         timeout: Duration,
         retry_interval: Duration,
     ) -> Result<Self, RedisError> {
+        let backend = if cluster {
+            let seeds: Vec<&str> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect();
+            let first = seeds.first().copied().unwrap_or_default();
+            Backend::Cluster {
+                cluster: Box::new(
+                    ClusterClient::builder(seeds.iter().copied())
+                        .connection_timeout(timeout)
+                        .build()?,
+                ),
+                pubsub: Client::open(first)?,
+            }
+        } else {
+            Backend::Single(Client::open(urls)?)
+        };
+        if prefix.contains(['{', '}']) {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the quota key prefix may not contain '{' or '}' (the tenant is the hash tag)",
+            )));
+        }
         Ok(Self {
-            client: Client::open(url)?,
+            backend,
             connection: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
-            reserve: Script::new(RESERVE),
-            settle: Script::new(SETTLE),
-            lease: Script::new(LEASE),
+            tagged: Scripts::new(KEYS_TAGGED),
+            compat: Scripts::new(KEYS_COMPAT),
+            tagged_only: AtomicBool::new(cluster),
             prefix,
             timeout,
             breaker: Breaker::new(retry_interval),
         })
     }
 
-    /// Connects and loads both scripts, with a patient timeout: for start-up, so the first
-    /// requests do not pay for it.
+    /// Connects, learns the key layout and loads the scripts, with a patient timeout: for
+    /// start-up, so the first requests do not pay for it.
     pub(crate) async fn warm_up(&self, patience: Duration) -> Result<(), Failure> {
         let work = async {
             let mut conn = self.connection().await?;
-            self.reserve.load_async(&mut conn).await?;
-            self.settle.load_async(&mut conn).await?;
-            self.lease.load_async(&mut conn).await?;
+            if !self.tagged_only.load(Ordering::Acquire) {
+                self.adopt_tags_if_unused(&mut conn).await?;
+            }
+            for script in self.scripts().all() {
+                script.load_async(&mut conn).await?;
+            }
             Ok::<_, Failure>(())
         };
         let result = match tokio::time::timeout(patience, work).await {
@@ -93,16 +211,135 @@ impl RedisStore {
         result
     }
 
+    /// On a standalone Redis: if the marker is set, or no key has a legacy name (a new
+    /// install), the tagged names are in force from now on.
+    async fn adopt_tags_if_unused(&self, conn: &mut Connection) -> Result<(), Failure> {
+        let marker = self.marker();
+        let value: Option<String> = redis::cmd("GET").arg(&marker).query_async(conn).await?;
+        if value.as_deref() != Some(TAGGED) {
+            if self.legacy_keys_may_exist(conn).await? {
+                tracing::info!(
+                    "quota: Redis holds counters under the names of an earlier release; once \
+                     every replica runs this one, run `bulkhead --quota-keys-tagged`"
+                );
+                return Ok(());
+            }
+            redis::cmd("SET")
+                .arg(&marker)
+                .arg(TAGGED)
+                .query_async::<()>(conn)
+                .await?;
+        }
+        self.tagged_only.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether a key with a legacy name may exist: a bounded scan (a very large keyspace
+    /// counts as "may").
+    async fn legacy_keys_may_exist(&self, conn: &mut Connection) -> Result<bool, Failure> {
+        const ROUNDS: usize = 64;
+        for pattern in ["t:[^{]*", "k:[^{]*"] {
+            let pattern = format!("{}{pattern}", glob_escape(&self.prefix));
+            let mut cursor = 0u64;
+            let mut done = false;
+            for _ in 0..ROUNDS {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(conn)
+                    .await?;
+                if !keys.is_empty() {
+                    return Ok(true);
+                }
+                cursor = next;
+                if cursor == 0 {
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Puts the tagged names in force on a standalone Redis (after a rolling upgrade: every
+    /// replica running now folds each legacy key into its tagged name on first touch). Returns
+    /// whether the marker was already set.
+    pub(crate) async fn use_tagged_names(&self) -> Result<bool, Failure> {
+        if matches!(self.backend, Backend::Cluster { .. }) {
+            return Ok(true);
+        }
+        let mut conn = self.connection().await?;
+        let before: Option<String> = redis::cmd("SET")
+            .arg(self.marker())
+            .arg(TAGGED)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        Ok(before.as_deref() == Some(TAGGED))
+    }
+
+    fn marker(&self) -> String {
+        format!("{}layout", self.prefix)
+    }
+
+    /// The scripts of the layout in force (read once per call: the keys must match them).
+    fn scripts(&self) -> &Scripts {
+        if self.tagged_only.load(Ordering::Acquire) {
+            &self.tagged
+        } else {
+            &self.compat
+        }
+    }
+
+    /// The keys of `scopes` in the order the layout prelude of `scripts` reads them.
+    fn keys(
+        &self,
+        scripts: &Scripts,
+        call: &mut ScriptInvocation<'_>,
+        scopes: &[(Scope, Limits)],
+        holders: bool,
+    ) {
+        let mut names = |legacy: bool| {
+            fn name(s: &Scope, legacy: bool) -> &str {
+                if legacy {
+                    s.legacy()
+                } else {
+                    s.as_str()
+                }
+            }
+            for (scope, _) in scopes {
+                call.key(format!("{}{}", self.prefix, name(scope, legacy)));
+            }
+            if holders {
+                for (scope, _) in scopes {
+                    call.key(format!("{}{}:h", self.prefix, name(scope, legacy)));
+                }
+            }
+        };
+        names(false);
+        if std::ptr::eq(scripts, &self.compat) {
+            names(true);
+            call.key(self.marker());
+        }
+    }
+
     /// Runs the reserve script over `scopes` (each with at least one limit).
     pub(crate) async fn reserve(
         &self,
         scopes: &[(Scope, Limits)],
         estimate: u64,
     ) -> Result<Verdict, Failure> {
-        let mut call = self.reserve.prepare_invoke();
+        let scripts = self.scripts();
+        let mut call = scripts.reserve.prepare_invoke();
         call.arg(estimate);
-        for (scope, limits) in scopes {
-            call.key(self.key(scope));
+        self.keys(scripts, &mut call, scopes, false);
+        for (_, limits) in scopes {
             call.arg(or_minus_one(limits.tokens_per_minute))
                 .arg(or_minus_one(limits.requests_per_minute))
                 .arg(or_minus_one(limits.monthly_tokens));
@@ -123,10 +360,11 @@ impl RedisStore {
         actual: u64,
         month: u32,
     ) -> Result<(), Failure> {
-        let mut call = self.settle.prepare_invoke();
+        let scripts = self.scripts();
+        let mut call = scripts.settle.prepare_invoke();
         call.arg(estimate).arg(actual).arg(month);
-        for (scope, limits) in scopes {
-            call.key(self.key(scope));
+        self.keys(scripts, &mut call, scopes, false);
+        for (_, limits) in scopes {
             call.arg(or_minus_one(limits.tokens_per_minute))
                 .arg(or_minus_one(limits.monthly_tokens));
         }
@@ -146,7 +384,8 @@ impl RedisStore {
         &self,
         request: &Grant<'_>,
     ) -> Result<(Verdict, Vec<Slice>, u64), Failure> {
-        let mut call = self.lease.prepare_invoke();
+        let scripts = self.scripts();
+        let mut call = scripts.lease.prepare_invoke();
         call.arg(request.holder)
             .arg(
                 request
@@ -155,9 +394,9 @@ impl RedisStore {
             )
             .arg(request.calls)
             .arg(u64::try_from(request.ttl.as_millis()).unwrap_or(u64::MAX));
-        for (i, (scope, limits)) in request.scopes.iter().enumerate() {
+        self.keys(scripts, &mut call, request.scopes, true);
+        for (i, (_, limits)) in request.scopes.iter().enumerate() {
             let back = request.returned.get(i).copied().unwrap_or_default();
-            call.key(self.key(scope));
             call.arg(or_minus_one(limits.tokens_per_minute))
                 .arg(or_minus_one(limits.requests_per_minute))
                 .arg(or_minus_one(limits.monthly_tokens))
@@ -192,7 +431,10 @@ impl RedisStore {
     /// A subscription to `channel` on a connection of its own (no timeout: it waits).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, Failure> {
         let mut pubsub = tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), async {
-            self.client.get_async_pubsub().await
+            match &self.backend {
+                Backend::Single(client) => client.get_async_pubsub().await,
+                Backend::Cluster { pubsub, .. } => pubsub.get_async_pubsub().await,
+            }
         })
         .await
         .map_err(|_| Failure::Timeout(self.timeout))??;
@@ -202,10 +444,6 @@ impl RedisStore {
 
     pub(crate) fn channel(&self) -> String {
         format!("{}recall", self.prefix)
-    }
-
-    fn key(&self, scope: &Scope) -> String {
-        format!("{}{}", self.prefix, scope)
     }
 
     /// Runs one call if the breaker lets it, within the timeout, and records the outcome.
@@ -238,7 +476,7 @@ impl RedisStore {
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, Failure> {
+    async fn connection(&self) -> Result<Connection, Failure> {
         if let Some(conn) = self.connection.load().as_deref() {
             return Ok(conn.clone());
         }
@@ -248,16 +486,36 @@ impl RedisStore {
         }
         // The caller's timeout bounds the whole call; the driver's own response timeout would
         // only duplicate it.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(None);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = match &self.backend {
+            Backend::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(None);
+                Connection::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+            Backend::Cluster { cluster, .. } => {
+                Connection::Cluster(cluster.get_async_connection().await?)
+            }
+        };
         self.connection.store(Some(Arc::new(conn.clone())));
         Ok(conn)
     }
+}
+
+/// `text` matched literally by a `SCAN MATCH` pattern.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn or_minus_one(limit: Option<u64>) -> i64 {

@@ -1,8 +1,9 @@
--- Reserves ARGV[1] tokens and one request in every scope of KEYS, all or nothing.
+-- Reserves ARGV[1] tokens and one request in every scope, all or nothing (the scopes' keys K[1..N]
+-- come from the key layout prelude, keys_*.lua).
 -- The arithmetic is src/window.rs's `reserve`, step for step: read that file for the semantics.
 -- One clock for every replica: Redis TIME.
 --
--- KEYS[i]  the hash of scope i: tl tt (token bucket level in 1/60000 token, its time in ms),
+-- K[i]     the hash of scope i: tl tt (token bucket level in 1/60000 token, its time in ms),
 --          rl rt (request bucket), m mu (month YYYYMM and tokens used in it)
 -- ARGV     estimate, then per scope: tokens_per_minute, requests_per_minute, monthly_tokens
 --          (-1: unlimited)
@@ -64,11 +65,11 @@ local before_t, before_r, after_t, after_r = -1, -1, -1, -1
 local exceeds, budget, rate
 local writes = {}
 
-for i = 1, #KEYS do
+for i = 1, N do
   local tpm = tonumber(ARGV[3 * i - 1])
   local rpm = tonumber(ARGV[3 * i])
   local mon = tonumber(ARGV[3 * i + 1])
-  local h = redis.call('HMGET', KEYS[i], 'tl', 'tt', 'rl', 'rt', 'm', 'mu')
+  local h = redis.call('HMGET', K[i], 'tl', 'tt', 'rl', 'rt', 'm', 'mu')
   local w = {}
   if tpm >= 0 then
     local level = refilled(h[1], h[2], tpm)
@@ -119,10 +120,10 @@ end
 if exceeds then return {2, exceeds[1], exceeds[2], exceeds[3]} end
 if budget then return {3, budget[1], budget[2], before_t, before_r} end
 if rate then return {4, rate[1], rate[2], rate[3], before_t, before_r} end
-for i = 1, #KEYS do
+for i = 1, N do
   if #writes[i] > 0 then
-    redis.call('HSET', KEYS[i], unpack(writes[i]))
-    redis.call('PEXPIRE', KEYS[i], TTL_MS)
+    redis.call('HSET', K[i], unpack(writes[i]))
+    redis.call('PEXPIRE', K[i], TTL_MS)
   end
 end
 return {1, month, after_t, after_r}

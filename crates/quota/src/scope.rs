@@ -9,30 +9,50 @@ use std::sync::Arc;
 /// which is unlimited in practice.
 pub const MAX_LIMIT: u64 = 100_000_000_000;
 
-/// Who a limit belongs to. The text is part of the Redis key, so two scopes with the same
-/// text share one set of counters on every replica.
+/// Who a limit belongs to. The name is part of the Redis key, so two scopes with the same
+/// name share one set of counters on every replica.
+///
+/// Names carry the tenant as a Redis Cluster hash tag (`t:{<tenant>}`, `k:{<tenant>}:<key>`):
+/// every scope of one call lives in one hash slot, so one script can touch them all on a
+/// cluster. `legacy` is the name the previous releases used (`t:<tenant>`, `k:<key>`), read
+/// while a standalone Redis still holds counters under it (see `redis_store`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope(Arc<str>);
+pub struct Scope {
+    name: Arc<str>,
+    legacy: Arc<str>,
+}
 
 impl Scope {
-    /// The scope of a tenant's own limits (`t:<id>`).
+    /// The scope of a tenant's own limits (`t:{<tenant>}`).
     pub fn tenant(id: impl fmt::Display) -> Self {
-        Self(format!("t:{id}").into())
+        Self {
+            name: format!("t:{{{id}}}").into(),
+            legacy: format!("t:{id}").into(),
+        }
     }
 
-    /// The scope of one API key's limits (`k:<id>`), checked together with its tenant's.
-    pub fn api_key(id: impl fmt::Display) -> Self {
-        Self(format!("k:{id}").into())
+    /// The scope of one API key's limits (`k:{<tenant>}:<key>`), checked together with its
+    /// tenant's (hence the tenant's hash tag).
+    pub fn api_key(tenant: impl fmt::Display, key: impl fmt::Display) -> Self {
+        Self {
+            name: format!("k:{{{tenant}}}:{key}").into(),
+            legacy: format!("k:{key}").into(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+
+    /// The name of this scope before hash tags.
+    pub fn legacy(&self) -> &str {
+        &self.legacy
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 

@@ -1,7 +1,8 @@
 -- Settles an admission of ARGV[1] tokens, reserved in month ARGV[3], to ARGV[2] actual tokens:
--- src/window.rs's `settle`, step for step, in every scope of KEYS. Requests are not refunded.
+-- src/window.rs's `settle`, step for step, in every scope (K, from the key layout prelude).
+-- Requests are not refunded.
 --
--- KEYS[i]  the hash of scope i (see reserve.lua)
+-- K[i]     the hash of scope i (see reserve.lua)
 -- ARGV     estimate, actual, month, then per scope: tokens_per_minute, monthly_tokens (-1: unlimited)
 -- Returns  1
 local U = 60000
@@ -14,10 +15,10 @@ local month = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-for i = 1, #KEYS do
+for i = 1, N do
   local tpm = tonumber(ARGV[2 * i + 2])
   local mon = tonumber(ARGV[2 * i + 3])
-  local h = redis.call('HMGET', KEYS[i], 'tl', 'tt', 'm', 'mu')
+  local h = redis.call('HMGET', K[i], 'tl', 'tt', 'm', 'mu')
   local w = {}
   if tpm >= 0 and h[1] then
     local cap = tpm * U
@@ -36,8 +37,8 @@ for i = 1, #KEYS do
     w[#w + 1] = 'mu'; w[#w + 1] = string.format('%d', used)
   end
   if #w > 0 then
-    redis.call('HSET', KEYS[i], unpack(w))
-    redis.call('PEXPIRE', KEYS[i], TTL_MS)
+    redis.call('HSET', K[i], unpack(w))
+    redis.call('PEXPIRE', K[i], TTL_MS)
   end
 end
 return 1

@@ -252,7 +252,7 @@ async fn a_key_limit_refusal_consumes_nothing_from_the_tenant(h: &Harness) {
         Refusal::RateLimited {
             scope, dimension, ..
         } => {
-            assert_eq!(*scope, Scope::api_key("acme-key-1"));
+            assert_eq!(*scope, Scope::api_key("acme", "acme-key-1"));
             assert_eq!(*dimension, Dimension::TokensPerMinute);
         }
         other => panic!("unexpected refusal {other:?}"),

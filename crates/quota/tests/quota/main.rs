@@ -10,5 +10,6 @@
 
 mod behaviour;
 mod failures;
+mod layout;
 mod leases;
 mod support;

@@ -23,6 +23,7 @@ pub fn redis_url() -> String {
 pub fn config(url: &str, prefix: &str) -> QuotaConfig {
     QuotaConfig {
         redis_url: Some(SecretString::from(url.to_owned())),
+        cluster: false,
         key_prefix: prefix.to_owned(),
         timeout: Duration::from_millis(50),
         on_redis_error: OnRedisError::FailClosed,
@@ -61,8 +62,11 @@ pub fn tenant(name: &str, limits: Limits) -> ScopeLimits {
     ScopeLimits::new(Scope::tenant(name), limits)
 }
 
+/// A key of the tenant its name starts with (`acme-key-1` is acme's), so both scopes of a call
+/// share a hash slot as the gateway's do.
 pub fn key(name: &str, limits: Limits) -> ScopeLimits {
-    ScopeLimits::new(Scope::api_key(name), limits)
+    let tenant = name.split('-').next().unwrap_or(name);
+    ScopeLimits::new(Scope::api_key(tenant, name), limits)
 }
 
 pub fn unique_prefix(test: &str) -> String {
