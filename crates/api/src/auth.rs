@@ -87,9 +87,31 @@ pub async fn authenticate(state: &AppState, request: &mut Request) -> Result<(),
     if PUBLIC_ROUTES.contains(&path) {
         return Ok(());
     }
+    if crate::console::is_console_path(path) {
+        // The console's own routes: every one but sign-in and its static files sits behind
+        // its session check (`console::routes`). A tenant credential opens none of them.
+        return Ok(());
+    }
     if crate::error::Audience::of(path) == crate::error::Audience::Admin {
-        if !state.admin_token_matches(request.headers()) {
+        if state.admin_token_matches(request.headers()) {
+            return Ok(());
+        }
+        // A console session opens the admin API too; a state-changing request must carry
+        // the session's CSRF token.
+        let Some(session) = crate::console::session(state, request.headers()).await else {
             return Err(AdminError::Unauthenticated.into_response());
+        };
+        let presented = request
+            .headers()
+            .get(crate::console::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if !crate::console::is_safe(request.method())
+            && !crate::console::csrf_ok(&session, presented)
+        {
+            return Err(AdminError::Forbidden(
+                "a console session must send its CSRF token in x-csrf-token".into(),
+            )
+            .into_response());
         }
         return Ok(());
     }

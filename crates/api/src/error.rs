@@ -295,12 +295,16 @@ pub enum Audience {
     DataPlane,
     /// `/admin/*` and `/metrics`: the admin envelope.
     Admin,
+    /// `/console/*`: people in a browser; the console answers its errors as pages.
+    Console,
 }
 
 impl Audience {
     pub fn of(path: &str) -> Self {
         if path == "/admin" || path.starts_with("/admin/") || path == "/metrics" {
             Self::Admin
+        } else if path == "/console" || path.starts_with("/console/") {
+            Self::Console
         } else {
             Self::DataPlane
         }
@@ -311,7 +315,9 @@ impl Audience {
 pub fn route_not_found(path: &str) -> Response {
     match Audience::of(path) {
         Audience::DataPlane => ApiError::RouteNotFound.into_response(),
-        Audience::Admin => AdminError::NotFound("no such admin route".into()).into_response(),
+        Audience::Admin | Audience::Console => {
+            AdminError::NotFound("no such admin route".into()).into_response()
+        }
     }
 }
 
@@ -326,7 +332,7 @@ pub async fn in_callers_format(
     response: Response,
 ) -> Response {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) || audience == Audience::Console {
         return response;
     }
     let is_json = response
@@ -349,7 +355,7 @@ pub async fn in_callers_format(
         .map(ToOwned::to_owned);
     let limit = match audience {
         Audience::DataPlane => DATA_PLANE_BODY_LIMIT,
-        Audience::Admin => ADMIN_BODY_LIMIT,
+        Audience::Admin | Audience::Console => ADMIN_BODY_LIMIT,
     };
     let (azure_code, admin_code, message) = match status {
         StatusCode::PAYLOAD_TOO_LARGE => (
@@ -399,7 +405,7 @@ pub async fn in_callers_format(
     };
     let code = match audience {
         Audience::DataPlane => azure_code,
-        Audience::Admin => admin_code,
+        Audience::Admin | Audience::Console => admin_code,
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
@@ -415,6 +421,9 @@ pub async fn in_callers_format(
 pub enum AdminError {
     #[error("missing or invalid admin token")]
     Unauthenticated,
+    /// A console session's state-changing request without its CSRF token.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("{message}")]
@@ -437,6 +446,7 @@ impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -457,6 +467,7 @@ impl AdminError {
     fn code(&self) -> &'static str {
         match self {
             Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
             Self::Invalid { .. } => "invalid_request",
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod console;
 pub mod counting;
 mod documents;
 pub mod emulator;

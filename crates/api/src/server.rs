@@ -361,7 +361,7 @@ fn body_timed_out(audience: Audience) -> Response {
     let message = "The request body did not arrive in time.";
     match audience {
         Audience::DataPlane => crate::error::ApiError::BodyTimedOut.into_response(),
-        Audience::Admin => {
+        Audience::Admin | Audience::Console => {
             let mut response = AdminError::Invalid {
                 field: None,
                 message: message.to_owned(),

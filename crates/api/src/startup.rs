@@ -390,6 +390,10 @@ pub fn router(state: AppState) -> Gate {
         .merge(admin::routes().layer(axum::extract::DefaultBodyLimit::max(
             crate::error::ADMIN_BODY_LIMIT,
         )))
+        .merge(
+            crate::console::routes(state.clone())
+                .layer(axum::extract::DefaultBodyLimit::max(16 * 1024)),
+        )
         .fallback(not_found)
         .with_state(state.clone());
     Gate::new(state, routes)

@@ -41,11 +41,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// Minutes of outcomes kept per member (for an operator's "recent error rate").
+const RECENT_MINUTES: usize = 5;
+
 #[derive(Debug)]
 struct MemberHealth {
     cooldown_until: Option<Instant>,
     breaker: BreakerState,
     remaining_tokens: Option<(u64, Instant)>,
+    /// Per minute (since the book's epoch) slot: the minute, answers, failures (5xx, resets,
+    /// timeouts and 429s).
+    recent: [(u64, u32, u32); RECENT_MINUTES],
 }
 
 impl Default for MemberHealth {
@@ -54,6 +60,21 @@ impl Default for MemberHealth {
             cooldown_until: None,
             breaker: BreakerState::Closed { failures: 0 },
             remaining_tokens: None,
+            recent: [(u64::MAX, 0, 0); RECENT_MINUTES],
+        }
+    }
+}
+
+impl MemberHealth {
+    fn count(&mut self, minute: u64, failed: bool) {
+        let slot = &mut self.recent[(minute % RECENT_MINUTES as u64) as usize];
+        if slot.0 != minute {
+            *slot = (minute, 0, 0);
+        }
+        if failed {
+            slot.2 = slot.2.saturating_add(1);
+        } else {
+            slot.1 = slot.1.saturating_add(1);
         }
     }
 }
@@ -69,6 +90,7 @@ pub enum Availability {
 #[derive(Debug)]
 pub struct HealthBook {
     settings: BreakerSettings,
+    epoch: Instant,
     members: RwLock<HashMap<String, Arc<Mutex<MemberHealth>>>>,
 }
 
@@ -76,8 +98,13 @@ impl HealthBook {
     pub fn new(settings: BreakerSettings) -> Self {
         Self {
             settings,
+            epoch: Instant::now(),
             members: RwLock::new(HashMap::new()),
         }
+    }
+
+    fn minute(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs() / 60
     }
 
     fn member(&self, key: &str) -> Arc<Mutex<MemberHealth>> {
@@ -130,13 +157,18 @@ impl HealthBook {
 
     /// The call answered (anything but a 5xx): the breaker closes.
     pub fn succeeded(&self, key: &str) {
-        self.member(key).lock().breaker = BreakerState::Closed { failures: 0 };
+        let minute = self.minute(Instant::now());
+        let member = self.member(key);
+        let mut health = member.lock();
+        health.breaker = BreakerState::Closed { failures: 0 };
+        health.count(minute, false);
     }
 
     /// A 5xx, a reset or a timeout.
     pub fn failed(&self, key: &str, now: Instant) {
         let member = self.member(key);
         let mut health = member.lock();
+        health.count(self.minute(now), true);
         health.breaker = match health.breaker {
             BreakerState::Closed { failures } if failures + 1 < self.settings.threshold => {
                 BreakerState::Closed {
@@ -153,6 +185,7 @@ impl HealthBook {
     pub fn throttled(&self, key: &str, for_: Duration, now: Instant) {
         let member = self.member(key);
         let mut health = member.lock();
+        health.count(self.minute(now), true);
         let until = now + for_;
         health.cooldown_until = Some(health.cooldown_until.map_or(until, |u| u.max(until)));
         if health.breaker == BreakerState::HalfOpen {
@@ -186,6 +219,46 @@ impl HealthBook {
                 (key, health.breaker, cooling)
             })
             .collect()
+    }
+
+    /// For an operator: the breaker (`closed`, `open`, `half_open`), the cooldown left, and
+    /// the upstream's last `x-ratelimit-remaining-tokens` while still fresh.
+    pub fn describe(
+        &self,
+        key: &str,
+        now: Instant,
+    ) -> (&'static str, Option<Duration>, Option<u64>) {
+        let Some(member) = self.members.read().get(key).cloned() else {
+            return ("closed", None, None);
+        };
+        let health = member.lock();
+        let breaker = match health.breaker {
+            BreakerState::Closed { .. } => "closed",
+            BreakerState::Open { until } if until > now => "open",
+            BreakerState::Open { .. } | BreakerState::HalfOpen => "half_open",
+        };
+        let cooldown = health.cooldown_until.filter(|u| *u > now).map(|u| u - now);
+        let remaining = health
+            .remaining_tokens
+            .filter(|(_, at)| now.duration_since(*at) < REMAINING_TOKENS_TTL)
+            .map(|(left, _)| left);
+        (breaker, cooldown, remaining)
+    }
+
+    /// Answers and failures of `key` over the last few minutes (this replica's calls), or
+    /// `None` when it has not been called in them.
+    pub fn recent(&self, key: &str, now: Instant) -> Option<(u64, u64)> {
+        let member = self.members.read().get(key).cloned()?;
+        let health = member.lock();
+        let current = self.minute(now);
+        let (ok, failed) = health
+            .recent
+            .iter()
+            .filter(|(m, _, _)| *m <= current && current - *m < RECENT_MINUTES as u64)
+            .fold((0u64, 0u64), |(o, f), (_, a, b)| {
+                (o + u64::from(*a), f + u64::from(*b))
+            });
+        (ok + failed > 0).then_some((ok, failed))
     }
 
     pub fn breaker(&self, key: &str) -> BreakerState {

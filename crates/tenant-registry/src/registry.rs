@@ -180,6 +180,30 @@ impl Registry {
         result
     }
 
+    /// Stores an admin console session: the SHA-256 of its id (hex), its CSRF token, when it
+    /// expires (Unix seconds).
+    pub async fn insert_console_session(
+        &self,
+        id_hash: &str,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        self.store
+            .insert_console_session(id_hash, csrf, expires_at)
+            .await
+    }
+
+    /// The CSRF token of a live console session.
+    pub async fn console_session(&self, id_hash: &str) -> Result<Option<String>> {
+        self.store
+            .console_session(id_hash, chrono::Utc::now().timestamp())
+            .await
+    }
+
+    pub async fn delete_console_session(&self, id_hash: &str) -> Result<bool> {
+        self.store.delete_console_session(id_hash).await
+    }
+
     pub fn store_healthy(&self) -> bool {
         self.store_healthy.load(Ordering::Relaxed)
     }

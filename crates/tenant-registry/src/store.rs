@@ -238,6 +238,17 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_template(&self, row: &TemplateRow) -> Result<()>;
     async fn delete_template(&self, name: &str) -> Result<bool>;
 
+    /// Stores an admin console session (and forgets the expired ones).
+    async fn insert_console_session(
+        &self,
+        id_hash: &str,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<()>;
+    /// The CSRF token of the session, if it exists and has not expired at `now`.
+    async fn console_session(&self, id_hash: &str, now: i64) -> Result<Option<String>>;
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool>;
+
     /// Inserts the tenant with its placements and `keys` in one transaction: all or nothing.
     async fn insert_tenant(&self, record: &TenantRecord, keys: &[KeyRow]) -> Result<()>;
     /// Replaces the tenant's row, members and resources.
@@ -849,6 +860,51 @@ impl Store for SqlStore {
         on_pool!(self, |pool| {
             let done = sqlx::query("DELETE FROM index_templates WHERE name = $1")
                 .bind(name)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_console_session(
+        &self,
+        id_hash: &str,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
+                .bind(chrono::Utc::now().timestamp())
+                .execute(pool)
+                .await?;
+            sqlx::query(
+                "INSERT INTO console_sessions (id_hash, csrf, expires_at) VALUES ($1, $2, $3)",
+            )
+            .bind(id_hash)
+            .bind(csrf)
+            .bind(expires_at)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn console_session(&self, id_hash: &str, now: i64) -> Result<Option<String>> {
+        on_pool!(self, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT csrf FROM console_sessions WHERE id_hash = $1 AND expires_at > $2",
+            )
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+                .bind(id_hash)
                 .execute(pool)
                 .await?;
             Ok(done.rows_affected() > 0)

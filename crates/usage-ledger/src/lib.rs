@@ -78,4 +78,6 @@ pub use error::LedgerError;
 pub use event::{UsageEvent, UsageKind};
 pub use ledger::Ledger;
 pub use metrics::LedgerMetrics;
-pub use store::{Granularity, GroupBy, LedgerStore, UsageRow, WriteOutcome};
+pub use store::{
+    Granularity, GroupBy, LedgerStore, MinuteTotal, TenantTotal, UsageRow, WriteOutcome,
+};

@@ -185,6 +185,26 @@ struct RollupKey<'a> {
     key_id: Uuid,
 }
 
+/// A tenant's totals over a period ([`LedgerStore::tenant_totals`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct TenantTotal {
+    pub tenant_id: Uuid,
+    pub requests: i64,
+    /// Prompt plus completion tokens.
+    pub tokens: i64,
+    pub errors: i64,
+}
+
+/// The fleet's calls in one UTC minute ([`LedgerStore::recent_minutes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct MinuteTotal {
+    /// Minutes since the Unix epoch.
+    pub minute: i64,
+    pub requests: i64,
+    pub tokens: i64,
+    pub errors: i64,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Sums {
     requests: i64,
@@ -354,6 +374,75 @@ impl LedgerStore {
                 .await?
         });
         Ok(fold(hours, granularity, group_by))
+    }
+
+    /// Each tenant's totals over the hours that start in `[from, to)`: of the tenants in
+    /// `tenants` (read by their rollups' key prefix), or with `tenants` empty the `top`
+    /// tenants by tokens (a scan of the period's rollups: for an overview, cached by callers).
+    pub async fn tenant_totals(
+        &self,
+        tenants: &[Uuid],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        top: u32,
+    ) -> Result<Vec<TenantTotal>, LedgerError> {
+        const SUMS: &str = "SELECT tenant_id, CAST(SUM(requests) AS bigint) AS requests, \
+             CAST(SUM(prompt_tokens + completion_tokens) AS bigint) AS tokens, \
+             CAST(SUM(errors) AS bigint) AS errors FROM usage_hourly WHERE hour >= ";
+        let mut out = Vec::new();
+        on_pool!(self, |pool| {
+            if tenants.is_empty() {
+                let mut query = builder(pool, SUMS);
+                query
+                    .push_bind(to_micros(from))
+                    .push(" AND hour < ")
+                    .push_bind(to_micros(to))
+                    .push(" GROUP BY tenant_id ORDER BY tokens DESC, tenant_id LIMIT ")
+                    .push_bind(i64::from(top));
+                out = query.build_query_as().fetch_all(pool).await?;
+            }
+            for chunk in tenants.chunks(ROWS_PER_STATEMENT) {
+                let mut query = builder(pool, SUMS);
+                query
+                    .push_bind(to_micros(from))
+                    .push(" AND hour < ")
+                    .push_bind(to_micros(to))
+                    .push(" AND tenant_id IN (");
+                let mut ids = query.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                query.push(") GROUP BY tenant_id");
+                let rows: Vec<TenantTotal> = query.build_query_as().fetch_all(pool).await?;
+                out.extend(rows);
+            }
+            Ok::<_, LedgerError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every tenant's calls, tokens and errors per UTC minute since `since` (the fleet's
+    /// recent traffic; reads the `finished_at` index).
+    pub async fn recent_minutes(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<MinuteTotal>, LedgerError> {
+        let minute = match self.backend {
+            Backend::Postgres(_) => "CAST(floor(extract(epoch FROM finished_at) / 60) AS bigint)",
+            Backend::Sqlite(_) => "CAST(strftime('%s', finished_at) AS integer) / 60",
+        };
+        let sql = format!(
+            "SELECT {minute} AS minute, CAST(COUNT(*) AS bigint) AS requests, \
+             CAST(SUM(prompt_tokens + completion_tokens) AS bigint) AS tokens, \
+             CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS bigint) AS errors \
+             FROM usage_events WHERE finished_at >= $1 GROUP BY 1 ORDER BY 1"
+        );
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(to_micros(since))
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// Closes the pool (waits for connections in use to be returned).
