@@ -6,13 +6,13 @@ REDIS_URL ?= redis://127.0.0.1:6379
 VENV ?= .venv
 export DATABASE_URL REDIS_URL
 
-.PHONY: test test-rust test-sdk test-contract test-deploy test-openapi lint fmt dev bench venv
+.PHONY: test test-rust test-sdk test-contract test-deploy test-openapi test-console lint fmt dev bench venv
 
 ## Everything: the Rust suites (unit, store conformance on Postgres and SQLite, end to end),
 ## the official Python SDKs against the emulator and the gateway, and the admin API against
 ## its OpenAPI document (schemathesis), and the deployment files checked without a cluster or
 ## a Docker engine.
-test: test-rust test-sdk test-contract test-deploy test-openapi
+test: test-rust test-sdk test-contract test-deploy test-openapi test-console
 
 test-rust:
 	cargo build --workspace --bins
@@ -44,11 +44,22 @@ test-openapi:
 	tests/openapi/node_modules/.bin/redocly lint --config tests/openapi/redocly.yaml \
 	  crates/api/src/admin/openapi.json crates/api/src/tenant_openapi.json
 
+## The admin console: its vendored chart library rebuilt from the lockfile and compared with
+## the committed copy (needs npm), then the browser tests in a headless Chromium (Debian's
+## `chromium`; screenshots of every page in target/console-screenshots).
+test-console: venv
+	cd crates/api/console && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cmp crates/api/console/node_modules/uplot/dist/uPlot.iife.min.js crates/api/console/vendor/uPlot.iife.min.js
+	cmp crates/api/console/node_modules/uplot/dist/uPlot.min.css crates/api/console/vendor/uPlot.min.css
+	@echo "console vendor files: reproduced from package-lock.json"
+	cargo build --workspace --bins
+	$(VENV)/bin/python -m pytest tests/console -q
+
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: tests/sdk/requirements.txt tests/contract/requirements.txt deploy/requirements.txt
+$(VENV)/.installed: tests/sdk/requirements.txt tests/contract/requirements.txt deploy/requirements.txt tests/console/requirements.txt
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/contract/requirements.txt -r deploy/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt -r tests/contract/requirements.txt -r deploy/requirements.txt -r tests/console/requirements.txt
 	touch $@
 
 lint:

@@ -10,6 +10,7 @@ mod admin;
 mod auth;
 mod bodies;
 mod connections;
+mod console;
 mod entra;
 mod isolation;
 mod ledger;

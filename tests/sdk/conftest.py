@@ -415,8 +415,8 @@ def gateway(sim: SimProcess) -> GatewayProcess:
 
 
 @pytest.fixture(scope="session")
-def tenant_key(gateway: GatewayProcess, sim: SimProcess) -> str:
-    """A tenant on the shared pools `gpt-4o` (two regions) and `text-embedding-3-small`."""
+def shared_pools(gateway: GatewayProcess, sim: SimProcess) -> None:
+    """The shared pools `gpt-4o` (two regions) and `text-embedding-3-small`."""
     for name in ["aoai-eastus", "aoai-westeurope"]:
         resource = next(r for r in SIM_CONFIG["resources"] if r["name"] == name)
         gateway.admin("POST", "/admin/v1/openai/resources", {
@@ -430,6 +430,11 @@ def tenant_key(gateway: GatewayProcess, sim: SimProcess) -> str:
         {"deployment": "aoai-eastus/gpt-4o"}, {"deployment": "aoai-westeurope/gpt-4o"}]})
     gateway.admin("POST", "/admin/v1/openai/pools", {"alias": "text-embedding-3-small", "members": [
         {"deployment": "aoai-eastus/text-embedding-3-small"}]})
+
+
+@pytest.fixture(scope="session")
+def tenant_key(gateway: GatewayProcess, shared_pools: None) -> str:
+    """A tenant on the shared pools."""
     gateway.admin("POST", "/admin/v1/tenants", {
         "slug": "sdk-tenant", "display_name": "SDK", "openai": {"isolation": "shared"}})
     return gateway.admin("POST", "/admin/v1/tenants/sdk-tenant/keys", {"name": "sdk"})["key"]

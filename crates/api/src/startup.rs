@@ -221,6 +221,7 @@ impl Application {
             search,
             lifecycle,
             quota,
+            console: Arc::default(),
             counting: Arc::new(crate::counting::CountPool::new(
                 config.tokenize_threads.unwrap_or_else(|| {
                     std::thread::available_parallelism()

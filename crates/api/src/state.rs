@@ -39,6 +39,8 @@ pub struct AppState {
     pub operations: Arc<crate::jobs::Operations>,
     /// Draining or not, and the connections' counters.
     pub lifecycle: Arc<crate::server::Lifecycle>,
+    /// The console's overview figures, reused for a few seconds (they scan the ledger).
+    pub console: Arc<crate::console::FleetCache>,
 }
 
 impl AppState {

@@ -281,6 +281,31 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_sees_the_breaker_cooldown_and_the_last_minutes_outcomes() {
+        let h = book();
+        let now = Instant::now();
+        assert_eq!(h.describe("a", now), ("closed", None, None));
+        assert_eq!(h.recent("a", now), None, "never called");
+        h.succeeded("a");
+        h.succeeded("a");
+        h.failed("a", Instant::now());
+        h.throttled("a", Duration::from_secs(4), Instant::now());
+        h.remaining_tokens("a", 900);
+        let now = Instant::now();
+        let (breaker, cooldown, remaining) = h.describe("a", now);
+        assert_eq!(breaker, "closed");
+        assert!(cooldown.is_some_and(|c| c <= Duration::from_secs(4)));
+        assert_eq!(remaining, Some(900));
+        assert_eq!(h.recent("a", now), Some((2, 2)));
+        // Five minutes on, those outcomes have left the window.
+        assert_eq!(h.recent("a", now + Duration::from_secs(6 * 60)), None);
+        for _ in 0..2 {
+            h.failed("a", now);
+        }
+        assert_eq!(h.describe("a", now).0, "open");
+    }
+
+    #[test]
     fn consecutive_failures_open_the_breaker_then_one_probe_half_opens_it() {
         let h = book();
         let now = Instant::now();

@@ -278,7 +278,7 @@
       for (let t = Math.floor(from.getTime() / 1000); t <= now.getTime() / 1000; t += step) xs.push(t);
       const series = {};
       const label = (row) => (group === "key" ? row.group || "token" : row.group || "All calls");
-      for (const row of data.data) {
+      for (const row of data.rows) {
         const name = group ? label(row) : "All calls";
         if (!series[name]) series[name] = xs.map(() => 0);
         const at = Math.floor(Date.parse(row.period_start) / 1000);
@@ -288,7 +288,7 @@
       const names = Object.keys(series);
       chart(document.getElementById("usage-chart"), names.length ? xs : [], series, "");
       document.getElementById("usage-caption").textContent =
-        names.length ? names.length + " series; " + data.data.length + " rows" : "No calls in this period.";
+        names.length ? names.length + " series; " + data.rows.length + " rows" : "No calls in this period.";
       const table = document.getElementById("usage-table");
       Array.from(table.querySelectorAll("thead, tbody")).forEach((e) => e.remove());
       const thead = table.createTHead().insertRow();
@@ -300,14 +300,14 @@
         thead.appendChild(th);
       }
       const body = table.createTBody();
-      for (const row of data.data) {
+      for (const row of data.rows) {
         const tr = body.insertRow();
         const cells = [row.period_start.replace("T", " ").slice(0, 16)];
         if (group) cells.push(label(row));
         cells.push(int(row.requests), int(row.total_tokens), int(row.errors));
         for (const c of cells) tr.insertCell().textContent = c;
       }
-      usage.setAttribute("data-loaded", String(data.data.reduce((n, r) => n + r.requests, 0)));
+      usage.setAttribute("data-loaded", String(data.rows.reduce((n, r) => n + r.requests, 0)));
       say(usage, "", false);
     } catch (error) {
       say(usage, error.message, true);

@@ -22,7 +22,7 @@ use crate::state::AppState;
 /// Rows per page of the tenants list.
 pub const PAGE_SIZE: usize = 50;
 /// How long the overview's fleet-wide figures are reused (they scan the ledger).
-const OVERVIEW_TTL: Duration = Duration::from_secs(30);
+const OVERVIEW_TTL: Duration = Duration::from_secs(5);
 
 pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
@@ -335,10 +335,12 @@ pub struct Fleet {
     pub unavailable: bool,
 }
 
-static FLEET: Mutex<Option<(Instant, Arc<Fleet>)>> = Mutex::new(None);
+/// The last [`Fleet`] of this gateway and when it was read.
+#[derive(Default)]
+pub struct FleetCache(Mutex<Option<(Instant, Arc<Fleet>)>>);
 
 async fn fleet(state: &AppState) -> Arc<Fleet> {
-    if let Some((at, fleet)) = FLEET.lock().as_ref() {
+    if let Some((at, fleet)) = state.console.0.lock().as_ref() {
         if at.elapsed() < OVERVIEW_TTL {
             return Arc::clone(fleet);
         }
@@ -363,7 +365,7 @@ async fn fleet(state: &AppState) -> Arc<Fleet> {
             })
             .collect(),
     });
-    *FLEET.lock() = Some((Instant::now(), Arc::clone(&fleet)));
+    *state.console.0.lock() = Some((Instant::now(), Arc::clone(&fleet)));
     fleet
 }
 

@@ -28,6 +28,8 @@ mod assets;
 mod data;
 mod pages;
 
+pub use data::FleetCache;
+
 /// The session cookie.
 pub const COOKIE: &str = "bulkhead_console";
 /// A session lasts this long from sign-in.

@@ -26,6 +26,8 @@ fn head(title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
+            // No favicon: the browser would ask /favicon.ico, a tenant route.
+            link rel="icon" href="data:,";
             title { (title) " · Bulkhead console" }
             link rel="stylesheet" href=(assets::url("uPlot.min.css"));
             link rel="stylesheet" href=(assets::url("console.css"));
@@ -242,7 +244,7 @@ pub fn tenants(view: &TenantsView) -> Markup {
             h2 id="onboard-h" { "Onboard a tenant" }
             form id="onboard" data-form="onboard" {
                 label for="n-slug" { "Slug" }
-                input id="n-slug" name="slug" required pattern="[a-z0-9][a-z0-9-]{1,62}" autocomplete="off";
+                input id="n-slug" name="slug" required autocomplete="off";
                 label for="n-name" { "Display name" }
                 input id="n-name" name="display_name" required;
                 label for="n-openai" { "OpenAI placement" }
@@ -334,7 +336,7 @@ pub fn tenant(t: &Tenant, keys: Option<&[ApiKey]>) -> Markup {
                                         tr data-key=(k.id) {
                                             td { (k.name) }
                                             td { code { (k.hint) } }
-                                            td { (serde_json::to_value(k.scope).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()) }
+                                            td { (k.scope.as_str()) }
                                             td { (limit(k.limits.tokens_per_minute)) " tpm, " (limit(k.limits.requests_per_minute)) " rpm, " (limit(k.limits.monthly_tokens)) " a month" }
                                             td { (k.created_at.format("%Y-%m-%d %H:%M")) }
                                             td { @if k.revoked_at.is_some() { "revoked" } @else { "live" } }
@@ -354,7 +356,7 @@ pub fn tenant(t: &Tenant, keys: Option<&[ApiKey]>) -> Markup {
                     input id="k-name" name="name" required;
                     label for="k-scope" { "Scope" }
                     select id="k-scope" name="scope" {
-                        option value="read_write" { "read_write" }
+                        option value="read-write" { "read-write" }
                         option value="read" { "read" }
                     }
                     (limit_inputs("k", &Default::default()))

@@ -428,7 +428,47 @@ async fn the_csv_export_has_a_header_and_quotes_what_needs_it(db: Db) {
     w.ledger.shutdown().await.unwrap();
 }
 
+/// The console's fleet-wide reads: each tenant's totals (by id, and the top by tokens) and
+/// every tenant's calls per minute.
+async fn totals_per_tenant_and_per_minute(db: Db) {
+    let w = world(&db).await;
+    let store = w.ledger.store();
+    let (from, to) = (at("2024-03-10T00:00:00Z"), at("2024-03-12T00:00:00Z"));
+    let mut totals = store.tenant_totals(&[w.a, w.b], from, to, 0).await.unwrap();
+    totals.sort_by_key(|t| t.tokens);
+    let figures: Vec<_> = totals
+        .iter()
+        .map(|t| (t.tenant_id, t.requests, t.tokens, t.errors))
+        .collect();
+    assert_eq!(figures, [(w.a, 5, 1480, 1), (w.b, 1, 19998, 1)]);
+    let only_a = store.tenant_totals(&[w.a], from, to, 0).await.unwrap();
+    assert_eq!(only_a.len(), 1, "only the tenants asked for");
+    let top = store.tenant_totals(&[], from, to, 1).await.unwrap();
+    assert_eq!(top.iter().map(|t| t.tenant_id).collect::<Vec<_>>(), [w.b]);
+    let minutes = store
+        .recent_minutes(at("2024-03-10T09:12:00Z"))
+        .await
+        .unwrap();
+    let minute = |text: &str| at(text).timestamp() / 60;
+    let figures: Vec<_> = minutes
+        .iter()
+        .map(|m| (m.minute, m.requests, m.tokens, m.errors))
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            (minute("2024-03-10T09:15:00Z"), 1, 110, 0),
+            (minute("2024-03-10T09:20:00Z"), 1, 0, 0),
+            (minute("2024-03-10T09:45:00Z"), 1, 220, 1),
+            (minute("2024-03-10T10:05:00Z"), 1, 50, 0),
+            (minute("2024-03-11T00:30:00Z"), 1, 1100, 0),
+        ],
+        "from the minute asked for, B's call at 09:10 left out"
+    );
+}
+
 crate::on_both_backends!(
+    totals_per_tenant_and_per_minute,
     usage_is_totalled_by_hour_and_by_day,
     usage_is_grouped_by_model_deployment_or_key,
     usage_covers_the_hours_that_start_in_from_to,
