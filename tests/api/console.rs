@@ -299,3 +299,28 @@ async fn a_session_is_served_by_every_replica_and_signing_out_on_one_ends_it_on_
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test]
+async fn a_session_opened_with_a_rotated_admin_token_opens_nothing() {
+    let database = fresh_postgres_database().await;
+    let before = postgres_replica(&database).await;
+    let cookie = sign_in(&before.base, ADMIN_TOKEN).await.unwrap();
+    let (status, _) = get(&before.base, "/console", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    // The same store, served with a new admin token (a rotation after a leak).
+    let rotated = {
+        let database = database.clone();
+        TestApp::spawn_with(move |config| {
+            config.database_url = Some(database);
+            config.master_key = Some(secrecy::SecretString::from(MASTER_KEY));
+            config.admin_token = Some(secrecy::SecretString::from(
+                "a-rotated-admin-token-0123456789",
+            ));
+        })
+        .await
+    };
+    let (status, _) = get(&rotated.base, "/console", &cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _) = get(&rotated.base, "/admin/v1/tenants", &cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -132,6 +132,13 @@ def test_a_tenant_from_onboarding_to_a_revoked_key(page, gateway, shared_pools, 
     expected = f"{error['field']}: {error['message']}" if error.get("field") else error["message"]
     assert result.inner_text() == expected
 
+    # The key's own limits, on top of the tenant's.
+    page.get_by_role("button", name="Limits of key browser-key").click()
+    dialog = page.locator("#key-limits")
+    dialog.get_by_label("Requests per minute").fill("5")
+    dialog.get_by_role("button", name="Save key limits").click()
+    expect(page.locator("#keys tbody tr", has_text="browser-key")).to_contain_text("5 rpm")
+
     # Revoke: confirmed by typing the slug; the next call is refused.
     page.get_by_role("button", name="Revoke key browser-key").click()
     page.get_by_label("Type the tenant's slug to confirm").fill(SLUG)

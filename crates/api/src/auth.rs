@@ -225,6 +225,15 @@ impl AdminToken {
         Self(Sha256::digest(token.expose_secret().as_bytes()).into())
     }
 
+    /// Names this token without revealing it (a digest of its digest): stored with each console
+    /// session, so a session opened with a token since rotated away opens nothing.
+    pub fn fingerprint(&self) -> String {
+        let mut hash = Sha256::new();
+        hash.update(b"bulkhead console session\0");
+        hash.update(self.0);
+        hex::encode(hash.finalize())
+    }
+
     pub fn matches(&self, headers: &HeaderMap) -> bool {
         let Some(presented) = headers
             .get(axum::http::header::AUTHORIZATION)

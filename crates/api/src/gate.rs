@@ -92,6 +92,13 @@ async fn serve(inner: &Inner, mut request: Request) -> Response {
             "served"
         );
     });
-    response.headers_mut().insert(request_id::HEADER, id);
+    let headers = response.headers_mut();
+    headers.insert(request_id::HEADER, id);
+    // No answer is ever read as another type than it says (a tenant's search text as HTML
+    // would run with the console's origin).
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     response
 }

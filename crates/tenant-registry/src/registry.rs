@@ -34,8 +34,8 @@ use crate::model::{
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
 use crate::store::{
-    DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow, ResourceRow, SealedRow,
-    ServiceRow, Store, TemplateRow, TenantRecord, TenantRow,
+    ConsoleSessionRow, DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow,
+    ResourceRow, SealedRow, ServiceRow, Store, TemplateRow, TenantRecord, TenantRow,
 };
 use crate::RegistryError;
 
@@ -180,23 +180,16 @@ impl Registry {
         result
     }
 
-    /// Stores an admin console session: the SHA-256 of its id (hex), its CSRF token, when it
-    /// expires (Unix seconds).
-    pub async fn insert_console_session(
-        &self,
-        id_hash: &str,
-        csrf: &str,
-        expires_at: i64,
-    ) -> Result<()> {
-        self.store
-            .insert_console_session(id_hash, csrf, expires_at)
-            .await
+    /// Stores an admin console session.
+    pub async fn insert_console_session(&self, session: &ConsoleSessionRow) -> Result<()> {
+        self.store.insert_console_session(session).await
     }
 
-    /// The CSRF token of a live console session.
-    pub async fn console_session(&self, id_hash: &str) -> Result<Option<String>> {
+    /// The CSRF token of a live console session opened with the admin token `admin`
+    /// fingerprints.
+    pub async fn console_session(&self, id_hash: &str, admin: &str) -> Result<Option<String>> {
         self.store
-            .console_session(id_hash, chrono::Utc::now().timestamp())
+            .console_session(id_hash, admin, chrono::Utc::now().timestamp())
             .await
     }
 

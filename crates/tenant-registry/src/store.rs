@@ -185,6 +185,16 @@ pub struct Rows {
     pub mark: i64,
 }
 
+/// An admin console session: hex SHA-256 of its id, its CSRF token, a fingerprint of the admin
+/// token that opened it, when it expires (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct ConsoleSessionRow {
+    pub id_hash: String,
+    pub csrf: String,
+    pub admin: String,
+    pub expires_at: i64,
+}
+
 /// One row of the registry's change log: what a write touched.
 #[derive(Debug, Clone, FromRow)]
 pub struct ChangeRow {
@@ -239,14 +249,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_template(&self, name: &str) -> Result<bool>;
 
     /// Stores an admin console session (and forgets the expired ones).
-    async fn insert_console_session(
-        &self,
-        id_hash: &str,
-        csrf: &str,
-        expires_at: i64,
-    ) -> Result<()>;
-    /// The CSRF token of the session, if it exists and has not expired at `now`.
-    async fn console_session(&self, id_hash: &str, now: i64) -> Result<Option<String>>;
+    async fn insert_console_session(&self, session: &ConsoleSessionRow) -> Result<()>;
+    /// The CSRF token of the session, if it exists, was opened with the admin token `admin`
+    /// fingerprints, and has not expired at `now`.
+    async fn console_session(&self, id_hash: &str, admin: &str, now: i64)
+        -> Result<Option<String>>;
     async fn delete_console_session(&self, id_hash: &str) -> Result<bool>;
 
     /// Inserts the tenant with its placements and `keys` in one transaction: all or nothing.
@@ -866,35 +873,39 @@ impl Store for SqlStore {
         })
     }
 
-    async fn insert_console_session(
-        &self,
-        id_hash: &str,
-        csrf: &str,
-        expires_at: i64,
-    ) -> Result<()> {
+    async fn insert_console_session(&self, session: &ConsoleSessionRow) -> Result<()> {
         on_pool!(self, |pool| {
             sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1")
                 .bind(chrono::Utc::now().timestamp())
                 .execute(pool)
                 .await?;
             sqlx::query(
-                "INSERT INTO console_sessions (id_hash, csrf, expires_at) VALUES ($1, $2, $3)",
+                "INSERT INTO console_sessions (id_hash, csrf, admin, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
             )
-            .bind(id_hash)
-            .bind(csrf)
-            .bind(expires_at)
+            .bind(&session.id_hash)
+            .bind(&session.csrf)
+            .bind(&session.admin)
+            .bind(session.expires_at)
             .execute(pool)
             .await?;
             Ok(())
         })
     }
 
-    async fn console_session(&self, id_hash: &str, now: i64) -> Result<Option<String>> {
+    async fn console_session(
+        &self,
+        id_hash: &str,
+        admin: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
         on_pool!(self, |pool| {
             Ok(sqlx::query_scalar(
-                "SELECT csrf FROM console_sessions WHERE id_hash = $1 AND expires_at > $2",
+                "SELECT csrf FROM console_sessions \
+                 WHERE id_hash = $1 AND admin = $2 AND expires_at > $3",
             )
             .bind(id_hash)
+            .bind(admin)
             .bind(now)
             .fetch_optional(pool)
             .await?)

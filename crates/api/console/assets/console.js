@@ -191,6 +191,30 @@
     )
   );
 
+  const keyLimits = document.querySelector('[data-form="key-limits"]');
+  document.querySelectorAll("[data-key-limits]").forEach((b) =>
+    b.addEventListener("click", () => {
+      const f = keyLimits.elements;
+      f.namedItem("tokens_per_minute").value = b.dataset.tpm || "";
+      f.namedItem("requests_per_minute").value = b.dataset.rpm || "";
+      f.namedItem("monthly_tokens").value = b.dataset.monthly || "";
+      keyLimits.dataset.key = b.dataset.keyLimits;
+      say(keyLimits, "", false);
+      keyLimits.closest("dialog").showModal();
+    })
+  );
+  if (keyLimits) {
+    keyLimits.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await api("PATCH", tenantApi + "/keys/" + encodeURIComponent(keyLimits.dataset.key), { limits: limits(keyLimits) });
+        window.location.reload();
+      } catch (error) {
+        say(keyLimits, error.message, true);
+      }
+    });
+  }
+
   // ---- suspend / reactivate / offboard, confirmed by typing the slug ----
   function confirmThen(text, action) {
     const dialog = document.getElementById("confirm");
@@ -266,7 +290,7 @@
     const group = document.getElementById("u-group").value;
     const metric = document.getElementById("u-metric").value;
     const now = new Date();
-    const from = new Date(now.getTime() - (range === "day" ? 30 * 86400e3 : 48 * 3600e3));
+    const from = new Date(now.getTime() - 30 * 86400e3);
     if (range === "day") from.setUTCHours(0, 0, 0, 0);
     else from.setUTCMinutes(0, 0, 0);
     const query = new URLSearchParams({ granularity: range, from: from.toISOString(), to: now.toISOString() });

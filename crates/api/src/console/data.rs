@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
-use parking_lot::Mutex;
 use serde::Deserialize;
 use tenant_registry::model::{Tenant, TenantStatus};
 use usage_ledger::{MinuteTotal, TenantTotal};
@@ -22,7 +21,11 @@ use crate::state::AppState;
 /// Rows per page of the tenants list.
 pub const PAGE_SIZE: usize = 50;
 /// How long the overview's fleet-wide figures are reused (they scan the ledger).
-const OVERVIEW_TTL: Duration = Duration::from_secs(5);
+const OVERVIEW_TTL: Duration = Duration::from_secs(10);
+/// The overview's traffic window (its events are counted from the `finished_at` index).
+pub const RECENT_MINUTES: i64 = 15;
+/// The longest the overview waits for each of its ledger queries.
+const OVERVIEW_PATIENCE: Duration = Duration::from_secs(3);
 
 pub fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
@@ -331,24 +334,39 @@ pub async fn upstreams(
 #[derive(Clone, Default)]
 pub struct Fleet {
     pub minutes: Vec<MinuteTotal>,
-    pub top: Vec<(String, TenantTotal)>,
+    /// Each top tenant's slug (`None`: offboarded since) and totals.
+    pub top: Vec<(Option<String>, TenantTotal)>,
     pub unavailable: bool,
 }
 
-/// The last [`Fleet`] of this gateway and when it was read.
+/// `work`'s rows, or `Err` when it failed or took longer than [`OVERVIEW_PATIENCE`].
+async fn bounded<T>(
+    work: impl std::future::Future<Output = Result<Vec<T>, usage_ledger::LedgerError>>,
+) -> Result<Vec<T>, ()> {
+    match tokio::time::timeout(OVERVIEW_PATIENCE, work).await {
+        Ok(Ok(rows)) => Ok(rows),
+        _ => Err(()),
+    }
+}
+
+/// The last [`Fleet`] of this gateway and when it was read. One request refreshes it while
+/// the others wait for its answer, so the ledger sees at most one overview query at a time
+/// per replica.
 #[derive(Default)]
-pub struct FleetCache(Mutex<Option<(Instant, Arc<Fleet>)>>);
+pub struct FleetCache(tokio::sync::Mutex<Option<(Instant, Arc<Fleet>)>>);
 
 async fn fleet(state: &AppState) -> Arc<Fleet> {
-    if let Some((at, fleet)) = state.console.0.lock().as_ref() {
+    let mut cached = state.console.0.lock().await;
+    if let Some((at, fleet)) = cached.as_ref() {
         if at.elapsed() < OVERVIEW_TTL {
             return Arc::clone(fleet);
         }
     }
     let now = Utc::now();
     let store = state.ledger.store();
-    let minutes = store.recent_minutes(now - chrono::Duration::hours(1)).await;
-    let top = store.tenant_totals(&[], month_start(now), now, 10).await;
+    let minutes =
+        bounded(store.recent_minutes(now - chrono::Duration::minutes(RECENT_MINUTES))).await;
+    let top = bounded(store.tenant_totals(&[], month_start(now), now, 10)).await;
     let view = state.registry.snapshot();
     let fleet = Arc::new(Fleet {
         unavailable: minutes.is_err() || top.is_err(),
@@ -357,15 +375,14 @@ async fn fleet(state: &AppState) -> Arc<Fleet> {
             .unwrap_or_default()
             .into_iter()
             .map(|t| {
-                let slug = view.tenant(t.tenant_id).map_or_else(
-                    || format!("(offboarded {})", t.tenant_id),
-                    |e| e.tenant.slug.as_str().to_owned(),
-                );
+                let slug = view
+                    .tenant(t.tenant_id)
+                    .map(|e| e.tenant.slug.as_str().to_owned());
                 (slug, t)
             })
             .collect(),
     });
-    *state.console.0.lock() = Some((Instant::now(), Arc::clone(&fleet)));
+    *cached = Some((Instant::now(), Arc::clone(&fleet)));
     fleet
 }
 

@@ -63,6 +63,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, require_session));
     Router::new()
         .route("/console/login", get(login_page).post(login))
+        .route("/console/", get(|| async { Redirect::to("/console") }))
         .route("/console/assets/{version}/{name}", get(assets::serve))
         .merge(signed_in)
         .layer(axum::middleware::from_fn(security_headers))
@@ -71,8 +72,17 @@ pub fn routes(state: AppState) -> Router<AppState> {
 /// The session a request's cookie names, if it is live.
 pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
     let id = cookie(headers, COOKIE)?;
+    // Only what sign-in issues (32 random bytes, base64url) is looked up in the store.
+    if id.len() != 43
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
     let id_hash = hex::encode(Sha256::digest(id.as_bytes()));
-    match state.registry.console_session(&id_hash).await {
+    let admin = state.admin_token.fingerprint();
+    match state.registry.console_session(&id_hash, &admin).await {
         Ok(Some(csrf)) => Some(Session { id_hash, csrf }),
         Ok(None) => None,
         Err(error) => {
@@ -215,14 +225,13 @@ async fn login(
             .into_response();
     }
     let id = random_token();
-    let id_hash = hex::encode(Sha256::digest(id.as_bytes()));
-    let csrf = random_token();
-    let expires = chrono::Utc::now().timestamp() + SESSION_SECONDS;
-    if let Err(error) = state
-        .registry
-        .insert_console_session(&id_hash, &csrf, expires)
-        .await
-    {
+    let row = tenant_registry::store::ConsoleSessionRow {
+        id_hash: hex::encode(Sha256::digest(id.as_bytes())),
+        csrf: random_token(),
+        admin: state.admin_token.fingerprint(),
+        expires_at: chrono::Utc::now().timestamp() + SESSION_SECONDS,
+    };
+    if let Err(error) = state.registry.insert_console_session(&row).await {
         tracing::warn!(%error, "console: cannot store the session");
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -123,7 +123,8 @@ pub fn unavailable() -> Markup {
     html! { p role="alert" { "The store is unavailable; try again shortly." } }
 }
 
-fn number(n: i64) -> String {
+fn number(n: impl Into<i128>) -> String {
+    let n: i128 = n.into();
     let digits = n.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -139,7 +140,7 @@ fn number(n: i64) -> String {
 }
 
 fn limit(v: Option<u64>) -> String {
-    v.map_or("unlimited".to_owned(), |v| number(v as i64))
+    v.map_or("unlimited".to_owned(), number)
 }
 
 /// A link to the tenants page with `query` changed.
@@ -205,7 +206,7 @@ pub fn tenants(view: &TenantsView) -> Markup {
             button type="submit" { "Filter" }
         }
         p id="tenant-count" aria-live="polite" {
-            (number(view.matched as i64)) " tenants"
+            (number(view.matched as u64)) " tenants"
             @if view.matched > PAGE_SIZE { " · page " (view.page) " of " (view.pages) }
         }
         @if view.usage_unavailable {
@@ -341,7 +342,12 @@ pub fn tenant(t: &Tenant, keys: Option<&[ApiKey]>) -> Markup {
                                             td { (k.created_at.format("%Y-%m-%d %H:%M")) }
                                             td { @if k.revoked_at.is_some() { "revoked" } @else { "live" } }
                                             td { @if k.revoked_at.is_none() {
-                                                button type="button" class="danger" data-revoke=(k.id) aria-label={ "Revoke key " (k.name) } { "Revoke" }
+                                                div class="row" {
+                                                    button type="button" data-key-limits=(k.id)
+                                                        data-tpm=[k.limits.tokens_per_minute] data-rpm=[k.limits.requests_per_minute] data-monthly=[k.limits.monthly_tokens]
+                                                        aria-label={ "Limits of key " (k.name) } { "Limits" }
+                                                    button type="button" class="danger" data-revoke=(k.id) aria-label={ "Revoke key " (k.name) } { "Revoke" }
+                                                }
                                             } }
                                         }
                                     }
@@ -363,6 +369,18 @@ pub fn tenant(t: &Tenant, keys: Option<&[ApiKey]>) -> Markup {
                     button type="submit" { "Create key" }
                     p class="result" role="status" aria-live="polite" {}
                 }
+                dialog id="key-limits" aria-labelledby="key-limits-h" {
+                    form data-form="key-limits" {
+                        h2 id="key-limits-h" { "Limits of this key" }
+                        p class="hint" { "On top of the tenant's. Empty is unlimited." }
+                        (limit_inputs("kl", &Default::default()))
+                        div class="row" {
+                            button type="submit" { "Save key limits" }
+                            button type="button" data-close { "Cancel" }
+                        }
+                        p class="result" role="status" aria-live="polite" {}
+                    }
+                }
                 dialog id="secret" aria-labelledby="secret-h" {
                     h2 id="secret-h" { "The new key" }
                     p { "Copy it now: it is shown once and never again." }
@@ -380,7 +398,7 @@ pub fn tenant(t: &Tenant, keys: Option<&[ApiKey]>) -> Markup {
                     label for="u-range" { "Period" }
                     select id="u-range" {
                         option value="day" { "Last 30 days, by day" }
-                        option value="hour" { "Last 48 hours, by hour" }
+                        option value="hour" { "Last 30 days, by hour" }
                     }
                     label for="u-group" { "By" }
                     select id="u-group" {
@@ -459,7 +477,7 @@ pub fn upstreams(view: &UpstreamsView) -> Markup {
                                 td { (m.key) } td { (m.model) } td { (m.region) } td { (m.data_zone) } td { (m.owner) }
                                 td { span class={ "breaker " (m.breaker) } { (m.breaker) } }
                                 td class="num" { (m.cooldown.map_or("-".to_owned(), |c| format!("{:.1}", c.as_secs_f64()))) }
-                                td class="num" { (m.remaining_tokens.map_or("-".to_owned(), |r| number(r as i64))) }
+                                td class="num" { (m.remaining_tokens.map_or("-".to_owned(), number)) }
                                 td class="num" { @match m.recent {
                                     Some((ok, failed)) => { (format!("{:.1}%", 100.0 * failed as f64 / (ok + failed) as f64)) " of " (ok + failed) }
                                     None => { "-" }
@@ -528,15 +546,15 @@ pub fn overview(view: &OverviewView) -> Markup {
                 div { dt { "Store" } dd { (view.store) ": " @if view.store_ok { "ok" } @else { strong { "unreachable" } } } }
                 div { dt { "Replica" } dd { @if view.draining { "draining" } @else { "serving" } } }
                 div { dt { "Ledger lag" } dd { (view.ledger.lag.map_or("none".to_owned(), |l| format!("{} ms", l.as_millis()))) } }
-                div { dt { "Ledger buffered" } dd { (number(view.ledger.buffered() as i64)) } }
+                div { dt { "Ledger buffered" } dd { (number(view.ledger.buffered())) } }
                 div { dt { "Ledger store" } dd { @if view.ledger.store_up { "up" } @else { strong { "down (spilling)" } } } }
-                div { dt { "Tenants" } dd { (number(view.tenants as i64)) " (" (number(view.active as i64)) " active)" } }
-                div { dt { "API keys" } dd { (number(view.keys as i64)) } }
-                div { dt { "Quota refusals" } dd { (number(refusals as i64)) span class="hint" { " since this replica started" } } }
+                div { dt { "Tenants" } dd { (number(view.tenants as u64)) " (" (number(view.active as u64)) " active)" } }
+                div { dt { "API keys" } dd { (number(view.keys as u64)) } }
+                div { dt { "Quota refusals" } dd { (number(refusals)) span class="hint" { " since this replica started" } } }
             }
         }
         section aria-labelledby="traffic-h" {
-            h2 id="traffic-h" { "Calls and tokens per minute, last hour, all replicas" }
+            h2 id="traffic-h" { "Calls and tokens per minute, last " (super::data::RECENT_MINUTES) " minutes, all replicas" }
             @if fleet.unavailable { p role="alert" { "The usage store did not answer." } }
             figure {
                 div class="chart" id="fleet-chart" data-series=(series) role="img" aria-label="Calls and tokens per minute; the same figures are in the table below" {}
@@ -563,7 +581,10 @@ pub fn overview(view: &OverviewView) -> Markup {
                 tbody {
                     @for (slug, t) in &fleet.top {
                         tr {
-                            td { a href={ "/console/tenants/" (slug) } { (slug) } }
+                            td { @match slug {
+                                Some(slug) => { a href={ "/console/tenants/" (slug) } { (slug) } }
+                                None => { "(offboarded " (t.tenant_id) ")" }
+                            } }
                             td class="num" { (number(t.requests)) } td class="num" { (number(t.tokens)) } td class="num" { (number(t.errors)) }
                         }
                     }
