@@ -324,3 +324,49 @@ async fn a_session_opened_with_a_rotated_admin_token_opens_nothing() {
     let (status, _) = get(&rotated.base, "/admin/v1/tenants", &cookie).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_gateway_behind_https_can_always_mark_the_cookie_secure() {
+    let app = TestApp::spawn_with(|config| config.console_secure_cookie = true).await;
+    let response = client()
+        .post(app.url("/console/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-bulkhead_console="), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let (status, _) = get(&app.base, "/console", &pair).await;
+    assert_eq!(status, StatusCode::OK);
+    let plain = pair.replacen("__Host-", "", 1);
+    let (status, _) = get(&app.base, "/console", &plain).await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "only the __Host- name opens it"
+    );
+}
+
+#[tokio::test]
+async fn guessing_the_admin_token_closes_sign_in_for_the_minute() {
+    let app = TestApp::spawn().await;
+    for i in 0..20 {
+        assert_eq!(sign_in(&app.base, &format!("guess-{i}")).await, None);
+    }
+    let refused = client()
+        .post(app.url("/console/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().get(SET_COOKIE).is_none());
+    // The admin API itself is not affected.
+    let (status, _) = app.admin(Method::GET, "/admin/v1/tenants", None).await;
+    assert_eq!(status, StatusCode::OK);
+}

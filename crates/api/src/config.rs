@@ -36,6 +36,7 @@
 //! | `BULKHEAD_BREAKER_OPEN_SECONDS` | how long it stays open before one probe (default 30) |
 //! | `BULKHEAD_EXPOSE_DEPLOYMENT_HEADER` | answer with `x-bulkhead-deployment: resource/deployment` (default false) |
 //! | `BULKHEAD_LEDGER_SPILL_DIR` | where usage records wait on disk while the store is down (default `DATA_DIR/ledger-spill`; one per replica) |
+//! | `BULKHEAD_CONSOLE_SECURE_COOKIE` | console session cookie always `Secure` (`__Host-` name); default: only when `X-Forwarded-Proto: https` |
 //! | `BULKHEAD_METRICS_TENANT_LABELS` | label token metrics by tenant (default true; turn off for very large fleets) |
 //! | `REDIS_URL` | quota counters in Redis, shared by every replica; unset: in process |
 //! | `BULKHEAD_REDIS_CLUSTER` | `REDIS_URL` is a Redis Cluster (seed nodes, comma-separated; default false) |
@@ -184,6 +185,12 @@ pub struct Config {
         default_value_t = false
     )]
     pub expose_deployment_header: bool,
+
+    /// Mark the console's session cookie `Secure` (and name it `__Host-bulkhead_console`)
+    /// whatever the request says: for a gateway served over HTTPS by a proxy that does not send
+    /// `X-Forwarded-Proto`. Off: `Secure` only when that header says `https`.
+    #[arg(long, env = "BULKHEAD_CONSOLE_SECURE_COOKIE", default_value_t = false)]
+    pub console_secure_cookie: bool,
 
     /// Also run the Azure emulator (azure-sim) in this process, on this address (default
     /// 127.0.0.1:8090 when the flag is given without one). For local development.
@@ -623,6 +630,7 @@ impl Config {
                 breaker_open_seconds: 30,
             },
             expose_deployment_header: true,
+            console_secure_cookie: false,
             ledger_spill_dir: None,
             metrics_tenant_labels: true,
             quota: QuotaConfig {

@@ -221,7 +221,9 @@ impl Application {
             search,
             lifecycle,
             quota,
-            console: Arc::default(),
+            console: Arc::new(crate::console::ConsoleState::new(
+                config.console_secure_cookie,
+            )),
             counting: Arc::new(crate::counting::CountPool::new(
                 config.tokenize_threads.unwrap_or_else(|| {
                     std::thread::available_parallelism()

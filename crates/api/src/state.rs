@@ -39,8 +39,8 @@ pub struct AppState {
     pub operations: Arc<crate::jobs::Operations>,
     /// Draining or not, and the connections' counters.
     pub lifecycle: Arc<crate::server::Lifecycle>,
-    /// The console's overview figures, reused for a few seconds (they scan the ledger).
-    pub console: Arc<crate::console::FleetCache>,
+    /// The console's settings and shared state (overview cache, sign-in throttle).
+    pub console: Arc<crate::console::ConsoleState>,
 }
 
 impl AppState {

@@ -353,10 +353,10 @@ async fn bounded<T>(
 /// the others wait for its answer, so the ledger sees at most one overview query at a time
 /// per replica.
 #[derive(Default)]
-pub struct FleetCache(tokio::sync::Mutex<Option<(Instant, Arc<Fleet>)>>);
+pub struct FleetCache(pub(super) tokio::sync::Mutex<Option<(Instant, Arc<Fleet>)>>);
 
 async fn fleet(state: &AppState) -> Arc<Fleet> {
-    let mut cached = state.console.0.lock().await;
+    let mut cached = state.console.fleet.0.lock().await;
     if let Some((at, fleet)) = cached.as_ref() {
         if at.elapsed() < OVERVIEW_TTL {
             return Arc::clone(fleet);

@@ -28,10 +28,63 @@ mod assets;
 mod data;
 mod pages;
 
-pub use data::FleetCache;
+use data::FleetCache;
+
+/// Failed sign-ins a replica takes per minute before it answers 429 until the minute ends.
+const FAILED_SIGN_INS_PER_MINUTE: u32 = 20;
+
+/// The console's settings and what its requests share on this replica.
+pub struct ConsoleState {
+    /// The session cookie is always `Secure` (and `__Host-` named).
+    secure_cookie: bool,
+    fleet: FleetCache,
+    /// Failed sign-ins in the current minute: (minute since start, count).
+    failures: parking_lot::Mutex<(u64, u32)>,
+    started: std::time::Instant,
+}
+
+impl ConsoleState {
+    pub fn new(secure_cookie: bool) -> Self {
+        Self {
+            secure_cookie,
+            fleet: FleetCache::default(),
+            failures: parking_lot::Mutex::new((0, 0)),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure_cookie {
+            SECURE_COOKIE
+        } else {
+            COOKIE
+        }
+    }
+
+    fn minute(&self) -> u64 {
+        self.started.elapsed().as_secs() / 60
+    }
+
+    /// Whether sign-in is closed for the rest of this minute.
+    fn throttled(&self) -> bool {
+        let failures = self.failures.lock();
+        failures.0 == self.minute() && failures.1 >= FAILED_SIGN_INS_PER_MINUTE
+    }
+
+    fn failed_sign_in(&self) {
+        let minute = self.minute();
+        let mut failures = self.failures.lock();
+        if failures.0 != minute {
+            *failures = (minute, 0);
+        }
+        failures.1 = failures.1.saturating_add(1);
+    }
+}
 
 /// The session cookie.
 pub const COOKIE: &str = "bulkhead_console";
+/// Its name when it is always `Secure` (the browser then also requires `Path=/` and no domain).
+pub const SECURE_COOKIE: &str = "__Host-bulkhead_console";
 /// A session lasts this long from sign-in.
 const SESSION_SECONDS: i64 = 8 * 3600;
 /// The header carrying the session's CSRF token on state-changing requests.
@@ -71,7 +124,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 /// The session a request's cookie names, if it is live.
 pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
-    let id = cookie(headers, COOKIE)?;
+    let id = cookie(headers, state.console.cookie_name())?;
     // Only what sign-in issues (32 random bytes, base64url) is looked up in the store.
     if id.len() != 43
         || !id
@@ -200,6 +253,13 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    if state.console.throttled() {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(Some("Too many failed sign-ins; try again in a minute.")),
+        )
+            .into_response();
+    }
     let Ok(Form(form)) = form else {
         return (
             StatusCode::BAD_REQUEST,
@@ -217,7 +277,8 @@ async fn login(
     };
     presented.insert(header::AUTHORIZATION, bearer);
     if !state.admin_token_matches(&presented) {
-        tracing::info!("console: a sign-in with a wrong token was refused");
+        state.console.failed_sign_in();
+        tracing::warn!("console: a sign-in with a wrong token was refused");
         return (
             StatusCode::UNAUTHORIZED,
             pages::login(Some("That is not the admin token.")),
@@ -239,9 +300,14 @@ async fn login(
         )
             .into_response();
     }
-    let secure = if over_tls(&headers) { "; Secure" } else { "" };
+    let name = state.console.cookie_name();
+    let secure = if state.console.secure_cookie || over_tls(&headers) {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}"
+        "{name}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}{secure}"
     );
     let mut response = Redirect::to("/console").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -276,10 +342,18 @@ async fn logout(
         );
     }
     let mut response = Redirect::to("/console/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("bulkhead_console=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    let secure = if state.console.secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
+    let expired = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+        state.console.cookie_name()
     );
+    if let Ok(value) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
