@@ -1184,3 +1184,83 @@ async fn a_batch_onboards_each_item_all_or_nothing_and_answers_each_in_order() {
         ["one", "taken", "three", "twice", "two"]
     );
 }
+
+#[tokio::test]
+async fn a_deployment_says_how_azure_bills_it_and_which_model_version_it_runs() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/openai/resources",
+            Some(
+                json!({"name": "aoai-eastus", "endpoint": "http://127.0.0.1:9/r/aoai-eastus",
+                "region": "eastus", "data_zone": "us", "api_key": UPSTREAM_KEY}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let deploy = |body: Value| app.admin(Method::POST, "/admin/v1/openai/deployments", Some(body));
+    let (status, dz) = deploy(json!({"resource": "aoai-eastus", "name": "gpt-4o-dz",
+        "model": "gpt-4o", "model_version": "2024-08-06", "deployment_type": "data_zone_standard",
+        "capacity_tpm": 1000}))
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{dz}");
+    assert_eq!(dz["deployment_type"], "data_zone_standard");
+    assert_eq!(dz["model_version"], "2024-08-06");
+    // Unnamed: from the kind, and no version.
+    let (_, plain) = deploy(json!({"resource": "aoai-eastus", "name": "gpt-4o",
+        "model": "gpt-4o", "capacity_tpm": 1000}))
+    .await;
+    assert_eq!(plain["deployment_type"], "global_standard");
+    assert_eq!(plain["model_version"], Value::Null);
+    let (_, ptu) = deploy(json!({"resource": "aoai-eastus", "name": "gpt-4o-ptu",
+        "model": "gpt-4o", "kind": "provisioned", "capacity_tpm": 1000}))
+    .await;
+    assert_eq!(ptu["deployment_type"], "provisioned");
+    for (body, field) in [
+        (
+            json!({"resource": "aoai-eastus", "name": "x1", "model": "gpt-4o", "capacity_tpm": 1,
+            "deployment_type": "provisioned"}),
+            "deployment_type",
+        ),
+        (
+            json!({"resource": "aoai-eastus", "name": "x2", "model": "gpt-4o", "capacity_tpm": 1,
+            "kind": "provisioned", "deployment_type": "global_standard"}),
+            "deployment_type",
+        ),
+        (
+            json!({"resource": "aoai-eastus", "name": "x3", "model": "gpt-4o", "capacity_tpm": 1,
+            "model_version": "2024 08 06"}),
+            "model_version",
+        ),
+        (
+            json!({"resource": "aoai-eastus", "name": "x4", "model": "gpt-4o", "capacity_tpm": 1,
+            "deployment_type": "premium"}),
+            "deployment_type",
+        ),
+    ] {
+        let (status, refusal) = deploy(body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refusal}");
+        assert_eq!(refusal["error"]["field"], field, "{refusal}");
+    }
+    // Read back from the store's catalog, as another replica would.
+    let (_, listed) = app
+        .admin(Method::GET, "/admin/v1/openai/deployments", None)
+        .await;
+    let by_name = |name: &str| {
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        by_name("gpt-4o-dz")["deployment_type"],
+        "data_zone_standard"
+    );
+    assert_eq!(by_name("gpt-4o-dz")["model_version"], "2024-08-06");
+    assert_eq!(by_name("gpt-4o-ptu")["deployment_type"], "provisioned");
+    assert_eq!(by_name("gpt-4o")["deployment_type"], "global_standard");
+}

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use crate::model::{
-    ContextOverflow, Deployment, DeploymentKind, DeploymentRef, IndexTemplate, Limits, Member,
-    OpenAiPlacement, OpenAiResource, Pool, SearchPlacement, SearchService, Tenant, TenantStatus,
+    ContextOverflow, Deployment, DeploymentKind, DeploymentRef, DeploymentType, IndexTemplate,
+    Limits, Member, OpenAiPlacement, OpenAiResource, Pool, SearchPlacement, SearchService, Tenant,
+    TenantStatus,
 };
 use crate::names::{
     DataZone, DeploymentName, Endpoint, IndexName, ModelAlias, Region, ResourceName, TenantSlug,
@@ -126,13 +127,21 @@ impl Catalog {
                 resource: resource.clone(),
                 deployment: name.clone(),
             };
+            let kind = DeploymentKind::from_db(&row.kind)
+                .ok_or_else(|| RegistryError::Corrupt(format!("kind {}", row.kind)))?;
+            let deployment_type = match row.deployment_type.as_deref() {
+                None => DeploymentType::default_for(kind),
+                Some(t) => DeploymentType::from_db(t)
+                    .ok_or_else(|| RegistryError::Corrupt(format!("deployment type {t}")))?,
+            };
             let view = Deployment {
                 id: row.id,
                 resource,
                 name,
                 model: row.model,
-                kind: DeploymentKind::from_db(&row.kind)
-                    .ok_or_else(|| RegistryError::Corrupt(format!("kind {}", row.kind)))?,
+                model_version: row.model_version,
+                kind,
+                deployment_type,
                 capacity_tpm: unsigned("capacity", Some(row.capacity_tpm))?.unwrap_or(0),
                 owner_tenant: owner_tenant.clone(),
                 created_at: row.created_at,

@@ -101,6 +101,52 @@ impl DeploymentKind {
     }
 }
 
+/// How Azure bills a deployment: its deployment type (SKU). Prices apply per type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentType {
+    GlobalStandard,
+    DataZoneStandard,
+    /// Standard in one region.
+    RegionalStandard,
+    /// Provisioned throughput (PTU), global, data zone or regional.
+    Provisioned,
+    Batch,
+}
+
+impl DeploymentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GlobalStandard => "global_standard",
+            Self::DataZoneStandard => "data_zone_standard",
+            Self::RegionalStandard => "regional_standard",
+            Self::Provisioned => "provisioned",
+            Self::Batch => "batch",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        [
+            Self::GlobalStandard,
+            Self::DataZoneStandard,
+            Self::RegionalStandard,
+            Self::Provisioned,
+            Self::Batch,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == value)
+    }
+
+    /// The type of a deployment that names none: provisioned for a provisioned one, else
+    /// global standard (Azure's default for new deployments).
+    pub fn default_for(kind: DeploymentKind) -> Self {
+        match kind {
+            DeploymentKind::Provisioned => Self::Provisioned,
+            DeploymentKind::Standard => Self::GlobalStandard,
+        }
+    }
+}
+
 /// What the gateway does with a chat request that does not fit the model's context window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -616,8 +662,14 @@ pub struct NewDeployment {
     pub resource: ResourceName,
     pub name: DeploymentName,
     pub model: String,
+    /// The model version (`2024-08-06`), when known: prices may name one.
+    #[serde(default)]
+    pub model_version: Option<String>,
     #[serde(default)]
     pub kind: DeploymentKind,
+    /// How Azure bills it; by default follows `kind` (provisioned, else global standard).
+    #[serde(default)]
+    pub deployment_type: Option<DeploymentType>,
     pub capacity_tpm: u64,
     /// A deployment of a tenant's own in a shared resource. In an owned resource it must be
     /// the resource's owner (or absent, which means the same).
@@ -631,7 +683,9 @@ pub struct Deployment {
     pub resource: ResourceName,
     pub name: DeploymentName,
     pub model: String,
+    pub model_version: Option<String>,
     pub kind: DeploymentKind,
+    pub deployment_type: DeploymentType,
     pub capacity_tpm: u64,
     pub owner_tenant: Option<TenantSlug>,
     pub created_at: DateTime<Utc>,

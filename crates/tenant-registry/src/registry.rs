@@ -25,11 +25,11 @@ use uuid::Uuid;
 use crate::catalog::Catalog;
 use crate::crypto::{generate_api_key, hash_api_key, MasterKey};
 use crate::model::{
-    ApiKey, ApiKeyPatch, AuthView, Deployment, IndexTemplate, KeyScope, Member, NewApiKey,
-    NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool, NewSearchService, NewTenant,
-    NewTenantWithKeys, Onboarded, OpenAiPlacementSpec, OpenAiResource, Page, Pool, SearchMove,
-    SearchPlacement, SearchService, Tenant, TenantFilter, TenantPatch, TenantStatus,
-    RESERVED_FIELD_PREFIX,
+    ApiKey, ApiKeyPatch, AuthView, Deployment, DeploymentKind, DeploymentType, IndexTemplate,
+    KeyScope, Member, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
+    NewSearchService, NewTenant, NewTenantWithKeys, Onboarded, OpenAiPlacementSpec, OpenAiResource,
+    Page, Pool, SearchMove, SearchPlacement, SearchService, Tenant, TenantFilter, TenantPatch,
+    TenantStatus, RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
@@ -551,6 +551,34 @@ impl Registry {
                 "must be 1 to 100 characters",
             ));
         }
+        let deployment_type = new
+            .deployment_type
+            .unwrap_or_else(|| DeploymentType::default_for(new.kind));
+        if (deployment_type == DeploymentType::Provisioned)
+            != (new.kind == DeploymentKind::Provisioned)
+        {
+            return Err(RegistryError::invalid(
+                "deployment_type",
+                "a provisioned deployment has deployment_type 'provisioned', and only it does",
+            ));
+        }
+        let model_version = match new.model_version.as_deref() {
+            None => None,
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= 32
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+            {
+                Some(v.to_owned())
+            }
+            Some(_) => {
+                return Err(RegistryError::invalid(
+                    "model_version",
+                    "must be 1 to 32 letters, digits, '-' or '.'",
+                ))
+            }
+        };
         let row = DeploymentRow {
             id: Uuid::now_v7(),
             resource_id: resource.view.id,
@@ -560,6 +588,8 @@ impl Registry {
             capacity_tpm: to_i64("capacity_tpm", new.capacity_tpm)?,
             owner_tenant: new.owner_tenant.as_ref().map(ToString::to_string),
             created_at: now(),
+            deployment_type: Some(deployment_type.as_str().to_owned()),
+            model_version: model_version.clone(),
         };
         self.store.insert_deployment(&row).await?;
         self.written().await;
@@ -568,7 +598,9 @@ impl Registry {
             resource: new.resource,
             name: new.name,
             model: row.model,
+            model_version,
             kind: new.kind,
+            deployment_type,
             capacity_tpm: new.capacity_tpm,
             owner_tenant: new.owner_tenant,
             created_at: row.created_at,

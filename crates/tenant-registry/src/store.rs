@@ -64,6 +64,8 @@ pub struct DeploymentRow {
     pub capacity_tpm: i64,
     pub owner_tenant: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub deployment_type: Option<String>,
+    pub model_version: Option<String>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -730,8 +732,9 @@ impl Store for SqlStore {
         on_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO openai_deployments \
-                 (id, resource_id, name, model, kind, capacity_tpm, owner_tenant, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (id, resource_id, name, model, kind, capacity_tpm, owner_tenant, created_at, \
+                 deployment_type, model_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(row.id)
             .bind(row.resource_id)
@@ -741,6 +744,8 @@ impl Store for SqlStore {
             .bind(row.capacity_tpm)
             .bind(&row.owner_tenant)
             .bind(row.created_at)
+            .bind(&row.deployment_type)
+            .bind(&row.model_version)
             .execute(pool)
             .await
             .map_err(on_constraint(|| {

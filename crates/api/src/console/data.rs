@@ -211,6 +211,7 @@ pub struct MemberView {
     pub data_zone: String,
     pub owner: String,
     pub model: String,
+    pub deployment_type: &'static str,
     pub breaker: &'static str,
     pub cooldown: Option<Duration>,
     pub remaining_tokens: Option<u64>,
@@ -273,7 +274,11 @@ pub async fn upstreams(
                         .or_else(|| resource.and_then(|r| r.owner_tenant.as_ref()))
                         .map(|s| s.as_str()),
                 ),
-                model: d.model.clone(),
+                model: match &d.model_version {
+                    Some(v) => format!("{} {v}", d.model),
+                    None => d.model.clone(),
+                },
+                deployment_type: d.deployment_type.as_str(),
                 key,
                 breaker,
                 cooldown,

@@ -466,7 +466,7 @@ pub fn upstreams(view: &UpstreamsView) -> Markup {
                 table id="members" class="sortable" {
                     caption class="visually-hidden" { "Deployments and their health" }
                     thead { tr {
-                        th scope="col" { "Deployment" } th scope="col" { "Model" } th scope="col" { "Region" }
+                        th scope="col" { "Deployment" } th scope="col" { "Model" } th scope="col" { "Type" } th scope="col" { "Region" }
                         th scope="col" { "Data zone" } th scope="col" { "Owner" } th scope="col" { "Breaker" }
                         th scope="col" class="num" { "Cooldown (s)" } th scope="col" class="num" { "Remaining tokens" }
                         th scope="col" class="num" { "Recent error rate" }
@@ -474,7 +474,7 @@ pub fn upstreams(view: &UpstreamsView) -> Markup {
                     tbody {
                         @for m in &view.members {
                             tr {
-                                td { (m.key) } td { (m.model) } td { (m.region) } td { (m.data_zone) } td { (m.owner) }
+                                td { (m.key) } td { (m.model) } td { (m.deployment_type) } td { (m.region) } td { (m.data_zone) } td { (m.owner) }
                                 td { span class={ "breaker " (m.breaker) } { (m.breaker) } }
                                 td class="num" { (m.cooldown.map_or("-".to_owned(), |c| format!("{:.1}", c.as_secs_f64()))) }
                                 td class="num" { (m.remaining_tokens.map_or("-".to_owned(), number)) }
