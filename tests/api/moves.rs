@@ -751,7 +751,11 @@ async fn moves_that_cannot_be_done_are_refused_before_anything_changes() {
     // A template whose field cannot be read back: every move is refused, naming it.
     let operations = async || {
         let (_, listed) = w
-            .admin(Method::GET, "/admin/v1/operations?tenant=mover&limit=200", None)
+            .admin(
+                Method::GET,
+                "/admin/v1/operations?tenant=mover&limit=200",
+                None,
+            )
             .await;
         listed["data"].as_array().cloned().unwrap_or_default()
     };
