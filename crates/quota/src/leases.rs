@@ -372,11 +372,13 @@ impl Leases {
                 // The holders give back at once. Asked again on every try: a slice granted
                 // after the last recall (its call was on its way) would stay out otherwise.
                 // Both names: replicas of an earlier release still know only the legacy one.
-                let names: Vec<&str> = scopes
-                    .iter()
-                    .flat_map(|(s, _)| [s.as_str(), s.legacy()])
-                    .collect();
-                let message = format!("{}\t{}", this.holder, names.join("\t"));
+                let mut message = this.holder.clone();
+                for (scope, _) in scopes {
+                    message.push('\t');
+                    message.push_str(scope.as_str());
+                    message.push('\t');
+                    message.push_str(&scope.legacy());
+                }
                 if redis.publish(&redis.channel(), &message).await.is_ok() {
                     this.counts.recalls.inc();
                 }
@@ -613,7 +615,7 @@ impl Leases {
         let mut held = self.held.lock();
         let mut out = Vec::new();
         for (scope, h) in held.iter_mut() {
-            if !names.contains(&scope.as_str()) && !names.contains(&scope.legacy()) {
+            if !names.contains(&scope.as_str()) && !names.contains(&scope.legacy().as_str()) {
                 continue;
             }
             if h.in_flight > 0 {

@@ -305,26 +305,20 @@ impl RedisStore {
         scopes: &[(Scope, Limits)],
         holders: bool,
     ) {
-        let mut names = |legacy: bool| {
-            fn name(s: &Scope, legacy: bool) -> &str {
-                if legacy {
-                    s.legacy()
-                } else {
-                    s.as_str()
-                }
-            }
+        let prefix = &self.prefix;
+        let mut names = |name: &dyn Fn(&Scope) -> std::borrow::Cow<'_, str>| {
             for (scope, _) in scopes {
-                call.key(format!("{}{}", self.prefix, name(scope, legacy)));
+                call.key(format!("{prefix}{}", name(scope)));
             }
             if holders {
                 for (scope, _) in scopes {
-                    call.key(format!("{}{}:h", self.prefix, name(scope, legacy)));
+                    call.key(format!("{prefix}{}:h", name(scope)));
                 }
             }
         };
-        names(false);
+        names(&|s| s.as_str().into());
         if std::ptr::eq(scripts, &self.compat) {
-            names(true);
+            names(&|s| s.legacy().into());
             call.key(self.marker());
         }
     }

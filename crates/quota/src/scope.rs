@@ -14,45 +14,44 @@ pub const MAX_LIMIT: u64 = 100_000_000_000;
 ///
 /// Names carry the tenant as a Redis Cluster hash tag (`t:{<tenant>}`, `k:{<tenant>}:<key>`):
 /// every scope of one call lives in one hash slot, so one script can touch them all on a
-/// cluster. `legacy` is the name the previous releases used (`t:<tenant>`, `k:<key>`), read
-/// while a standalone Redis still holds counters under it (see `redis_store`).
+/// cluster. [`Scope::legacy`] gives the name the previous releases used, derived only where a
+/// standalone Redis may still hold counters under it (see `redis_store`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Scope {
-    name: Arc<str>,
-    legacy: Arc<str>,
-}
+pub struct Scope(Arc<str>);
 
 impl Scope {
     /// The scope of a tenant's own limits (`t:{<tenant>}`).
     pub fn tenant(id: impl fmt::Display) -> Self {
-        Self {
-            name: format!("t:{{{id}}}").into(),
-            legacy: format!("t:{id}").into(),
-        }
+        Self(format!("t:{{{id}}}").into())
     }
 
     /// The scope of one API key's limits (`k:{<tenant>}:<key>`), checked together with its
     /// tenant's (hence the tenant's hash tag).
     pub fn api_key(tenant: impl fmt::Display, key: impl fmt::Display) -> Self {
-        Self {
-            name: format!("k:{{{tenant}}}:{key}").into(),
-            legacy: format!("k:{key}").into(),
-        }
+        Self(format!("k:{{{tenant}}}:{key}").into())
     }
 
     pub fn as_str(&self) -> &str {
-        &self.name
+        &self.0
     }
 
-    /// The name of this scope before hash tags.
-    pub fn legacy(&self) -> &str {
-        &self.legacy
+    /// The name of this scope before hash tags: `t:<tenant>`, `k:<key>`.
+    pub fn legacy(&self) -> String {
+        let name: &str = &self.0;
+        let (kind, rest) = name.split_at(2);
+        let Some((tenant, key)) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) else {
+            return name.to_owned();
+        };
+        match key.strip_prefix(':') {
+            Some(key) => format!("{kind}{key}"),
+            None => format!("{kind}{tenant}"),
+        }
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        f.write_str(&self.0)
     }
 }
 
@@ -126,5 +125,18 @@ impl fmt::Display for Dimension {
             Self::RequestsPerMinute => "requests per minute",
             Self::MonthlyTokens => "monthly tokens",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn the_legacy_names_are_those_of_earlier_releases() {
+        assert_eq!(Scope::tenant("acme").as_str(), "t:{acme}");
+        assert_eq!(Scope::tenant("acme").legacy(), "t:acme");
+        assert_eq!(Scope::api_key("acme", "k1").as_str(), "k:{acme}:k1");
+        assert_eq!(Scope::api_key("acme", "k1").legacy(), "k:k1");
     }
 }
