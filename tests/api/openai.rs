@@ -5,7 +5,7 @@
 use azure_sim::{
     fingerprint, DeploymentConfig, FaultSpec, ResourceConfig, Sim, SimConfig, SimHandle,
 };
-use bulkhead_tests::TestApp;
+use bulkhead_tests::{admin_posts, TestApp};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -804,20 +804,18 @@ async fn each_tenant_lists_only_the_models_it_can_call() {
     .await
     .unwrap();
     let app = TestApp::spawn().await;
-    let post = |path: &'static str, body: Value| {
-        let app = &app;
-        async move {
-            let (status, answer) = app.admin(Method::POST, path, Some(body)).await;
-            assert!(status.is_success(), "{path}: {answer}");
-        }
-    };
+    let mut steps = Vec::new();
     for (name, region, zone, owner) in [
         ("aoai-us", "eastus", "us", None),
         ("aoai-eu", "westeurope", "eu", None),
         ("aoai-acme", "eastus", "us", Some("acme")),
     ] {
-        post("/admin/v1/openai/resources", json!({"name": name, "endpoint": sim.resource_url(name),
-            "region": region, "data_zone": zone, "api_key": format!("key-of-{name}"), "owner_tenant": owner})).await;
+        steps.push((
+            "/admin/v1/openai/resources",
+            json!({"name": name,
+            "endpoint": sim.resource_url(name), "region": region, "data_zone": zone,
+            "api_key": format!("key-of-{name}"), "owner_tenant": owner}),
+        ));
     }
     for (resource, name) in [
         ("aoai-us", "gpt-4o"),
@@ -825,37 +823,45 @@ async fn each_tenant_lists_only_the_models_it_can_call() {
         ("aoai-eu", "gpt-4o"),
         ("aoai-acme", "acme-private"),
     ] {
-        post(
+        steps.push((
             "/admin/v1/openai/deployments",
             json!({"resource": resource, "name": name,
             "model": "gpt-4o", "capacity_tpm": 1000}),
-        )
-        .await;
+        ));
     }
-    post(
-        "/admin/v1/openai/pools",
-        json!({"alias": "gpt-4o", "members": [
-        {"deployment": "aoai-us/gpt-4o"}, {"deployment": "aoai-eu/gpt-4o"}]}),
-    )
-    .await;
-    post(
-        "/admin/v1/openai/pools",
-        json!({"alias": "mini", "members": [{"deployment": "aoai-us/mini"}]}),
-    )
-    .await;
-    post(
-        "/admin/v1/tenants",
-        json!({"slug": "anywhere", "display_name": "A", "openai": {"isolation": "shared"}}),
-    )
-    .await;
-    post("/admin/v1/tenants", json!({"slug": "eu-only", "display_name": "E", "data_zone": "eu", "openai": {"isolation": "shared"}})).await;
-    post("/admin/v1/tenants", json!({"slug": "acme", "display_name": "Acme", "openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]}})).await;
-    post(
-        "/admin/v1/tenants",
-        json!({"slug": "byo", "display_name": "B", "openai": {"isolation": "tenant_provided",
-        "endpoint": sim.resource_url("aoai-us"), "api_key": "key-of-aoai-us", "region": "eastus"}}),
-    )
-    .await;
+    steps.extend([
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "gpt-4o", "members": [
+            {"deployment": "aoai-us/gpt-4o"}, {"deployment": "aoai-eu/gpt-4o"}]}),
+        ),
+        (
+            "/admin/v1/openai/pools",
+            json!({"alias": "mini", "members": [{"deployment": "aoai-us/mini"}]}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "anywhere", "display_name": "A",
+            "openai": {"isolation": "shared"}}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "eu-only", "display_name": "E", "data_zone": "eu",
+            "openai": {"isolation": "shared"}}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "acme", "display_name": "Acme",
+            "openai": {"isolation": "dedicated_resource", "resources": ["aoai-acme"]}}),
+        ),
+        (
+            "/admin/v1/tenants",
+            json!({"slug": "byo", "display_name": "B", "openai": {
+            "isolation": "tenant_provided", "endpoint": sim.resource_url("aoai-us"),
+            "api_key": "key-of-aoai-us", "region": "eastus"}}),
+        ),
+    ]);
+    admin_posts(&app.http, &app.base, steps).await;
 
     for (tenant, expected) in [
         ("anywhere", vec!["gpt-4o", "mini"]),
