@@ -227,6 +227,29 @@ pub struct UpstreamRow {
     pub owner: String,
 }
 
+impl UpstreamRow {
+    /// A resource's or a service's row (they share these fields, as different types).
+    fn new(
+        name: &impl AsRef<str>,
+        region: &impl AsRef<str>,
+        data_zone: &Option<impl AsRef<str>>,
+        auth: &Option<tenant_registry::model::AuthView>,
+        owner: &Option<impl AsRef<str>>,
+    ) -> Self {
+        Self {
+            name: name.as_ref().to_owned(),
+            region: region.as_ref().to_owned(),
+            data_zone: data_zone
+                .as_ref()
+                .map_or("-".to_owned(), |z| z.as_ref().to_owned()),
+            auth: auth.as_ref().map_or("-", |a| a.kind).to_owned(),
+            owner: owner
+                .as_ref()
+                .map_or("shared".to_owned(), |o| o.as_ref().to_owned()),
+        }
+    }
+}
+
 pub struct UpstreamsView {
     pub resources: Vec<UpstreamRow>,
     pub members: Vec<MemberView>,
@@ -289,13 +312,7 @@ pub async fn upstreams(
     let view = UpstreamsView {
         resources: resources
             .iter()
-            .map(|r| UpstreamRow {
-                name: r.name.as_str().to_owned(),
-                region: r.region.as_str().to_owned(),
-                data_zone: zone(r.data_zone.as_ref().map(|z| z.as_str())),
-                auth: r.auth.as_ref().map_or("-", |a| a.kind).to_owned(),
-                owner: owner(r.owner_tenant.as_ref().map(|s| s.as_str())),
-            })
+            .map(|r| UpstreamRow::new(&r.name, &r.region, &r.data_zone, &r.auth, &r.owner_tenant))
             .collect(),
         members,
         pools: pools
@@ -317,13 +334,7 @@ pub async fn upstreams(
             .collect(),
         services: services
             .iter()
-            .map(|s| UpstreamRow {
-                name: s.name.as_str().to_owned(),
-                region: s.region.as_str().to_owned(),
-                data_zone: zone(s.data_zone.as_ref().map(|z| z.as_str())),
-                auth: s.auth.as_ref().map_or("-", |a| a.kind).to_owned(),
-                owner: owner(s.owner_tenant.as_ref().map(|s| s.as_str())),
-            })
+            .map(|s| UpstreamRow::new(&s.name, &s.region, &s.data_zone, &s.auth, &s.owner_tenant))
             .collect(),
     };
     pages::page(
