@@ -11,6 +11,7 @@ mod auth;
 mod bodies;
 mod connections;
 mod console;
+mod costs;
 mod entra;
 mod isolation;
 mod ledger;

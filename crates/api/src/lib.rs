@@ -8,6 +8,7 @@ pub mod auth;
 pub mod background;
 pub mod config;
 pub mod console;
+pub mod cost;
 pub mod counting;
 mod documents;
 pub mod emulator;

@@ -18,6 +18,8 @@ pub struct UsageRecord {
     pub alias: String,
     pub operation: &'static str,
     pub usage: openai_router::Usage,
+    /// What the call cost (see [`crate::cost`]), computed once when it ended.
+    pub priced: crate::cost::Priced,
     pub at: DateTime<Utc>,
 }
 
@@ -79,6 +81,7 @@ impl UsageSink for LogSink {
             streamed = r.usage.streamed,
             cut = r.usage.cut,
             attempts = r.usage.attempts,
+            cost = r.priced.cost().map(|c| c.to_string()),
             "usage"
         );
     }
@@ -103,6 +106,11 @@ impl UsageSink for LedgerSink {
         event.latency_ms = u64::try_from(r.usage.latency.as_millis()).unwrap_or(u64::MAX);
         event.streamed = r.usage.streamed;
         event.cut = r.usage.cut;
+        event.cost = r
+            .priced
+            .cost()
+            .map(|c| u64::try_from(c.0).unwrap_or(u64::MAX));
+        event.unpriced = r.priced == crate::cost::Priced::Unpriced;
         self.0.record(event);
     }
 

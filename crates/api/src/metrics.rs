@@ -5,7 +5,11 @@
 //!   operation), `alias` (model alias or logical index), `member` (`resource/deployment`, or
 //!   `none` when no upstream answered) and `status`;
 //! - `bulkhead_tokens_total` by `tenant` (dropped with `BULKHEAD_METRICS_TENANT_LABELS=false`
-//!   for very large fleets), `model` and `type` (`prompt`, `completion`, `cached`).
+//!   for very large fleets), `model` and `type` (`prompt`, `completion`, `cached`);
+//! - `bulkhead_cost_nanos_total` by `tenant` (same switch) and `model`: the calls' cost in
+//!   nano-units of the price table's currency (the ledger holds the exact cost);
+//! - `bulkhead_unpriced_calls_total` by `tenant` (same switch) and `model`: calls that consumed tokens but matched no
+//!   price (their cost is unknown: add a price).
 //!
 //! Read at scrape time from the components that own them:
 //! - `bulkhead_member_breaker_state` (0 closed, 1 half-open, 2 open) and
@@ -111,7 +115,7 @@ static CALLS: LazyLock<SeriesCache<CallLabels, (Counter, Histogram)>> =
     LazyLock::new(SeriesCache::new);
 
 type TokenLabels = (Option<Box<str>>, Box<str>);
-static TOKENS: LazyLock<SeriesCache<TokenLabels, [Counter; 3]>> = LazyLock::new(SeriesCache::new);
+static TOKENS: LazyLock<SeriesCache<TokenLabels, [Counter; 5]>> = LazyLock::new(SeriesCache::new);
 
 /// One finished call.
 pub fn call(route: &'static str, alias: &str, member: Option<&str>, status: u16, seconds: f64) {
@@ -143,9 +147,20 @@ pub fn call(route: &'static str, alias: &str, member: Option<&str>, status: u16,
     duration.record(seconds);
 }
 
-/// Tokens one call consumed; `tenant` is `None` when tenant labels are off.
-pub fn tokens(tenant: Option<&str>, model: &str, prompt: u64, completion: u64, cached: u64) {
-    if prompt == 0 && completion == 0 && cached == 0 {
+/// Tokens one call consumed and what they cost; `tenant` is `None` when tenant labels are off.
+pub fn tokens(
+    tenant: Option<&str>,
+    model: &str,
+    prompt: u64,
+    completion: u64,
+    cached: u64,
+    priced: crate::cost::Priced,
+) {
+    let (nanos, unpriced) = match priced {
+        crate::cost::Priced::Cost(cost) => (u64::try_from(cost.0 / 1_000).unwrap_or(u64::MAX), 0),
+        crate::cost::Priced::Unpriced => (0, 1),
+    };
+    if prompt == 0 && completion == 0 && cached == 0 && nanos == 0 && unpriced == 0 {
         return;
     }
     let hash = hash_of((tenant, model));
@@ -153,13 +168,21 @@ pub fn tokens(tenant: Option<&str>, model: &str, prompt: u64, completion: u64, c
     let counters = match TOKENS.get(hash, &same) {
         Some(counters) => counters,
         None => {
-            let counters = ["prompt", "completion", "cached"].map(|kind| match tenant {
+            let tokens = ["prompt", "completion", "cached"].map(|kind| match tenant {
                 Some(tenant) => counter!("bulkhead_tokens_total",
                     "tenant" => tenant.to_owned(), "model" => model.to_owned(), "type" => kind),
                 None => {
                     counter!("bulkhead_tokens_total", "model" => model.to_owned(), "type" => kind)
                 }
             });
+            let [prompt, completion, cached] = tokens;
+            let [cost, unpriced] = ["bulkhead_cost_nanos_total", "bulkhead_unpriced_calls_total"]
+                .map(|name| match tenant {
+                    Some(tenant) => counter!(name,
+                            "tenant" => tenant.to_owned(), "model" => model.to_owned()),
+                    None => counter!(name, "model" => model.to_owned()),
+                });
+            let counters = [prompt, completion, cached, cost, unpriced];
             TOKENS.keep(
                 hash,
                 (tenant.map(Into::into), model.into()),
@@ -168,7 +191,10 @@ pub fn tokens(tenant: Option<&str>, model: &str, prompt: u64, completion: u64, c
             counters
         }
     };
-    for (counter, n) in counters.iter().zip([prompt, completion, cached]) {
+    for (counter, n) in counters
+        .iter()
+        .zip([prompt, completion, cached, nanos, unpriced])
+    {
         if n > 0 {
             counter.increment(n);
         }
@@ -258,10 +284,18 @@ mod tests {
         call("chat/completions", "cache-a", Some("r/d"), 429, 0.02);
         call("embeddings", "cache-a", Some("r/d"), 200, 0.02);
         call("chat/completions", "cache-b", None, 200, 0.02);
-        tokens(Some("tenant-1"), "cache-model", 5, 7, 0);
-        tokens(Some("tenant-1"), "cache-model", 1, 1, 2);
-        tokens(Some("tenant-2"), "cache-model", 3, 0, 0);
-        tokens(None, "cache-model", 4, 0, 0);
+        let priced = |pico| crate::cost::Priced::Cost(tenant_registry::prices::Cost(pico));
+        tokens(Some("tenant-1"), "cache-model", 5, 7, 0, priced(3_000));
+        tokens(Some("tenant-1"), "cache-model", 1, 1, 2, priced(2_999));
+        tokens(
+            Some("tenant-2"),
+            "cache-model",
+            3,
+            0,
+            0,
+            crate::cost::Priced::Unpriced,
+        );
+        tokens(None, "cache-model", 4, 0, 0, priced(0));
         let text = handle.render();
         let requests = |route: &str, alias: &str, member: &str, status: u16| {
             value(
@@ -296,5 +330,18 @@ mod tests {
         assert_eq!(tokens(Some("tenant-1"), "cached"), Some(2.0));
         assert_eq!(tokens(Some("tenant-2"), "prompt"), Some(3.0));
         assert_eq!(tokens(None, "prompt"), Some(4.0));
+        // Nano-units, each call's cost rounded down (3000 + 2999 pico = 3 + 2 nano).
+        let series = |name: &str, tenant: &str| {
+            value(
+                &text,
+                &format!(r#"{name}{{tenant="{tenant}",model="cache-model"}}"#),
+            )
+        };
+        assert_eq!(series("bulkhead_cost_nanos_total", "tenant-1"), Some(5.0));
+        assert_eq!(
+            series("bulkhead_unpriced_calls_total", "tenant-2"),
+            Some(1.0)
+        );
+        assert_eq!(series("bulkhead_unpriced_calls_total", "tenant-1"), Some(0.0));
     }
 }

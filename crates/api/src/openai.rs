@@ -241,6 +241,7 @@ impl Flow {
             alias: self.alias.clone(),
             operation: self.operation.path(),
             usage: Default::default(),
+            priced: crate::cost::Priced::Unpriced,
             at: chrono::Utc::now(),
         }
     }
@@ -277,7 +278,19 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
     let record = flow.record();
     let started = Instant::now();
     let tenant_labels = state.metrics_tenant_labels;
+    let registry = Arc::clone(&state.registry);
     let on_done = Box::new(move |usage: openai_router::Usage| {
+        let finished = chrono::Utc::now();
+        let priced = crate::cost::price_call(
+            &registry.snapshot().catalog,
+            usage.member.as_deref(),
+            tenant_registry::prices::Tokens {
+                prompt: usage.prompt_tokens,
+                cached: usage.cached_tokens,
+                completion: usage.completion_tokens,
+            },
+            finished,
+        );
         if let Some(reservation) = reservation.take() {
             admission::settle(reservation, &usage);
         }
@@ -294,8 +307,14 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.cached_tokens,
+            priced,
         );
-        sink.record(UsageRecord { usage, ..record });
+        sink.record(UsageRecord {
+            usage,
+            priced,
+            at: finished,
+            ..record
+        });
     });
     let span = tracing::info_span!(
         "route",

@@ -132,6 +132,8 @@ fn row_json(row: &UsageRow) -> Value {
         "total_tokens": row.total_tokens,
         "documents": row.documents,
         "errors": row.errors,
+        "cost": usage_ledger::pico_decimal(row.cost),
+        "unpriced": row.unpriced,
     })
 }
 
@@ -175,6 +177,8 @@ async fn answer(
         "to": window.to,
         "granularity": granularity_name(window.granularity),
         "group_by": window.group_by.column(),
+        // Costs are in the price table's one currency (null while it holds no price).
+        "currency": state.registry.snapshot().catalog.prices.currency(),
         "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
     }))
     .into_response())

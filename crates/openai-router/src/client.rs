@@ -919,19 +919,27 @@ async fn read_error_body(body: Incoming, wait: Duration) -> Bytes {
 }
 
 /// The `usage` of an answer or a stream chunk. Only that member is deserialized: serde skips
-/// the rest of the document without building it.
+/// the rest of the document without building it. Both spellings: chat, completions and
+/// embeddings say `prompt_tokens`/`completion_tokens`; the Responses API says
+/// `input_tokens`/`output_tokens`, and its stream carries the usage in the
+/// `response.completed` event's `response`.
 fn read_usage(json: &[u8], usage: &mut Usage) {
     #[derive(serde::Deserialize)]
     struct Answer {
         usage: Option<Counts>,
+        response: Option<Response>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Response {
+        usage: Option<Counts>,
     }
     #[derive(serde::Deserialize)]
     struct Counts {
-        #[serde(default)]
+        #[serde(default, alias = "input_tokens")]
         prompt_tokens: u64,
-        #[serde(default)]
+        #[serde(default, alias = "output_tokens")]
         completion_tokens: u64,
-        #[serde(default)]
+        #[serde(default, alias = "input_tokens_details")]
         prompt_tokens_details: Option<Details>,
     }
     #[derive(serde::Deserialize)]
@@ -939,10 +947,10 @@ fn read_usage(json: &[u8], usage: &mut Usage) {
         #[serde(default)]
         cached_tokens: u64,
     }
-    let Ok(Answer {
-        usage: Some(counts),
-    }) = serde_json::from_slice::<Answer>(json)
-    else {
+    let Ok(answer) = serde_json::from_slice::<Answer>(json) else {
+        return;
+    };
+    let Some(counts) = answer.usage.or(answer.response.and_then(|r| r.usage)) else {
         return;
     };
     usage.prompt_tokens = counts.prompt_tokens;
@@ -1202,6 +1210,42 @@ fn has_usage(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_read_in_both_spellings_and_from_a_responses_stream_event() {
+        let mut usage = Usage::default();
+        read_usage(
+            br#"{"id":"r","usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":4},"output_tokens":7,"total_tokens":18}}"#,
+            &mut usage,
+        );
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.completion_tokens
+            ),
+            (11, 4, 7)
+        );
+        let mut usage = Usage::default();
+        read_usage(
+            br#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":5,"output_tokens":2}}}"#,
+            &mut usage,
+        );
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 2));
+        let mut usage = Usage::default();
+        read_usage(
+            br#"{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+            &mut usage,
+        );
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.completion_tokens
+            ),
+            (3, 2, 1)
+        );
+    }
 
     /// A relay whose counter counts words (one token each), so tests can predict it.
     fn relay(keep_usage: bool, prompt_tokens: u64) -> Relay {

@@ -13,7 +13,8 @@ use crate::model::{
 use crate::names::{
     DataZone, DeploymentName, Endpoint, IndexName, ModelAlias, Region, ResourceName, TenantSlug,
 };
-use crate::store::{CatalogRows, MemberRow, TenantRecord};
+use crate::prices::{Micros, Price, PriceBook};
+use crate::store::{CatalogRows, MemberRow, PriceRow, TenantRecord};
 use crate::RegistryError;
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -58,6 +59,44 @@ pub(crate) fn to_u32(what: &str, value: i32) -> Result<u32> {
     u32::try_from(value).map_err(|_| RegistryError::Corrupt(format!("{what}: {value}")))
 }
 
+fn micros(what: &str, value: i64) -> Result<Micros> {
+    Ok(Micros(unsigned(what, Some(value))?.unwrap_or_default()))
+}
+
+fn price(row: PriceRow) -> Result<Price> {
+    let deployment_type = DeploymentType::from_db(&row.deployment_type).ok_or_else(|| {
+        RegistryError::Corrupt(format!("deployment type {}", row.deployment_type))
+    })?;
+    let input = micros("input price", row.input_per_million)?;
+    Ok(Price {
+        id: row.id,
+        model: row.model,
+        model_version: (!row.model_version.is_empty()).then_some(row.model_version),
+        deployment_type,
+        deployment: match row.deployment.as_str() {
+            "" => None,
+            _ => Some(parse(
+                "price deployment",
+                row.deployment,
+                DeploymentRef::try_from,
+            )?),
+        },
+        currency: row.currency,
+        input_per_million: input,
+        cached_input_per_million: match row.cached_input_per_million {
+            Some(v) => micros("cached input price", v)?,
+            None => input,
+        },
+        output_per_million: micros("output price", row.output_per_million)?,
+        monthly_cost: row
+            .monthly_cost
+            .map(|v| micros("monthly cost", v))
+            .transpose()?,
+        effective_from: row.effective_from,
+        created_at: row.created_at,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct ResourceEntry {
     pub view: OpenAiResource,
@@ -86,6 +125,7 @@ pub struct Catalog {
     pub pools: BTreeMap<ModelAlias, Pool>,
     pub services: BTreeMap<ResourceName, ServiceEntry>,
     pub templates: BTreeMap<IndexName, IndexTemplate>,
+    pub prices: PriceBook,
     resource_names: HashMap<Uuid, ResourceName>,
     deployment_refs: HashMap<Uuid, DeploymentRef>,
     service_names: HashMap<Uuid, ResourceName>,
@@ -209,6 +249,12 @@ impl Catalog {
                 },
             );
         }
+        let prices = rows
+            .prices
+            .into_iter()
+            .map(price)
+            .collect::<Result<Vec<_>>>()?;
+        catalog.prices = PriceBook::new(prices);
         Ok(catalog)
     }
 

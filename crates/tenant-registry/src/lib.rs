@@ -10,6 +10,7 @@ pub mod crypto;
 mod error;
 pub mod model;
 pub mod names;
+pub mod prices;
 mod registry;
 mod snapshot;
 pub mod store;

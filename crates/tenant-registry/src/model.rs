@@ -102,7 +102,7 @@ impl DeploymentKind {
 }
 
 /// How Azure bills a deployment: its deployment type (SKU). Prices apply per type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentType {
     GlobalStandard,

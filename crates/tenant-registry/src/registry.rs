@@ -32,9 +32,10 @@ use crate::model::{
     TenantStatus, RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
+use crate::prices::{Micros, NewPrice, Price};
 use crate::snapshot::{resource_context, service_context, tenant_context, Snapshot};
 use crate::store::{
-    ConsoleSessionRow, DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow,
+    ConsoleSessionRow, DeploymentRow, KeyLimitsChange, KeyRow, MemberRow, Owned, PoolRow, PriceRow,
     ResourceRow, SealedRow, ServiceRow, Store, TemplateRow, TenantRecord, TenantRow,
 };
 use crate::RegistryError;
@@ -762,6 +763,106 @@ impl Registry {
         }
         self.written().await;
         Ok(())
+    }
+
+    // ---- prices -------------------------------------------------------------------------
+
+    /// Adds a price. A price for one deployment must match that deployment's model and type
+    /// (and version, when it names one); every price is in the table's one currency.
+    pub async fn create_price(&self, new: NewPrice) -> Result<Price> {
+        let created_at = now();
+        crate::prices::check(&new, created_at)?;
+        let catalog = self.catalog().await?;
+        if let Some(reference) = &new.deployment {
+            let Some(entry) = catalog.deployments.get(reference) else {
+                return Err(RegistryError::invalid(
+                    "deployment",
+                    format!("deployment '{reference}' does not exist"),
+                ));
+            };
+            let d = &entry.view;
+            let version_differs = matches!(
+                (&new.model_version, &d.model_version),
+                (Some(wanted), Some(actual)) if wanted != actual
+            ) || (new.model_version.is_some() && d.model_version.is_none());
+            if d.model != new.model || d.deployment_type != new.deployment_type || version_differs {
+                return Err(RegistryError::invalid(
+                    "deployment",
+                    format!(
+                        "deployment '{reference}' runs {} {} as {}: the price must name the same \
+                         model, version and deployment type",
+                        d.model,
+                        d.model_version.as_deref().unwrap_or("(any version)"),
+                        d.deployment_type.as_str()
+                    ),
+                ));
+            }
+        }
+        let effective_from = new
+            .effective_from
+            .map(|t| t.trunc_subsecs(6))
+            .unwrap_or(created_at);
+        let input = new.input_per_million;
+        let price = Price {
+            id: Uuid::now_v7(),
+            model: new.model,
+            model_version: new.model_version,
+            deployment_type: new.deployment_type,
+            deployment: new.deployment,
+            currency: new.currency,
+            input_per_million: input,
+            cached_input_per_million: new.cached_input_per_million.unwrap_or(input),
+            output_per_million: new.output_per_million.unwrap_or_default(),
+            monthly_cost: new.monthly_cost,
+            effective_from,
+            created_at,
+        };
+        let signed = |m: Micros| i64::try_from(m.0).unwrap_or(i64::MAX);
+        let row = PriceRow {
+            id: price.id,
+            model: price.model.clone(),
+            model_version: price.model_version.clone().unwrap_or_default(),
+            deployment_type: price.deployment_type.as_str().to_owned(),
+            deployment: price
+                .deployment
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            currency: price.currency.clone(),
+            input_per_million: signed(input),
+            cached_input_per_million: new.cached_input_per_million.map(signed),
+            output_per_million: signed(price.output_per_million),
+            monthly_cost: price.monthly_cost.map(signed),
+            effective_from,
+            created_at,
+        };
+        self.store.insert_price(&row).await?;
+        self.written().await;
+        Ok(price)
+    }
+
+    /// Every price, as stored (not the view: an admin reads what was just written).
+    pub async fn prices(&self) -> Result<(Option<String>, Vec<Price>)> {
+        let catalog = self.catalog().await?;
+        let currency = catalog.prices.currency().map(str::to_owned);
+        Ok((currency, catalog.prices.all().cloned().collect()))
+    }
+
+    /// Deletes a price that has not taken effect yet; one in force has priced calls already
+    /// and stays (a correction is a new price from now on).
+    pub async fn delete_price(&self, id: Uuid) -> Result<()> {
+        match self.store.delete_future_price(id, now()).await? {
+            Some(true) => {
+                self.written().await;
+                Ok(())
+            }
+            Some(false) => Err(RegistryError::Conflict(
+                "the price is in force already: costs recorded with it are never rewritten; \
+                 add a new price from now on instead"
+                    .to_owned(),
+            )),
+            None => Err(RegistryError::not_found("price", id)),
+        }
     }
 
     // ---- tenants ------------------------------------------------------------------------

@@ -94,6 +94,23 @@ pub struct TemplateRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// A price (see `prices.rs`): amounts in micro-units, `''` for any version / every deployment.
+#[derive(Debug, Clone, FromRow)]
+pub struct PriceRow {
+    pub id: Uuid,
+    pub model: String,
+    pub model_version: String,
+    pub deployment_type: String,
+    pub deployment: String,
+    pub currency: String,
+    pub input_per_million: i64,
+    pub cached_input_per_million: Option<i64>,
+    pub output_per_million: i64,
+    pub monthly_cost: Option<i64>,
+    pub effective_from: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, FromRow)]
 pub struct TenantRow {
     pub id: Uuid,
@@ -174,6 +191,7 @@ pub struct CatalogRows {
     pub pool_members: Vec<MemberRow>,
     pub services: Vec<ServiceRow>,
     pub templates: Vec<TemplateRow>,
+    pub prices: Vec<PriceRow>,
 }
 
 /// Everything the registry holds, read in one consistent pass (one transaction).
@@ -249,6 +267,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_service(&self, name: &str) -> Result<bool>;
     async fn insert_template(&self, row: &TemplateRow) -> Result<()>;
     async fn delete_template(&self, name: &str) -> Result<bool>;
+    /// Adds a price, unless the table holds prices in another currency (checked in the same
+    /// transaction, so two admins cannot write two currencies at once on Postgres: the
+    /// table is locked for the check).
+    async fn insert_price(&self, row: &PriceRow) -> Result<()>;
+    /// Deletes price `id` if it takes effect after `now` (a price in force has priced calls
+    /// already); `Ok(None)` when there is no such price, `Ok(Some(false))` when it is in force.
+    async fn delete_future_price(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<bool>>;
 
     /// Stores an admin console session (and forgets the expired ones).
     async fn insert_console_session(&self, session: &ConsoleSessionRow) -> Result<()>;
@@ -387,6 +412,48 @@ macro_rules! on_pool {
     };
 }
 
+/// Inserts a price row with `$executor` after checking the table's currency.
+macro_rules! insert_price_in {
+    ($executor:expr, $row:expr) => {{
+        let row: &PriceRow = $row;
+        let other: Option<String> =
+            sqlx::query_scalar("SELECT currency FROM prices WHERE currency <> $1 LIMIT 1")
+                .bind(&row.currency)
+                .fetch_optional($executor)
+                .await?;
+        if let Some(other) = other {
+            return Err(RegistryError::Conflict(format!(
+                "the price table is in {other}: every price must be in the same currency"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO prices (id, model, model_version, deployment_type, deployment, \
+             currency, input_per_million, cached_input_per_million, output_per_million, \
+             monthly_cost, effective_from, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(row.id)
+        .bind(&row.model)
+        .bind(&row.model_version)
+        .bind(&row.deployment_type)
+        .bind(&row.deployment)
+        .bind(&row.currency)
+        .bind(row.input_per_million)
+        .bind(row.cached_input_per_million)
+        .bind(row.output_per_million)
+        .bind(row.monthly_cost)
+        .bind(row.effective_from)
+        .bind(row.created_at)
+        .execute($executor)
+        .await
+        .map_err(on_constraint(|| {
+            "a price for the same model, version, type and deployment takes effect at that \
+             instant already"
+                .to_owned()
+        }))?;
+    }};
+}
+
 /// Reads the catalog tables with `$executor` (a transaction, for one consistent view).
 macro_rules! catalog_in {
     ($executor:expr) => {
@@ -413,6 +480,12 @@ macro_rules! catalog_in {
             templates: sqlx::query_as("SELECT * FROM index_templates ORDER BY name")
                 .fetch_all($executor)
                 .await?,
+            prices: sqlx::query_as(
+                "SELECT * FROM prices ORDER BY model, model_version, deployment_type, \
+                 deployment, effective_from",
+            )
+            .fetch_all($executor)
+            .await?,
         }
     };
 }
@@ -875,6 +948,44 @@ impl Store for SqlStore {
                 .execute(pool)
                 .await?;
             Ok(done.rows_affected() > 0)
+        })
+    }
+
+    async fn insert_price(&self, row: &PriceRow) -> Result<()> {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("LOCK TABLE prices IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                insert_price_in!(&mut *tx, row);
+                tx.commit().await?;
+            }
+            Backend::Sqlite(pool) => {
+                // SQLite serializes writers: BEGIN IMMEDIATE takes the write lock first.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                insert_price_in!(&mut *tx, row);
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_future_price(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<bool>> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query("DELETE FROM prices WHERE id = $1 AND effective_from > $2")
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            if done.rows_affected() > 0 {
+                return Ok(Some(true));
+            }
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM prices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(exists.map(|_| false))
         })
     }
 

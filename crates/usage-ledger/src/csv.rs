@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 
 use crate::{GroupBy, UsageRow};
 
-const COUNTS: [&str; 7] = [
+const COUNTS: [&str; 9] = [
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -16,11 +16,14 @@ const COUNTS: [&str; 7] = [
     "total_tokens",
     "documents",
     "errors",
+    "cost",
+    "unpriced",
 ];
 
 /// Renders `rows` (from a query grouped by `group_by`) with a header row. Columns:
 /// `period_start` (RFC 3339, UTC), then `kind,model`, `deployment` or `key_id` when grouped,
-/// then the counts. An absent group value is an empty field.
+/// then the counts, the cost (a decimal in the price table's currency) and the unpriced calls.
+/// An absent group value is an empty field.
 pub fn usage_csv(rows: &[UsageRow], group_by: GroupBy) -> String {
     let mut out = String::new();
     let mut header = vec!["period_start"];
@@ -50,9 +53,22 @@ pub fn usage_csv(rows: &[UsageRow], group_by: GroupBy) -> String {
             ]
             .map(|n| n.to_string()),
         );
+        fields.push(pico_decimal(row.cost));
+        fields.push(row.unpriced.to_string());
         write_record(&mut out, fields);
     }
     out
+}
+
+/// Pico-units (10^-12) as an exact decimal without trailing zeros: `0.00275`, `3`.
+pub fn pico_decimal(pico: u64) -> String {
+    const UNIT: u64 = 1_000_000_000_000;
+    let (whole, fraction) = (pico / UNIT, pico % UNIT);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:012}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// Appends one CSV record (with its CRLF).
@@ -94,6 +110,14 @@ mod tests {
             write_field(&mut out, input);
             assert_eq!(out, expected, "{input:?}");
         }
+    }
+
+    #[test]
+    fn costs_are_exact_decimals() {
+        assert_eq!(pico_decimal(0), "0");
+        assert_eq!(pico_decimal(1), "0.000000000001");
+        assert_eq!(pico_decimal(2_750_000_000), "0.00275");
+        assert_eq!(pico_decimal(3_000_000_000_000), "3");
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub struct UsageEvent {
     /// files written before the field existed: false.
     #[serde(default)]
     pub cut: bool,
+    /// What the call cost, in pico-units of the price table's currency, from the price in
+    /// force when it finished; computed once, before the event is queued, so a replayed spill
+    /// file stores the cost it was recorded with. `None` when no price applied (`unpriced`)
+    /// or the call is not billed per call (search).
+    #[serde(default)]
+    pub cost: Option<u64>,
+    /// No price applied to a call that is billed per token: its cost is unknown, not 0.
+    #[serde(default)]
+    pub unpriced: bool,
     pub finished_at: DateTime<Utc>,
 }
 
@@ -117,6 +126,8 @@ impl UsageEvent {
             latency_ms: 0,
             streamed: false,
             cut: false,
+            cost: None,
+            unpriced: false,
             finished_at,
         }
     }

@@ -73,7 +73,7 @@ mod spill;
 mod writer;
 
 pub use config::LedgerConfig;
-pub use csv::usage_csv;
+pub use csv::{pico_decimal, usage_csv};
 pub use error::LedgerError;
 pub use event::{UsageEvent, UsageKind};
 pub use ledger::Ledger;

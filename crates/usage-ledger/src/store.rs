@@ -16,7 +16,7 @@ use crate::{LedgerError, UsageEvent, UsageKind};
 
 /// Rows per statement. Building a statement's arguments runs on the request threads, without
 /// a yield: at 500 rows it held requests up for long enough to show in the gateway's p99 at
-/// 1000 req/s. Small statements hand the thread back between them; 17 parameters each stays
+/// 1000 req/s. Small statements hand the thread back between them; 20 parameters each stays
 /// far below both backends' limits (SQLite 32766, Postgres 65535).
 const ROWS_PER_STATEMENT: usize = 64;
 
@@ -25,11 +25,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT_EVENTS: &str = "INSERT INTO usage_events (id, tenant_id, key_id, kind, alias, \
     operation, member, deployment, region, prompt_tokens, completion_tokens, cached_tokens, \
-    documents, status, latency_ms, streamed, cut, finished_at) ";
+    documents, status, latency_ms, streamed, cut, finished_at, cost, unpriced) ";
 
 const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (tenant_id, hour, kind, alias, \
     deployment, key_id, requests, prompt_tokens, completion_tokens, cached_tokens, documents, \
-    errors) ";
+    errors, cost, unpriced) ";
 
 const ADD_TO_HOURLY: &str = " ON CONFLICT (tenant_id, hour, kind, alias, deployment, key_id) \
     DO UPDATE SET requests = usage_hourly.requests + excluded.requests, \
@@ -37,7 +37,9 @@ const ADD_TO_HOURLY: &str = " ON CONFLICT (tenant_id, hour, kind, alias, deploym
     completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens, \
     cached_tokens = usage_hourly.cached_tokens + excluded.cached_tokens, \
     documents = usage_hourly.documents + excluded.documents, \
-    errors = usage_hourly.errors + excluded.errors";
+    errors = usage_hourly.errors + excluded.errors, \
+    cost = usage_hourly.cost + excluded.cost, \
+    unpriced = usage_hourly.unpriced + excluded.unpriced";
 
 /// One usage query per grouping: `$group_columns` name the group, `$group_by` extends the
 /// GROUP BY. Static strings (the grouping is an enum), so only values are bound.
@@ -51,7 +53,9 @@ macro_rules! usage_sql {
              CAST(SUM(completion_tokens) AS bigint) AS completion_tokens, \
              CAST(SUM(cached_tokens) AS bigint) AS cached_tokens, \
              CAST(SUM(documents) AS bigint) AS documents, \
-             CAST(SUM(errors) AS bigint) AS errors \
+             CAST(SUM(errors) AS bigint) AS errors, \
+             CAST(SUM(cost) AS bigint) AS cost, \
+             CAST(SUM(unpriced) AS bigint) AS unpriced \
              FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
              GROUP BY hour",
             $group_by,
@@ -157,6 +161,10 @@ pub struct UsageRow {
     pub documents: u64,
     /// Calls that finished with a status of 400 or more.
     pub errors: u64,
+    /// The calls' cost in pico-units of the price table's currency (unpriced calls add 0).
+    pub cost: u64,
+    /// Calls no price applied to (their cost is unknown, not 0).
+    pub unpriced: u64,
 }
 
 #[derive(Debug, FromRow)]
@@ -171,6 +179,8 @@ struct HourRow {
     cached_tokens: i64,
     documents: i64,
     errors: i64,
+    cost: i64,
+    unpriced: i64,
 }
 
 /// A rollup row's key. Ordered so a batch upserts rows in one global order, which keeps two
@@ -213,6 +223,8 @@ struct Sums {
     cached_tokens: i64,
     documents: i64,
     errors: i64,
+    cost: i64,
+    unpriced: i64,
 }
 
 impl LedgerStore {
@@ -307,7 +319,9 @@ impl LedgerStore {
                         .push_bind(clamp(e.latency_ms))
                         .push_bind(e.streamed)
                         .push_bind(e.cut)
-                        .push_bind(to_micros(e.finished_at));
+                        .push_bind(to_micros(e.finished_at))
+                        .push_bind(e.cost.map(clamp))
+                        .push_bind(e.unpriced);
                 });
                 insert.push(" ON CONFLICT (id) DO NOTHING");
                 let written = insert.build().execute(&mut *tx).await?.rows_affected();
@@ -335,7 +349,9 @@ impl LedgerStore {
                         .push_bind(sums.completion_tokens)
                         .push_bind(sums.cached_tokens)
                         .push_bind(sums.documents)
-                        .push_bind(sums.errors);
+                        .push_bind(sums.errors)
+                        .push_bind(sums.cost)
+                        .push_bind(sums.unpriced);
                 });
                 upsert.push(ADD_TO_HOURLY);
                 upsert.build().execute(&mut *tx).await?;
@@ -480,6 +496,8 @@ fn rollups<'a>(events: impl Iterator<Item = &'a UsageEvent>) -> Vec<(RollupKey<'
         sums.cached_tokens = sums.cached_tokens.saturating_add(clamp(e.cached_tokens));
         sums.documents = sums.documents.saturating_add(clamp(e.documents));
         sums.errors = sums.errors.saturating_add(i64::from(e.is_error()));
+        sums.cost = sums.cost.saturating_add(e.cost.map_or(0, clamp));
+        sums.unpriced = sums.unpriced.saturating_add(i64::from(e.unpriced));
     }
     rows.into_iter().collect()
 }
@@ -512,6 +530,8 @@ fn fold(hours: Vec<HourRow>, granularity: Granularity, group_by: GroupBy) -> Vec
                 total_tokens: 0,
                 documents: 0,
                 errors: 0,
+                cost: 0,
+                unpriced: 0,
             });
         let add = |total: &mut u64, value: i64| {
             *total = total.saturating_add(u64::try_from(value).unwrap_or(0));
@@ -524,6 +544,8 @@ fn fold(hours: Vec<HourRow>, granularity: Granularity, group_by: GroupBy) -> Vec
         add(&mut row.total_tokens, h.completion_tokens);
         add(&mut row.documents, h.documents);
         add(&mut row.errors, h.errors);
+        add(&mut row.cost, h.cost);
+        add(&mut row.unpriced, h.unpriced);
     }
     periods.into_values().collect()
 }

@@ -118,6 +118,8 @@ pub fn routes() -> Router<AppState> {
             "/admin/v1/search/index-templates/{name}",
             delete(delete_template),
         )
+        .route("/admin/v1/prices", post(create_price).get(prices))
+        .route("/admin/v1/prices/{id}", delete(delete_price))
         .route("/admin/v1/master-key:reseal", post(reseal))
         .route("/admin/v1/operations", get(operations::list))
         .route(
@@ -233,6 +235,29 @@ async fn delete_service(
     Path(name): Path<String>,
 ) -> Result<StatusCode> {
     state.registry.delete_service(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_price(
+    State(state): State<AppState>,
+    Body(new): Body<tenant_registry::prices::NewPrice>,
+) -> Result<Response> {
+    Ok(created(state.registry.create_price(new).await?))
+}
+
+/// The price table: every price ever in force or scheduled, and the table's currency.
+async fn prices(State(state): State<AppState>) -> Result<Response> {
+    let (currency, prices) = state.registry.prices().await?;
+    Ok(Json(json!({ "currency": currency, "data": prices })).into_response())
+}
+
+async fn delete_price(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return Err(AdminError::from(tenant_registry::RegistryError::not_found(
+            "price", id,
+        )));
+    };
+    state.registry.delete_price(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
