@@ -402,3 +402,80 @@ async fn a_price_never_takes_effect_in_the_past_and_one_in_force_stays() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_key_spends_within_its_own_budget_and_its_tenant_sees_what_is_left() {
+    let app = TestApp::spawn().await;
+    let sim = sim().await;
+    let key = set_up(&app.http, &app.base, &sim).await;
+    let (other_id, other) = app.key("acme", "read-write").await;
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            "/admin/v1/prices",
+            Some(
+                json!({"model": "gpt-4o", "deployment_type": "global_standard",
+                "currency": "USD", "input_per_million": "1000", "output_per_million": "1000"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // 0.05 USD: a call of a few dozen tokens at 0.001 a token fits once or twice, not ten times.
+    let (status, patched) = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/acme/keys/{other_id}"),
+            Some(json!({"limits": {"monthly_budget": "0.05"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["limits"]["monthly_budget"], "0.05");
+    let (status, error) = app
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/acme/keys/{other_id}"),
+            Some(json!({"limits": {"monthly_budget": 0.05}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    let chat = async |key: &str| {
+        app.http
+            .post(app.url("/openai/v1/chat/completions"))
+            .header("api-key", key)
+            .json(&json!({"model": "gpt-4o", "max_tokens": 5,
+                "messages": [{"role": "user", "content": "a short question"}]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut refused = None;
+    let mut left = Vec::new();
+    for _ in 0..10 {
+        let answer = chat(&other).await;
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(answer.json::<Value>().await.unwrap());
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::OK);
+        left.push(
+            answer.headers()["x-bulkhead-budget-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let refused = refused.expect("the key's budget ran out");
+    assert_eq!(refused["error"]["code"], "insufficient_quota", "{refused}");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("spending budget"));
+    assert!(!left.is_empty(), "at least one call fit");
+    // The other key of the same tenant has no budget of its own and no header.
+    let answer = chat(&key).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer
+        .headers()
+        .get("x-bulkhead-budget-remaining")
+        .is_none());
+}

@@ -300,6 +300,119 @@ async fn a_replica_killed_holding_a_slice_cannot_push_admissions_past_the_budget
     assert!(month_used_in_redis(&tenant).await.unwrap() <= K * per_call);
 }
 
+/// The cost of one call in micro-units at 1 per million input tokens and 2 per million
+/// output tokens (exact micro-units, so no rounding separates the budget from the ledger).
+async fn micros_of_one_call(http: &reqwest::Client, base: &str, key: &str, body: &Value) -> u64 {
+    let answer = chat(http, base, key, body).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let value: Value = answer.json().await.unwrap();
+    let usage = &value["usage"];
+    usage["prompt_tokens"].as_u64().unwrap() + 2 * usage["completion_tokens"].as_u64().unwrap()
+}
+
+fn decimal(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_redis_never_spend_past_a_currency_budget() {
+    let sim = sim().await;
+    let database = fresh_postgres_database().await;
+    let redis = format!("redis://{}", redis_address());
+    let replicas = replicas(&database, &redis, SLOW_MACHINE).await;
+    let http = reqwest::Client::new();
+    let (tenant, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
+    let (status, price) = admin_call(
+        &http,
+        &replicas[0].base,
+        Method::POST,
+        "/admin/v1/prices",
+        Some(
+            json!({"model": "gpt-4o", "deployment_type": "global_standard",
+            "currency": "EUR", "input_per_million": "1", "output_per_million": "2"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{price}");
+    let per_call = micros_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
+    const K: u64 = 37;
+    let budget = K * per_call;
+    set_limits(
+        &http,
+        &replicas[0].base,
+        json!({"monthly_budget": decimal(budget)}),
+    )
+    .await;
+    // A call whose output cap alone costs more than the budget is refused everywhere.
+    until_every_replica_enforces(&http, &replicas, &key, &body(budget)).await;
+
+    let calls = (0..200).map(|i| {
+        let http = http.clone();
+        let base = replicas[i % 3].base.clone();
+        let key = key.clone();
+        async move {
+            let answer = chat(&http, &base, &key, &body(5)).await;
+            let status = answer.status();
+            let left = answer
+                .headers()
+                .get("x-bulkhead-budget-remaining")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let value: Value = answer.json().await.unwrap_or(Value::Null);
+            (status, left, value)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let admitted = answers.iter().filter(|(s, _, _)| s.is_success()).count() as u64;
+    for (status, _, value) in answers.iter().filter(|(s, _, _)| !s.is_success()) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{value}");
+        assert_eq!(value["error"]["code"], "insufficient_quota", "{value}");
+    }
+    // The tenant reads what is left of its budget on every admitted call.
+    for (_, left, _) in answers.iter().filter(|(s, _, _)| s.is_success()) {
+        let left = left
+            .as_deref()
+            .expect("x-bulkhead-budget-remaining on an admitted call");
+        assert!(left.parse::<f64>().unwrap() < budget as f64 / 1e6, "{left}");
+    }
+    assert_eq!(
+        admitted, K,
+        "the budget holds exactly {K} calls of {per_call} micro-units"
+    );
+
+    // What the ledger recorded as spent: never above the budget, and at least the budget
+    // minus one call's estimate (here the estimate is the cost: the sim answers max_tokens).
+    let spent: i64 = eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        async || {
+            use sqlx::Connection;
+            let mut db = sqlx::PgConnection::connect(&database).await.unwrap();
+            let (calls, cost): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT count(*), CAST(sum(cost) AS bigint) FROM usage_events \
+                 WHERE tenant_id = $1 AND status = 200",
+            )
+            .bind(uuid::Uuid::parse_str(&tenant).unwrap())
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            match calls as u64 == K + 1 {
+                true => Ok(cost.unwrap_or(0)),
+                false => Err(format!("{calls} calls in the ledger")),
+            }
+        },
+    )
+    .await;
+    let spent_micros = (spent as u64 / 1_000_000) - per_call;
+    assert!(
+        spent_micros <= budget,
+        "{spent_micros} spent, budget {budget}"
+    );
+    assert!(
+        spent_micros + per_call > budget,
+        "{spent_micros} spent, budget {budget}"
+    );
+}
+
 #[tokio::test]
 async fn three_replicas_hold_a_per_minute_token_limit_within_its_refill() {
     let sim = sim().await;

@@ -23,6 +23,9 @@ use crate::state::AppState;
 
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+/// What is left of the caller's monthly spending budget (the smaller of the tenant's and the
+/// key's), in the price table's currency, after this call's estimate.
+const REMAINING_BUDGET: HeaderName = HeaderName::from_static("x-bulkhead-budget-remaining");
 
 /// A call that may go upstream.
 pub struct Admitted {
@@ -38,6 +41,8 @@ pub struct Admitted {
     pub admission: Option<quota::Admission>,
     /// What is left of the tenant's quota, for the response headers.
     pub remaining: Option<quota::Remaining>,
+    /// The call's estimated cost held against the spending budgets; settled to its cost.
+    pub spending: Option<quota::Admission>,
 }
 
 /// A refusal, already in Azure's error shape (boxed: a `Response` is large and refusals are
@@ -68,6 +73,29 @@ fn to_quota(limits: Limits) -> quota::Limits {
     }
 }
 
+/// The spending budgets of the call: the tenant's and the key's, each a scope of its own
+/// whose monthly counter holds micro-units of the price table's currency. The quota crate's
+/// monthly arithmetic (reservation, settlement, leases, exact across replicas) applies as is.
+fn spending_scopes(caller: &Caller) -> Vec<ScopeLimits> {
+    let tenant = &caller.tenant.tenant;
+    let budget = |micros: Option<tenant_registry::prices::Micros>| {
+        micros.map(|m| quota::Limits {
+            monthly_tokens: Some(m.0),
+            ..quota::Limits::default()
+        })
+    };
+    let mut scopes = Vec::new();
+    if let Some(limits) = budget(tenant.limits.monthly_budget) {
+        scopes.push(ScopeLimits::new(Scope::tenant_spending(tenant.id), limits));
+    }
+    if let Credential::ApiKey { id } = caller.credential {
+        if let Some(limits) = budget(caller.key_limits.monthly_budget) {
+            scopes.push(ScopeLimits::new(Scope::key_spending(tenant.id, id), limits));
+        }
+    }
+    scopes
+}
+
 fn counted_operation(operation: Operation) -> Option<token_count::Operation> {
     match operation {
         Operation::ChatCompletions => Some(token_count::Operation::ChatCompletions),
@@ -94,20 +122,24 @@ fn count_occurrences(haystack: &[u8], needle: &[u8]) -> usize {
     memchr::memmem::find_iter(haystack, needle).count()
 }
 
-/// Counts, checks and reserves. `model` is the model of the deployments the alias reaches.
+/// Counts, checks and reserves. `model` is the model of the deployments the alias reaches,
+/// `target` the deployments themselves (their prices, for a spending budget).
 pub async fn admit(
     state: &AppState,
     caller: &Caller,
     operation: Operation,
     model: &str,
+    target: &openai_router::Target,
     body: Bytes,
     facts: BodyFacts,
 ) -> Result<Admitted, Refused> {
     let scopes = scopes(caller);
+    let spending_scopes = spending_scopes(caller);
     let limits = state.tokens.limits(model);
-    let needs_tokens = scopes
-        .iter()
-        .any(|s| s.limits.tokens_per_minute.is_some() || s.limits.monthly_tokens.is_some());
+    let needs_tokens = !spending_scopes.is_empty()
+        || scopes
+            .iter()
+            .any(|s| s.limits.tokens_per_minute.is_some() || s.limits.monthly_tokens.is_some());
     let requested_output = facts.max_output.unwrap_or(0).saturating_mul(facts.choices);
     let (body, facts, estimate, prompt) = match counted_operation(operation) {
         Some(counted)
@@ -140,6 +172,12 @@ pub async fn admit(
             (body, facts, rough, prompt)
         }
     };
+    // The spending budget first: if the token quota then refuses, dropping this admission
+    // gives the whole estimate back (a spending scope counts no requests).
+    let spending = match spending_scopes.is_empty() {
+        true => None,
+        false => reserve_spending(state, &spending_scopes, target, prompt, estimate).await?,
+    };
     if scopes.is_empty() {
         return Ok(Admitted {
             body,
@@ -148,6 +186,7 @@ pub async fn admit(
             prompt,
             admission: None,
             remaining: None,
+            spending,
         });
     }
     match state.quota.reserve(&scopes, estimate).await {
@@ -160,9 +199,93 @@ pub async fn admit(
                 prompt,
                 admission: Some(admission),
                 remaining,
+                spending,
             })
         }
         Err(refusal) => Err(Box::new(refused(&refusal))),
+    }
+}
+
+/// Reserves the call's most expensive outcome (its prompt and every output token it may
+/// produce, at the highest price among the deployments it may reach) against the spending
+/// budgets. A call no price applies to is not held (it is recorded and counted as unpriced).
+async fn reserve_spending(
+    state: &AppState,
+    scopes: &[ScopeLimits],
+    target: &openai_router::Target,
+    prompt: u64,
+    estimate: u64,
+) -> Result<Option<quota::Admission>, Refused> {
+    let tokens = tenant_registry::prices::Tokens {
+        prompt,
+        cached: 0,
+        completion: estimate.saturating_sub(prompt),
+    };
+    let snapshot = state.registry.snapshot();
+    let members = target.members.iter().map(|m| m.key.as_str());
+    let Some(cost) = crate::cost::most_on(&snapshot.catalog, members, tokens, chrono::Utc::now())
+    else {
+        return Ok(None);
+    };
+    match state.quota.reserve(scopes, cost.micros_ceil()).await {
+        Ok(admission) => Ok(Some(admission)),
+        Err(refusal) => {
+            let error = match refusal {
+                Refusal::BudgetExhausted { .. } | Refusal::ExceedsLimit { .. } => {
+                    ApiError::SpendingExhausted
+                }
+                other => return Err(Box::new(refused(&other))),
+            };
+            let mut response = error.into_response();
+            if let Some(left) = refusal_left(&refusal) {
+                set_budget_remaining(response.headers_mut(), left);
+            }
+            Err(Box::new(response))
+        }
+    }
+}
+
+fn refusal_left(refusal: &Refusal) -> Option<u64> {
+    match refusal {
+        Refusal::BudgetExhausted {
+            remaining_budget, ..
+        } => Some(*remaining_budget),
+        _ => None,
+    }
+}
+
+/// `x-bulkhead-budget-remaining`: micro-units written as a decimal of the currency.
+pub fn set_budget_remaining(headers: &mut HeaderMap, micros: u64) {
+    let text = tenant_registry::prices::Micros(micros).to_string();
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        headers.insert(REMAINING_BUDGET, value);
+    }
+}
+
+/// What is left of the spending budgets after `spending`'s estimate, for the header.
+pub fn spending_left(spending: Option<&quota::Admission>) -> Option<u64> {
+    spending.and_then(quota::Admission::remaining_tokens)
+}
+
+/// Settles a spending admission to the call's cost, rounded up to the micro-unit (a budget
+/// never counts less than was spent). An unpriced outcome, or a call the caller hung up on
+/// before any usage came, keeps its estimate: Azure may well have spent it.
+pub fn settle_spending(
+    admission: quota::Admission,
+    priced: crate::cost::Priced,
+    usage: &openai_router::Usage,
+) {
+    let used = usage.prompt_tokens.saturating_add(usage.completion_tokens);
+    let actual = match priced {
+        crate::cost::Priced::Cost(_) if usage.status == 499 && used == 0 => admission.estimate(),
+        crate::cost::Priced::Cost(cost) => cost.micros_ceil(),
+        crate::cost::Priced::Unpriced => admission.estimate(),
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(admission.settle(actual));
+        }
+        Err(_) => drop(admission),
     }
 }
 

@@ -49,3 +49,17 @@ pub fn price_call(
         None => Priced::Unpriced,
     }
 }
+
+/// The most `tokens` can cost on any of `members` at `at`: what a spending budget reserves
+/// before the call (the member that serves it is not known yet). `None` when no member has a
+/// price: the call cannot be held to a budget (it is recorded as unpriced).
+pub fn most_on<'a>(
+    catalog: &Catalog,
+    members: impl Iterator<Item = &'a str>,
+    tokens: Tokens,
+    at: DateTime<Utc>,
+) -> Option<Cost> {
+    members
+        .filter_map(|m| price_call(catalog, Some(m), tokens, at).cost())
+        .max()
+}

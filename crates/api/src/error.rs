@@ -59,6 +59,10 @@ pub enum ApiError {
     },
     #[error("monthly token budget exhausted")]
     BudgetExhausted,
+    /// The monthly spending budget (the tenant's or the key's) cannot hold the call's
+    /// estimated cost.
+    #[error("monthly spending budget exhausted")]
+    SpendingExhausted,
     /// The search service answered nothing usable.
     #[error("the search service could not be reached")]
     SearchUnreachable,
@@ -118,7 +122,9 @@ impl ApiError {
             | Self::DocumentNotFound { .. }
             | Self::ResponseNotFound(_) => StatusCode::NOT_FOUND,
             Self::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
-            Self::RateLimited { .. } | Self::BudgetExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::BudgetExhausted | Self::SpendingExhausted => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::SearchUnreachable | Self::Upstream(_) | Self::UpstreamAuthRefused(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -148,7 +154,7 @@ impl ApiError {
             Self::ResponseNotFound(_) => "not_found",
             Self::BodyTimedOut => "RequestTimeout",
             Self::RateLimited { .. } => "429",
-            Self::BudgetExhausted => "insufficient_quota",
+            Self::BudgetExhausted | Self::SpendingExhausted => "insufficient_quota",
             Self::SearchUnreachable => "BadGateway",
             Self::SearchTimedOut => "GatewayTimeout",
             Self::Upstream(_) => "UpstreamError",
@@ -202,6 +208,11 @@ impl ApiError {
             ),
             Self::BudgetExhausted => "You exceeded your monthly token budget. It renews at the \
                 start of the next month (UTC); ask your administrator to raise it."
+                .into(),
+            Self::SpendingExhausted => "You exceeded your monthly spending budget: the cost of \
+                this request at its maximum output does not fit what is left. It renews at the \
+                start of the next month (UTC); a smaller max_tokens may fit, or ask your \
+                administrator to raise it."
                 .into(),
             Self::SearchUnreachable => "The search service could not be reached.".into(),
             Self::SearchTimedOut => "The search service did not answer in time.".into(),
@@ -721,6 +732,13 @@ mod tests {
             ),
             (
                 ApiError::BudgetExhausted,
+                429,
+                "insufficient_quota",
+                None,
+                None,
+            ),
+            (
+                ApiError::SpendingExhausted,
                 429,
                 "insufficient_quota",
                 None,

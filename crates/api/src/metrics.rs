@@ -342,6 +342,9 @@ mod tests {
             series("bulkhead_unpriced_calls_total", "tenant-2"),
             Some(1.0)
         );
-        assert_eq!(series("bulkhead_unpriced_calls_total", "tenant-1"), Some(0.0));
+        assert_eq!(
+            series("bulkhead_unpriced_calls_total", "tenant-1"),
+            Some(0.0)
+        );
     }
 }

@@ -252,13 +252,24 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
     let tenant = &flow.caller.tenant.tenant;
     let operation = flow.operation;
     let model = flow.model().to_owned();
-    let admitted = match admission::admit(state, &flow.caller, operation, &model, body, facts).await
+    let admitted = match admission::admit(
+        state,
+        &flow.caller,
+        operation,
+        &model,
+        &flow.target,
+        body,
+        facts,
+    )
+    .await
     {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
     let remaining = admitted.remaining;
+    let budget_left = admission::spending_left(admitted.spending.as_ref());
     let mut reservation = admitted.admission;
+    let mut spending = admitted.spending;
     let encoding = state.tokens.encoding(&model);
     let call = Call {
         operation,
@@ -293,6 +304,9 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
         );
         if let Some(reservation) = reservation.take() {
             admission::settle(reservation, &usage);
+        }
+        if let Some(spending) = spending.take() {
+            admission::settle_spending(spending, priced, &usage);
         }
         crate::metrics::call(
             record.operation,
@@ -344,6 +358,9 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
     };
     response.headers_mut().extend(answer.headers);
     admission::set_remaining(response.headers_mut(), remaining);
+    if let Some(left) = budget_left {
+        admission::set_budget_remaining(response.headers_mut(), left);
+    }
     if operation == Operation::Responses {
         // Internal: tells the response-id rewriting which member holds the state.
         if let Some(member) = answer

@@ -9,6 +9,12 @@ use std::sync::Arc;
 /// which is unlimited in practice.
 pub const MAX_LIMIT: u64 = 100_000_000_000;
 
+/// The largest monthly budget kept exact: monthly counters are plain integers in Redis (no
+/// 1/60000 scaling), exact in a Lua double up to 2^53; a quarter of that leaves room for
+/// the estimates added to them. Spending budgets count micro-units of a currency, so this
+/// is over two billion units a month.
+pub const MAX_MONTHLY: u64 = 1 << 51;
+
 /// Who a limit belongs to. The name is part of the Redis key, so two scopes with the same
 /// name share one set of counters on every replica.
 ///
@@ -29,6 +35,17 @@ impl Scope {
     /// tenant's (hence the tenant's hash tag).
     pub fn api_key(tenant: impl fmt::Display, key: impl fmt::Display) -> Self {
         Self(format!("k:{{{tenant}}}:{key}").into())
+    }
+
+    /// The scope of a tenant's monthly spending budget (`b:{<tenant>}`), counted in
+    /// micro-units of the price table's currency with the same monthly arithmetic.
+    pub fn tenant_spending(id: impl fmt::Display) -> Self {
+        Self(format!("b:{{{id}}}").into())
+    }
+
+    /// The scope of one API key's spending budget (`c:{<tenant>}:<key>`).
+    pub fn key_spending(tenant: impl fmt::Display, key: impl fmt::Display) -> Self {
+        Self(format!("c:{{{tenant}}}:{key}").into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -76,7 +93,7 @@ impl Limits {
         Self {
             tokens_per_minute: self.tokens_per_minute.map(clamp),
             requests_per_minute: self.requests_per_minute.map(clamp),
-            monthly_tokens: self.monthly_tokens.map(clamp),
+            monthly_tokens: self.monthly_tokens.map(|v| v.min(MAX_MONTHLY)),
         }
     }
 }

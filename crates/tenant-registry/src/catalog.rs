@@ -42,16 +42,18 @@ fn unsigned(what: &str, value: Option<i64>) -> Result<Option<u64>> {
         .transpose()
 }
 
-/// Limits read from their three columns (a tenant's or a key's).
+/// Limits read from their four columns (a tenant's or a key's).
 pub(crate) fn limits(
     tokens_per_minute: Option<i64>,
     requests_per_minute: Option<i64>,
     monthly_tokens: Option<i64>,
+    monthly_budget: Option<i64>,
 ) -> Result<Limits> {
     Ok(Limits {
         tokens_per_minute: unsigned("tokens per minute", tokens_per_minute)?,
         requests_per_minute: unsigned("requests per minute", requests_per_minute)?,
         monthly_tokens: unsigned("monthly tokens", monthly_tokens)?,
+        monthly_budget: unsigned("monthly budget", monthly_budget)?.map(Micros),
     })
 }
 
@@ -346,6 +348,7 @@ impl Catalog {
                 row.tokens_per_minute,
                 row.requests_per_minute,
                 row.monthly_tokens,
+                row.monthly_budget,
             )?,
             context_overflow: ContextOverflow::from_db(&row.context_overflow).ok_or_else(|| {
                 RegistryError::Corrupt(format!("context overflow {}", row.context_overflow))

@@ -187,6 +187,10 @@ pub struct Limits {
     pub requests_per_minute: Option<u64>,
     #[serde(default)]
     pub monthly_tokens: Option<u64>,
+    /// Spending a month, in the price table's currency (a decimal string): calls are
+    /// reserved at their estimate priced at the output cap, settled to their cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_budget: Option<crate::prices::Micros>,
 }
 
 /// A change to some of a tenant's or a key's limits: a field absent keeps its value, `null`
@@ -200,6 +204,8 @@ pub struct LimitsPatch {
     pub requests_per_minute: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     pub monthly_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub monthly_budget: Option<Option<crate::prices::Micros>>,
 }
 
 impl LimitsPatch {
@@ -212,6 +218,9 @@ impl LimitsPatch {
         }
         if let Some(v) = self.monthly_tokens {
             limits.monthly_tokens = v;
+        }
+        if let Some(v) = self.monthly_budget {
+            limits.monthly_budget = v;
         }
     }
 }

@@ -971,6 +971,7 @@ impl Registry {
                 new.limits.requests_per_minute,
             )?,
             monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
+            monthly_budget: budget(new.limits.monthly_budget),
             context_overflow: new.context_overflow.as_str().to_owned(),
             created_at: now,
             updated_at: now,
@@ -1088,6 +1089,7 @@ impl Registry {
             record.row.requests_per_minute =
                 opt_i64("limits.requests_per_minute", merged.requests_per_minute)?;
             record.row.monthly_tokens = opt_i64("limits.monthly_tokens", merged.monthly_tokens)?;
+            record.row.monthly_budget = budget(merged.monthly_budget);
         }
         if let Some(policy) = patch.context_overflow {
             record.row.context_overflow = policy.as_str().to_owned();
@@ -1345,6 +1347,7 @@ impl Registry {
                 limits.requests_per_minute,
             )?,
             monthly_tokens: patch_i64("limits.monthly_tokens", limits.monthly_tokens)?,
+            monthly_budget: limits.monthly_budget.map(budget),
         };
         let row = self
             .store
@@ -1370,6 +1373,7 @@ fn key_view(row: &KeyRow, slug: &str) -> Result<ApiKey> {
             row.tokens_per_minute,
             row.requests_per_minute,
             row.monthly_tokens,
+            row.monthly_budget,
         )?,
         created_at: row.created_at,
     })
@@ -1608,6 +1612,11 @@ fn opt_i64(field: &str, value: Option<u64>) -> Result<Option<i64>> {
     value.map(|v| to_i64(field, v)).transpose()
 }
 
+/// A budget's column (micro-units never exceed [`crate::prices::MAX_MICROS`], far inside an i64).
+fn budget(value: Option<Micros>) -> Option<i64> {
+    value.map(|m| i64::try_from(m.0).unwrap_or(i64::MAX))
+}
+
 fn patch_i64(field: &str, value: Option<Option<u64>>) -> Result<Option<Option<i64>>> {
     value.map(|v| opt_i64(field, v)).transpose()
 }
@@ -1738,6 +1747,7 @@ fn key_row(tenant_id: Uuid, new: &NewApiKey) -> Result<(KeyRow, SecretString)> {
         tokens_per_minute: opt_i64("limits.tokens_per_minute", new.limits.tokens_per_minute)?,
         requests_per_minute: opt_i64("limits.requests_per_minute", new.limits.requests_per_minute)?,
         monthly_tokens: opt_i64("limits.monthly_tokens", new.limits.monthly_tokens)?,
+        monthly_budget: budget(new.limits.monthly_budget),
     };
     Ok((row, secret))
 }

@@ -262,6 +262,7 @@ fn key_entry(row: &KeyRow) -> Option<(KeyHash, KeyEntry)> {
         row.tokens_per_minute,
         row.requests_per_minute,
         row.monthly_tokens,
+        row.monthly_budget,
     )
     .ok()?;
     Some((

@@ -128,6 +128,8 @@ pub struct TenantRow {
     pub requests_per_minute: Option<i64>,
     pub monthly_tokens: Option<i64>,
     pub context_overflow: String,
+    /// Micro-units of the price table's currency.
+    pub monthly_budget: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// A search move in progress (JSON of [`crate::model::SearchMove`]).
@@ -156,6 +158,8 @@ pub struct KeyRow {
     pub tokens_per_minute: Option<i64>,
     pub requests_per_minute: Option<i64>,
     pub monthly_tokens: Option<i64>,
+    /// Micro-units of the price table's currency.
+    pub monthly_budget: Option<i64>,
 }
 
 /// A change to a key's limit columns: `None` keeps a column, `Some(value)` writes `value`
@@ -165,6 +169,7 @@ pub struct KeyLimitsChange {
     pub tokens_per_minute: Option<Option<i64>>,
     pub requests_per_minute: Option<Option<i64>>,
     pub monthly_tokens: Option<Option<i64>>,
+    pub monthly_budget: Option<Option<i64>>,
 }
 
 /// A row holding a sealed credential.
@@ -355,8 +360,8 @@ fn filter_sql(filter: &TenantFilter) -> (String, Vec<String>) {
 
 const INSERT_KEY: &str = "INSERT INTO api_keys \
      (id, tenant_id, name, scope, hash, hint, expires_at, revoked_at, created_at, \
-     tokens_per_minute, requests_per_minute, monthly_tokens) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     tokens_per_minute, requests_per_minute, monthly_tokens, monthly_budget) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// Binds every value of `$values` in turn, on either backend.
 macro_rules! bind_each {
@@ -386,6 +391,7 @@ macro_rules! bind_key {
             .bind(row.tokens_per_minute)
             .bind(row.requests_per_minute)
             .bind(row.monthly_tokens)
+            .bind(row.monthly_budget)
     }};
 }
 
@@ -493,7 +499,7 @@ macro_rules! catalog_in {
 const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_isolation, \
     openai_endpoint, openai_region, openai_credential, search_isolation, search_service_id, \
     tokens_per_minute, requests_per_minute, monthly_tokens, context_overflow, created_at, \
-    updated_at, search_move";
+    updated_at, search_move, monthly_budget";
 
 /// Ids bound in one `IN (...)` list (well under SQLite's 32,766 parameters).
 const BY_ID_CHUNK: usize = 500;
@@ -1044,7 +1050,8 @@ impl Store for SqlStore {
             let mut tx = pool.begin().await?;
             sqlx::query(&format!(
                 "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                 $19)"
             ))
             .bind(row.id)
             .bind(&row.slug)
@@ -1064,6 +1071,7 @@ impl Store for SqlStore {
             .bind(row.created_at)
             .bind(row.updated_at)
             .bind(&row.search_move)
+            .bind(row.monthly_budget)
             .execute(&mut *tx)
             .await
             .map_err(on_constraint(|| {
@@ -1118,7 +1126,8 @@ impl Store for SqlStore {
                  openai_isolation = $5, openai_endpoint = $6, openai_region = $7, \
                  openai_credential = $8, search_isolation = $9, search_service_id = $10, \
                  tokens_per_minute = $11, requests_per_minute = $12, monthly_tokens = $13, \
-                 context_overflow = $14, updated_at = $15, search_move = $16 WHERE id = $1",
+                 context_overflow = $14, updated_at = $15, search_move = $16, \
+                 monthly_budget = $17 WHERE id = $1",
             )
             .bind(row.id)
             .bind(&row.display_name)
@@ -1136,6 +1145,7 @@ impl Store for SqlStore {
             .bind(&row.context_overflow)
             .bind(row.updated_at)
             .bind(&row.search_move)
+            .bind(row.monthly_budget)
             .execute(&mut *tx)
             .await
             .map_err(on_constraint(|| {
@@ -1333,7 +1343,8 @@ impl Store for SqlStore {
                 "UPDATE api_keys SET \
                  tokens_per_minute = CASE WHEN $3 THEN $4 ELSE tokens_per_minute END, \
                  requests_per_minute = CASE WHEN $5 THEN $6 ELSE requests_per_minute END, \
-                 monthly_tokens = CASE WHEN $7 THEN $8 ELSE monthly_tokens END \
+                 monthly_tokens = CASE WHEN $7 THEN $8 ELSE monthly_tokens END, \
+                 monthly_budget = CASE WHEN $9 THEN $10 ELSE monthly_budget END \
                  WHERE tenant_id = $1 AND id = $2 RETURNING *",
             )
             .bind(tenant_id)
@@ -1344,6 +1355,8 @@ impl Store for SqlStore {
             .bind(change.requests_per_minute.flatten())
             .bind(change.monthly_tokens.is_some())
             .bind(change.monthly_tokens.flatten())
+            .bind(change.monthly_budget.is_some())
+            .bind(change.monthly_budget.flatten())
             .fetch_optional(pool)
             .await?)
         })

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tenant_registry::prices::Micros;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
@@ -499,7 +500,8 @@ mod scenarios {
             .create_key(
                 "acme",
                 from(json!({"name": "batch", "limits":
-                    {"tokens_per_minute": 100, "requests_per_minute": 0, "monthly_tokens": null}})),
+                    {"tokens_per_minute": 100, "requests_per_minute": 0, "monthly_tokens": null,
+                     "monthly_budget": "12.5"}})),
             )
             .await
             .unwrap();
@@ -507,6 +509,7 @@ mod scenarios {
             tokens_per_minute: Some(100),
             requests_per_minute: Some(0),
             monthly_tokens: None,
+            monthly_budget: Some(Micros(12_500_000)),
         };
         assert_eq!(key.limits, expected);
         assert_eq!(
@@ -556,13 +559,16 @@ mod scenarios {
             .await
             .unwrap();
         let id = key.id.to_string();
-        let patch: ApiKeyPatch =
-            from(json!({"limits": {"tokens_per_minute": null, "monthly_tokens": 7000}}));
+        let patch: ApiKeyPatch = from(
+            json!({"limits": {"tokens_per_minute": null, "monthly_tokens": 7000,
+                "monthly_budget": "0.000001"}}),
+        );
         let changed = r.update_key("acme", &id, patch).await.unwrap();
         let expected = Limits {
             tokens_per_minute: None,
             requests_per_minute: Some(10),
             monthly_tokens: Some(7000),
+            monthly_budget: Some(Micros(1)),
         };
         assert_eq!(changed.limits, expected);
         assert_eq!(
