@@ -20,7 +20,8 @@ async fn sim() -> SimHandle {
             ResourceConfig::new("aoai-c", "eastus", "key-of-aoai-c")
                 .with_deployment(DeploymentConfig::new("gpt-4o", "gpt-4o"))
                 .with_deployment(DeploymentConfig::new("embed", "text-embedding-3-small"))
-                .with_deployment(DeploymentConfig::new("mini", "gpt-4o-mini")),
+                .with_deployment(DeploymentConfig::new("mini", "gpt-4o-mini"))
+                .with_deployment(DeploymentConfig::new("ptu", "gpt-4o")),
         ),
     )
     .await
@@ -478,4 +479,120 @@ async fn a_key_spends_within_its_own_budget_and_its_tenant_sees_what_is_left() {
         .headers()
         .get("x-bulkhead-budget-remaining")
         .is_none());
+}
+
+#[tokio::test]
+async fn a_provisioned_deployment_s_month_is_shared_by_token_share() {
+    let sim = sim().await;
+    let gateway = GatewayProcess::start(&[("BULKHEAD_LOG", "warn")]).await;
+    let http = reqwest::Client::new();
+    let base = gateway.base.as_str();
+    let acme = set_up(&http, base, &sim).await;
+    admin_posts(
+        &http,
+        base,
+        vec![
+            (
+                "/admin/v1/openai/deployments",
+                json!({"resource": "aoai-c", "name": "ptu", "model": "gpt-4o",
+                    "kind": "provisioned", "capacity_tpm": 100_000}),
+            ),
+            (
+                "/admin/v1/openai/pools",
+                json!({"alias": "ptu", "members": [{"deployment": "aoai-c/ptu"}]}),
+            ),
+            (
+                "/admin/v1/tenants",
+                json!({"slug": "beta", "display_name": "Beta", "openai": {"isolation": "shared"}}),
+            ),
+            (
+                "/admin/v1/prices",
+                json!({"model": "gpt-4o", "deployment_type": "provisioned", "currency": "USD",
+                    "input_per_million": "0", "monthly_cost": "3000"}),
+            ),
+        ],
+    )
+    .await;
+    let (_, beta) = admin_call(
+        &http,
+        base,
+        Method::POST,
+        "/admin/v1/tenants/beta/keys",
+        Some(json!({"name": "k"})),
+    )
+    .await;
+    let beta = beta["key"].as_str().unwrap().to_owned();
+    for (key, calls) in [(&acme, 3), (&beta, 1)] {
+        for _ in 0..calls {
+            let answer = http
+                .post(format!("{base}/openai/v1/chat/completions"))
+                .header("api-key", key)
+                .json(&json!({"model": "ptu", "max_tokens": 4,
+                    "messages": [{"role": "user", "content": "share the bill"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+        }
+    }
+    let report = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        async || {
+            let (status, report) =
+                admin_call(&http, base, Method::GET, "/admin/v1/chargeback", None).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            match report["deployments"][0]["tenants"].as_array().map(Vec::len) {
+                Some(2) => Ok(report),
+                _ => Err(report.to_string()),
+            }
+        },
+    )
+    .await;
+    let deployment = &report["deployments"][0];
+    assert_eq!(deployment["deployment"], "aoai-c/ptu", "{report}");
+    assert_eq!(report["currency"], "USD");
+    let micros = |v: &Value| {
+        let text = v.as_str().unwrap();
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        whole.parse::<u64>().unwrap() * 1_000_000
+            + format!("{fraction:0<6}").parse::<u64>().unwrap()
+    };
+    // In force from now: the month's cost is prorated to the part of the month left.
+    let cost = micros(&deployment["cost"]);
+    assert!(cost > 0 && cost <= 3_000_000_000, "{report}");
+    let total = deployment["tokens"].as_u64().unwrap();
+    let mut allocated = 0;
+    for tenant in deployment["tenants"].as_array().unwrap() {
+        let tokens = tenant["tokens"].as_u64().unwrap();
+        let share = micros(&tenant["share"]);
+        assert_eq!(
+            share as u128,
+            cost as u128 * tokens as u128 / total as u128,
+            "{report}"
+        );
+        allocated += share;
+    }
+    assert_eq!(allocated + micros(&deployment["unallocated"]), cost);
+    let tokens_of = |slug: &str| {
+        deployment["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant"] == slug)
+            .map(|t| t["tokens"].as_u64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(tokens_of("acme"), 3 * tokens_of("beta"), "{report}");
+
+    let (status, error) = admin_call(
+        &http,
+        base,
+        Method::GET,
+        "/admin/v1/chargeback?month=2026-13",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["field"], "month");
 }

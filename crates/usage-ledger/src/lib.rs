@@ -79,5 +79,6 @@ pub use event::{UsageEvent, UsageKind};
 pub use ledger::Ledger;
 pub use metrics::LedgerMetrics;
 pub use store::{
-    Granularity, GroupBy, LedgerStore, MinuteTotal, TenantTotal, UsageRow, WriteOutcome,
+    Granularity, GroupBy, LedgerStore, MemberTokens, MinuteTotal, TenantTotal, UsageRow,
+    WriteOutcome,
 };

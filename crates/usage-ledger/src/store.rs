@@ -205,6 +205,15 @@ pub struct TenantTotal {
     pub errors: i64,
 }
 
+/// A tenant's tokens on one deployment ([`LedgerStore::member_tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MemberTokens {
+    pub tenant_id: Uuid,
+    /// `resource/deployment`.
+    pub member: String,
+    pub tokens: i64,
+}
+
 /// The fleet's calls in one UTC minute ([`LedgerStore::recent_minutes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct MinuteTotal {
@@ -430,6 +439,42 @@ impl LedgerStore {
                 }
                 query.push(") GROUP BY tenant_id");
                 let rows: Vec<TenantTotal> = query.build_query_as().fetch_all(pool).await?;
+                out.extend(rows);
+            }
+            Ok::<_, LedgerError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Tokens per tenant on each of `members` (`resource/deployment`) over `[from, to)`, from
+    /// the events (the rollups name deployments without their resource): what a provisioned
+    /// deployment's monthly cost is shared by. Reads the `finished_at` index; an admin report.
+    pub async fn member_tokens(
+        &self,
+        members: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MemberTokens>, LedgerError> {
+        let mut out = Vec::new();
+        on_pool!(self, |pool| {
+            for chunk in members.chunks(ROWS_PER_STATEMENT) {
+                let mut query = builder(
+                    pool,
+                    "SELECT tenant_id, member, \
+                     CAST(SUM(prompt_tokens + completion_tokens) AS bigint) AS tokens \
+                     FROM usage_events WHERE finished_at >= ",
+                );
+                query
+                    .push_bind(to_micros(from))
+                    .push(" AND finished_at < ")
+                    .push_bind(to_micros(to))
+                    .push(" AND member IN (");
+                let mut names = query.separated(", ");
+                for member in chunk {
+                    names.push_bind(member.as_str());
+                }
+                query.push(") GROUP BY tenant_id, member ORDER BY member, tenant_id");
+                let rows: Vec<MemberTokens> = query.build_query_as().fetch_all(pool).await?;
                 out.extend(rows);
             }
             Ok::<_, LedgerError>(())

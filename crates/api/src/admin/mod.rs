@@ -120,6 +120,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/admin/v1/prices", post(create_price).get(prices))
         .route("/admin/v1/prices/{id}", delete(delete_price))
+        .route("/admin/v1/chargeback", get(crate::chargeback::chargeback))
         .route("/admin/v1/master-key:reseal", post(reseal))
         .route("/admin/v1/operations", get(operations::list))
         .route(
