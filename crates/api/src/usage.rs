@@ -132,6 +132,7 @@ fn row_json(row: &UsageRow) -> Value {
         "total_tokens": row.total_tokens,
         "documents": row.documents,
         "errors": row.errors,
+        "cache_hits": row.cache_hits,
     })
 }
 

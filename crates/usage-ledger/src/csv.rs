@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 
 use crate::{GroupBy, UsageRow};
 
-const COUNTS: [&str; 7] = [
+const COUNTS: [&str; 8] = [
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -16,6 +16,7 @@ const COUNTS: [&str; 7] = [
     "total_tokens",
     "documents",
     "errors",
+    "cache_hits",
 ];
 
 /// Renders `rows` (from a query grouped by `group_by`) with a header row. Columns:
@@ -47,6 +48,7 @@ pub fn usage_csv(rows: &[UsageRow], group_by: GroupBy) -> String {
                 row.total_tokens,
                 row.documents,
                 row.errors,
+                row.cache_hits,
             ]
             .map(|n| n.to_string()),
         );

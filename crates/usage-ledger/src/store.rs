@@ -25,11 +25,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT_EVENTS: &str = "INSERT INTO usage_events (id, tenant_id, key_id, kind, alias, \
     operation, member, deployment, region, prompt_tokens, completion_tokens, cached_tokens, \
-    documents, status, latency_ms, streamed, cut, finished_at) ";
+    documents, status, latency_ms, streamed, cut, cache_hit, finished_at) ";
 
 const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (tenant_id, hour, kind, alias, \
     deployment, key_id, requests, prompt_tokens, completion_tokens, cached_tokens, documents, \
-    errors) ";
+    errors, cache_hits) ";
 
 const ADD_TO_HOURLY: &str = " ON CONFLICT (tenant_id, hour, kind, alias, deployment, key_id) \
     DO UPDATE SET requests = usage_hourly.requests + excluded.requests, \
@@ -37,7 +37,8 @@ const ADD_TO_HOURLY: &str = " ON CONFLICT (tenant_id, hour, kind, alias, deploym
     completion_tokens = usage_hourly.completion_tokens + excluded.completion_tokens, \
     cached_tokens = usage_hourly.cached_tokens + excluded.cached_tokens, \
     documents = usage_hourly.documents + excluded.documents, \
-    errors = usage_hourly.errors + excluded.errors";
+    errors = usage_hourly.errors + excluded.errors, \
+    cache_hits = usage_hourly.cache_hits + excluded.cache_hits";
 
 /// One usage query per grouping: `$group_columns` name the group, `$group_by` extends the
 /// GROUP BY. Static strings (the grouping is an enum), so only values are bound.
@@ -51,7 +52,8 @@ macro_rules! usage_sql {
              CAST(SUM(completion_tokens) AS bigint) AS completion_tokens, \
              CAST(SUM(cached_tokens) AS bigint) AS cached_tokens, \
              CAST(SUM(documents) AS bigint) AS documents, \
-             CAST(SUM(errors) AS bigint) AS errors \
+             CAST(SUM(errors) AS bigint) AS errors, \
+             CAST(SUM(cache_hits) AS bigint) AS cache_hits \
              FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
              GROUP BY hour",
             $group_by,
@@ -157,6 +159,8 @@ pub struct UsageRow {
     pub documents: u64,
     /// Calls that finished with a status of 400 or more.
     pub errors: u64,
+    /// Calls answered from the response cache (a part of `requests`; no tokens).
+    pub cache_hits: u64,
 }
 
 #[derive(Debug, FromRow)]
@@ -171,6 +175,7 @@ struct HourRow {
     cached_tokens: i64,
     documents: i64,
     errors: i64,
+    cache_hits: i64,
 }
 
 /// A rollup row's key. Ordered so a batch upserts rows in one global order, which keeps two
@@ -213,6 +218,7 @@ struct Sums {
     cached_tokens: i64,
     documents: i64,
     errors: i64,
+    cache_hits: i64,
 }
 
 impl LedgerStore {
@@ -307,6 +313,7 @@ impl LedgerStore {
                         .push_bind(clamp(e.latency_ms))
                         .push_bind(e.streamed)
                         .push_bind(e.cut)
+                        .push_bind(e.cache_hit)
                         .push_bind(to_micros(e.finished_at));
                 });
                 insert.push(" ON CONFLICT (id) DO NOTHING");
@@ -335,7 +342,8 @@ impl LedgerStore {
                         .push_bind(sums.completion_tokens)
                         .push_bind(sums.cached_tokens)
                         .push_bind(sums.documents)
-                        .push_bind(sums.errors);
+                        .push_bind(sums.errors)
+                        .push_bind(sums.cache_hits);
                 });
                 upsert.push(ADD_TO_HOURLY);
                 upsert.build().execute(&mut *tx).await?;
@@ -480,6 +488,7 @@ fn rollups<'a>(events: impl Iterator<Item = &'a UsageEvent>) -> Vec<(RollupKey<'
         sums.cached_tokens = sums.cached_tokens.saturating_add(clamp(e.cached_tokens));
         sums.documents = sums.documents.saturating_add(clamp(e.documents));
         sums.errors = sums.errors.saturating_add(i64::from(e.is_error()));
+        sums.cache_hits = sums.cache_hits.saturating_add(i64::from(e.cache_hit));
     }
     rows.into_iter().collect()
 }
@@ -512,6 +521,7 @@ fn fold(hours: Vec<HourRow>, granularity: Granularity, group_by: GroupBy) -> Vec
                 total_tokens: 0,
                 documents: 0,
                 errors: 0,
+                cache_hits: 0,
             });
         let add = |total: &mut u64, value: i64| {
             *total = total.saturating_add(u64::try_from(value).unwrap_or(0));
@@ -524,6 +534,7 @@ fn fold(hours: Vec<HourRow>, granularity: Granularity, group_by: GroupBy) -> Vec
         add(&mut row.total_tokens, h.completion_tokens);
         add(&mut row.documents, h.documents);
         add(&mut row.errors, h.errors);
+        add(&mut row.cache_hits, h.cache_hits);
     }
     periods.into_values().collect()
 }
@@ -615,6 +626,7 @@ mod tests {
         other_hour.finished_at = at("2024-03-10T14:00:00Z");
         let mut search = UsageEvent::search(tenant, "docs", "search", a.finished_at);
         search.documents = 7;
+        b.cache_hit = true;
         let events = [a, b, other_hour, search];
         let rows = rollups(events.iter());
         assert_eq!(rows.len(), 3);
@@ -624,6 +636,7 @@ mod tests {
             (at("2024-03-10T13:00:00Z"), UsageKind::OpenAi, key, "d1")
         );
         assert_eq!((sums.requests, sums.prompt_tokens, sums.errors), (2, 20, 1));
+        assert_eq!(sums.cache_hits, 1);
         let (search_key, search_sums) = &rows[1];
         assert_eq!(
             (search_key.kind, search_key.deployment, search_key.key_id),
