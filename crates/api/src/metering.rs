@@ -18,6 +18,8 @@ pub struct UsageRecord {
     pub alias: String,
     pub operation: &'static str,
     pub usage: openai_router::Usage,
+    /// Answered from the response cache (Azure not called; the usage is all zeros).
+    pub cache_hit: bool,
     pub at: DateTime<Utc>,
 }
 
@@ -78,6 +80,7 @@ impl UsageSink for LogSink {
             latency_ms = r.usage.latency.as_secs_f64() * 1000.0,
             streamed = r.usage.streamed,
             cut = r.usage.cut,
+            cache_hit = r.cache_hit,
             attempts = r.usage.attempts,
             "usage"
         );
@@ -103,6 +106,7 @@ impl UsageSink for LedgerSink {
         event.latency_ms = u64::try_from(r.usage.latency.as_millis()).unwrap_or(u64::MAX);
         event.streamed = r.usage.streamed;
         event.cut = r.usage.cut;
+        event.cache_hit = r.cache_hit;
         self.0.record(event);
     }
 
