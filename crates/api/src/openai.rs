@@ -132,6 +132,10 @@ fn operation_of(uri: &axum::http::Uri) -> Operation {
 }
 
 /// `POST /openai/deployments/{alias}/chat/completions|completions|embeddings?api-version=`
+#[expect(
+    clippy::too_many_arguments,
+    reason = "an axum handler: one argument per extractor"
+)]
 pub async fn deployment_call(
     State(state): State<AppState>,
     caller: Caller,
