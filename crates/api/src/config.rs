@@ -572,6 +572,7 @@ impl QuotaConfig {
 pub struct CacheConfig {
     /// Prefix of the cache's Redis keys (no `{` or `}`: the tenant is the hash tag).
     #[arg(
+        id = "cache_key_prefix",
         long = "cache-key-prefix",
         env = "BULKHEAD_CACHE_KEY_PREFIX",
         default_value = "bulkhead:cache:"
@@ -580,6 +581,7 @@ pub struct CacheConfig {
 
     /// The longest a cache lookup or store waits for Redis (then: a miss, or not stored).
     #[arg(
+        id = "cache_timeout_ms",
         long = "cache-timeout-ms",
         env = "BULKHEAD_CACHE_TIMEOUT_MS",
         default_value_t = 50
@@ -588,6 +590,7 @@ pub struct CacheConfig {
 
     /// Bytes of cached answers each replica keeps in memory.
     #[arg(
+        id = "cache_local_max_bytes",
         long = "cache-local-max-bytes",
         env = "BULKHEAD_CACHE_LOCAL_MAX_BYTES",
         default_value_t = 64 * 1024 * 1024
@@ -597,6 +600,7 @@ pub struct CacheConfig {
     /// How long a replica keeps its copy of an answer read from Redis: the longest another
     /// replica's newer answer (a `no-cache` refresh) may go unseen here.
     #[arg(
+        id = "cache_local_ttl_ms",
         long = "cache-local-ttl-ms",
         env = "BULKHEAD_CACHE_LOCAL_TTL_MS",
         default_value_t = 2000
@@ -605,6 +609,7 @@ pub struct CacheConfig {
 
     /// The largest answer stored (a larger one is answered, not kept).
     #[arg(
+        id = "cache_max_entry_bytes",
         long = "cache-max-entry-bytes",
         env = "BULKHEAD_CACHE_MAX_ENTRY_BYTES",
         default_value_t = 4 * 1024 * 1024
@@ -757,5 +762,18 @@ impl Config {
             worker_threads: None,
             migrate_only: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks its own rules (every argument id unique across the flattened sections,
+    /// ...) only when the command is built: a section whose field shares another's name
+    /// would make the binary panic at start.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <Config as clap::CommandFactory>::command().debug_assert();
     }
 }
