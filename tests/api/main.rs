@@ -9,6 +9,7 @@
 mod admin;
 mod auth;
 mod bodies;
+mod cache;
 mod connections;
 mod console;
 mod costs;

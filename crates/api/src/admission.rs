@@ -289,6 +289,35 @@ pub fn settle_spending(
     }
 }
 
+/// Admission of a call answered from the response cache: one request against the tenant's
+/// and the key's `requests_per_minute` (a hit is still a request; the limit bounds how fast
+/// a tenant may call, whatever answers), no tokens reserved or charged (none are spent). The
+/// reservation is settled at once, to zero tokens. A token bucket in debt (a call that used
+/// more than it reserved) holds hits back too, until it refills: the quota decides per call,
+/// not per dimension.
+pub async fn admit_cache_hit(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Option<quota::Remaining>, Refused> {
+    let scopes = scopes(caller);
+    if scopes.is_empty() {
+        return Ok(None);
+    }
+    match state.quota.reserve(&scopes, 0).await {
+        Ok(admission) => {
+            let remaining = admission.remaining();
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(admission.settle(0));
+                }
+                Err(_) => drop(admission),
+            }
+            Ok(Some(remaining))
+        }
+        Err(refusal) => Err(Box::new(refused(&refusal))),
+    }
+}
+
 /// The prompt count (exact up to the context window), the context window check (or
 /// truncation), and the estimate. Runs where [`crate::counting`] puts it.
 fn count_and_fit(

@@ -45,6 +45,11 @@
 //! | `BULKHEAD_QUOTA_LEASE_CALLS` | calls' worth of each limited scope a replica may hold, decided without Redis (default 8; 0: ask Redis for every call) |
 //! | `BULKHEAD_QUOTA_LEASE_IDLE_MS` | a slice unused this long goes back to Redis (default 1000) |
 //! | `BULKHEAD_QUOTA_RECALL_WAIT_MS` | how long a call refused while other replicas hold slices waits for them to come back (default 100) |
+//! | `BULKHEAD_CACHE_KEY_PREFIX` | prefix of the response cache's Redis keys (default `bulkhead:cache:`; the cache shares `REDIS_URL`) |
+//! | `BULKHEAD_CACHE_TIMEOUT_MS` | the longest a cache lookup or store waits for Redis before it is a miss (default 50) |
+//! | `BULKHEAD_CACHE_LOCAL_MAX_BYTES` | bytes of cached answers each replica keeps in memory (default 64 MiB; 0: none, with Redis) |
+//! | `BULKHEAD_CACHE_LOCAL_TTL_MS` | how long a replica keeps its copy of an answer read from Redis (default 2000) |
+//! | `BULKHEAD_CACHE_MAX_ENTRY_BYTES` | the largest answer the cache stores (default 4 MiB) |
 //! | `BULKHEAD_TOKENIZER_MAP` | model to encoding overrides, e.g. `my-model=cl100k_base,ft-*=o200k_base` |
 //! | `BULKHEAD_MODEL_LIMITS` | context window / output cap overrides, e.g. `my-model=32000/4096` |
 //! | `BULKHEAD_TOKENIZE_MAX_BYTES` | the most text one request may have tokenized (default 8 MiB; 400 beyond) |
@@ -214,6 +219,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub quota: QuotaConfig,
+
+    #[command(flatten)]
+    pub cache: CacheConfig,
 
     #[command(flatten)]
     pub identity: IdentityConfig,
@@ -557,6 +565,83 @@ impl QuotaConfig {
     }
 }
 
+/// The response cache's settings (which tenants use it is theirs, in the registry). It uses
+/// the quota's `REDIS_URL` (and cluster flag) under a prefix of its own; without Redis each
+/// replica caches in its own memory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheConfig {
+    /// Prefix of the cache's Redis keys (no `{` or `}`: the tenant is the hash tag).
+    #[arg(
+        id = "cache_key_prefix",
+        long = "cache-key-prefix",
+        env = "BULKHEAD_CACHE_KEY_PREFIX",
+        default_value = "bulkhead:cache:"
+    )]
+    pub key_prefix: String,
+
+    /// The longest a cache lookup or store waits for Redis (then: a miss, or not stored).
+    #[arg(
+        id = "cache_timeout_ms",
+        long = "cache-timeout-ms",
+        env = "BULKHEAD_CACHE_TIMEOUT_MS",
+        default_value_t = 50
+    )]
+    pub timeout_ms: u64,
+
+    /// Bytes of cached answers each replica keeps in memory.
+    #[arg(
+        id = "cache_local_max_bytes",
+        long = "cache-local-max-bytes",
+        env = "BULKHEAD_CACHE_LOCAL_MAX_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub local_max_bytes: usize,
+
+    /// How long a replica keeps its copy of an answer read from Redis: the longest another
+    /// replica's newer answer (a `no-cache` refresh) may go unseen here.
+    #[arg(
+        id = "cache_local_ttl_ms",
+        long = "cache-local-ttl-ms",
+        env = "BULKHEAD_CACHE_LOCAL_TTL_MS",
+        default_value_t = 2000
+    )]
+    pub local_ttl_ms: u64,
+
+    /// The largest answer stored (a larger one is answered, not kept).
+    #[arg(
+        id = "cache_max_entry_bytes",
+        long = "cache-max-entry-bytes",
+        env = "BULKHEAD_CACHE_MAX_ENTRY_BYTES",
+        default_value_t = 4 * 1024 * 1024
+    )]
+    pub max_entry_bytes: usize,
+}
+
+impl CacheConfig {
+    /// The cache these settings describe, on `quota`'s Redis when it has one (warmed up; a
+    /// Redis not answering yet only makes lookups misses until it does).
+    pub async fn build(
+        &self,
+        quota: &QuotaConfig,
+    ) -> anyhow::Result<response_cache::ResponseCache> {
+        let cache = response_cache::ResponseCache::new(&response_cache::CacheConfig {
+            redis_url: quota.redis_url.clone(),
+            cluster: quota.cluster,
+            key_prefix: self.key_prefix.clone(),
+            timeout: Duration::from_millis(self.timeout_ms.max(1)),
+            retry_interval: Duration::from_secs(1),
+            local_max_bytes: self.local_max_bytes,
+            local_ttl: Duration::from_millis(self.local_ttl_ms),
+            max_entry_bytes: self.max_entry_bytes,
+        })
+        .map_err(|e| anyhow::anyhow!("response cache: {e}"))?;
+        if let Err(error) = cache.warm_up(Duration::from_secs(2)).await {
+            tracing::warn!(%error, "Redis is not answering yet; response cache lookups are misses until it does");
+        }
+        Ok(cache)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnRedisError {
     Open,
@@ -643,6 +728,13 @@ impl Config {
                 lease_idle_ms: 1000,
                 recall_wait_ms: 100,
             },
+            cache: CacheConfig {
+                key_prefix: "bulkhead:cache:".into(),
+                timeout_ms: 50,
+                local_max_bytes: 64 * 1024 * 1024,
+                local_ttl_ms: 2000,
+                max_entry_bytes: 4 * 1024 * 1024,
+            },
             identity: IdentityConfig {
                 authority_host: entra::broker_defaults::PUBLIC_AUTHORITY.into(),
                 imds_endpoint: entra::broker_defaults::IMDS_TOKEN_ENDPOINT.into(),
@@ -670,5 +762,18 @@ impl Config {
             worker_threads: None,
             migrate_only: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks its own rules (every argument id unique across the flattened sections,
+    /// ...) only when the command is built: a section whose field shares another's name
+    /// would make the binary panic at start.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <Config as clap::CommandFactory>::command().debug_assert();
     }
 }

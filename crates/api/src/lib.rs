@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod background;
+pub mod cache;
 pub mod chargeback;
 pub mod config;
 pub mod console;

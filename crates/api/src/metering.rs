@@ -20,6 +20,8 @@ pub struct UsageRecord {
     pub usage: openai_router::Usage,
     /// What the call cost (see [`crate::cost`]), computed once when it ended.
     pub priced: crate::cost::Priced,
+    /// Answered from the response cache (Azure not called; the usage is all zeros).
+    pub cache_hit: bool,
     pub at: DateTime<Utc>,
 }
 
@@ -80,6 +82,7 @@ impl UsageSink for LogSink {
             latency_ms = r.usage.latency.as_secs_f64() * 1000.0,
             streamed = r.usage.streamed,
             cut = r.usage.cut,
+            cache_hit = r.cache_hit,
             attempts = r.usage.attempts,
             cost = r.priced.cost().map(|c| c.to_string()),
             "usage"
@@ -111,6 +114,7 @@ impl UsageSink for LedgerSink {
             .cost()
             .map(|c| u64::try_from(c.0).unwrap_or(u64::MAX));
         event.unpriced = r.priced == crate::cost::Priced::Unpriced;
+        event.cache_hit = r.cache_hit;
         self.0.record(event);
     }
 

@@ -19,6 +19,11 @@
 //! - `bulkhead_ledger_*`: buffered records, lag, written, spilled, write errors, store up;
 //! - `bulkhead_connections_open`, `bulkhead_connections_refused_total` (at the connection
 //!   cap), `bulkhead_connections_timed_out_total` (header, idle or write timeouts);
+//! - `bulkhead_cache_*`: the response cache's hits (by `layer`: `local` memory or `redis`),
+//!   misses, bypasses (requests that did not read it: `no-cache`, `no-store`, `skip`),
+//!   stores, answers too large to store, evictions (by `layer`), Redis errors and calls
+//!   skipped while Redis is down, and the bytes held in memory (no tenant label: a hit is
+//!   also in `bulkhead_requests_total` with `member="cache"`, and in the tenant's usage);
 //! - `bulkhead_token_counts_offloaded_total` (counts run on the blocking pool) and
 //!   `bulkhead_token_counts_busy_total` (refused for want of a counting thread);
 //! - `bulkhead_registry_changes_applied_total` (change-log rows applied to the in-memory
@@ -39,6 +44,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::RwLock;
 
 use crate::state::AppState;
+
+/// The `member` label of calls answered from the response cache (no deployment answered).
+pub const CACHE_MEMBER: &str = "cache";
 
 /// Latency buckets (seconds): from a cached embedding to a long completion.
 const BUCKETS: &[f64] = &[
@@ -256,6 +264,23 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge!("bulkhead_connections_open").set(open as f64);
     counter!("bulkhead_connections_refused_total").absolute(refused);
     counter!("bulkhead_connections_timed_out_total").absolute(timed_out);
+    let cache = state.cache.metrics();
+    for (layer, n) in [("local", cache.hits_local), ("redis", cache.hits_redis)] {
+        counter!("bulkhead_cache_hits_total", "layer" => layer).absolute(n);
+    }
+    counter!("bulkhead_cache_misses_total").absolute(cache.misses);
+    counter!("bulkhead_cache_bypasses_total").absolute(cache.bypasses);
+    counter!("bulkhead_cache_stores_total").absolute(cache.stores);
+    counter!("bulkhead_cache_too_large_total").absolute(cache.too_large);
+    for (layer, n) in [
+        ("local", cache.evictions_local),
+        ("redis", cache.evictions_redis),
+    ] {
+        counter!("bulkhead_cache_evictions_total", "layer" => layer).absolute(n);
+    }
+    counter!("bulkhead_cache_redis_errors_total").absolute(cache.redis_errors);
+    counter!("bulkhead_cache_redis_skipped_total").absolute(cache.redis_skipped);
+    gauge!("bulkhead_cache_local_bytes").set(cache.local_bytes as f64);
     let (offloaded, busy) = state.counting.totals();
     counter!("bulkhead_token_counts_offloaded_total").absolute(offloaded);
     counter!("bulkhead_token_counts_busy_total").absolute(busy);

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use openai_router::{AnswerBody, BodyFacts, Call, Member, Operation, Target};
 use serde_json::{Map, Value};
@@ -132,6 +132,10 @@ fn operation_of(uri: &axum::http::Uri) -> Operation {
 }
 
 /// `POST /openai/deployments/{alias}/chat/completions|completions|embeddings?api-version=`
+#[expect(
+    clippy::too_many_arguments,
+    reason = "an axum handler: one argument per extractor"
+)]
 pub async fn deployment_call(
     State(state): State<AppState>,
     caller: Caller,
@@ -139,6 +143,7 @@ pub async fn deployment_call(
     trace: Option<axum::Extension<TraceParent>>,
     Path(alias): Path<String>,
     uri: axum::http::Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let has_version = uri.query().is_some_and(|q| {
@@ -152,8 +157,15 @@ pub async fn deployment_call(
         Ok(facts) => facts,
         Err(message) => return bad_request(&message),
     };
+    let cache = match crate::cache::directive(&headers) {
+        Ok(cache) => cache,
+        Err(refused) => return refused.into_response(),
+    };
     match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
-        Ok(flow) => route_to(&state, flow.traced(trace.map(|t| t.0)), body, facts).await,
+        Ok(flow) => {
+            let flow = flow.traced(trace.map(|t| t.0)).cached(cache);
+            route_to(&state, flow, body, facts).await
+        }
         Err(refused) => refused.into_response(),
     }
 }
@@ -165,6 +177,7 @@ pub async fn model_call(
     request_id: Option<axum::Extension<RequestId>>,
     trace: Option<axum::Extension<TraceParent>>,
     uri: axum::http::Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let facts = match BodyFacts::read(&body) {
@@ -174,8 +187,15 @@ pub async fn model_call(
     let Some(alias) = facts.model.clone() else {
         return bad_request("'model' is a required property.");
     };
+    let cache = match crate::cache::directive(&headers) {
+        Ok(cache) => cache,
+        Err(refused) => return refused.into_response(),
+    };
     match Flow::new(caller, request_id.map(|r| r.0), alias, operation_of(&uri)) {
-        Ok(flow) => route_to(&state, flow.traced(trace.map(|t| t.0)), body, facts).await,
+        Ok(flow) => {
+            let flow = flow.traced(trace.map(|t| t.0)).cached(cache);
+            route_to(&state, flow, body, facts).await
+        }
         Err(refused) => refused.into_response(),
     }
 }
@@ -193,6 +213,9 @@ struct Flow {
     operation: Operation,
     target: Target,
     rotation: String,
+    /// What the request asks of the response cache (its tenant's setting decides whether
+    /// the cache is used at all).
+    cache: crate::cache::Directive,
 }
 
 impl Flow {
@@ -215,11 +238,17 @@ impl Flow {
             operation,
             target,
             rotation,
+            cache: crate::cache::Directive::Use,
         })
     }
 
     fn traced(mut self, traceparent: Option<TraceParent>) -> Self {
         self.traceparent = traceparent;
+        self
+    }
+
+    fn cached(mut self, directive: crate::cache::Directive) -> Self {
+        self.cache = directive;
         self
     }
 
@@ -242,16 +271,33 @@ impl Flow {
             operation: self.operation.path(),
             usage: Default::default(),
             priced: crate::cost::Priced::Unpriced,
+            cache_hit: false,
             at: chrono::Utc::now(),
         }
     }
 }
 
-/// Admits, routes and meters one call.
+/// Admits, routes and meters one call; answers it from the response cache when the tenant
+/// uses it and holds the answer (see [`crate::cache`]).
 async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -> Response {
     let tenant = &flow.caller.tenant.tenant;
     let operation = flow.operation;
     let model = flow.model().to_owned();
+    let cache = crate::cache::Plan::new(
+        state,
+        tenant,
+        &flow.alias,
+        operation,
+        &model,
+        &body,
+        flow.cache,
+    )
+    .await;
+    if let Some(plan) = &cache {
+        if let Some(hit) = plan.lookup(state).await {
+            return answer_hit(state, &flow, &hit).await;
+        }
+    }
     let admitted = match admission::admit(
         state,
         &flow.caller,
@@ -289,9 +335,12 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
     let record = flow.record();
     let started = Instant::now();
     let tenant_labels = state.metrics_tenant_labels;
+    // Set when the call ends: whether it was a complete 200 (a stream may only be cached then).
+    let finished = Arc::new(std::sync::OnceLock::<bool>::new());
+    let finished_ok = Arc::clone(&finished);
     let registry = Arc::clone(&state.registry);
     let on_done = Box::new(move |usage: openai_router::Usage| {
-        let finished = chrono::Utc::now();
+        let finished_at = chrono::Utc::now();
         let priced = crate::cost::price_call(
             &registry.snapshot().catalog,
             usage.member.as_deref(),
@@ -300,8 +349,9 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
                 cached: usage.cached_tokens,
                 completion: usage.completion_tokens,
             },
-            finished,
+            finished_at,
         );
+        let _ = finished_ok.set(usage.status == 200 && !usage.cut);
         if let Some(reservation) = reservation.take() {
             admission::settle(reservation, &usage);
         }
@@ -326,7 +376,7 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
         sink.record(UsageRecord {
             usage,
             priced,
-            at: finished,
+            at: finished_at,
             ..record
         });
     });
@@ -352,14 +402,32 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
         }
     };
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "routed");
-    let mut response = match answer.body {
-        AnswerBody::Full(bytes) => (answer.status, bytes).into_response(),
-        AnswerBody::Stream(stream) => (answer.status, Body::from_stream(stream)).into_response(),
+    let storing = cache
+        .as_ref()
+        .filter(|plan| plan.stores() && answer.status == StatusCode::OK);
+    let mut response = match (answer.body, storing) {
+        (AnswerBody::Full(bytes), Some(plan)) => {
+            plan.store_full(state, bytes.clone());
+            (answer.status, bytes).into_response()
+        }
+        (AnswerBody::Full(bytes), None) => (answer.status, bytes).into_response(),
+        (AnswerBody::Stream(stream), Some(plan)) => {
+            let stream = plan.store_stream(state, stream, finished);
+            (answer.status, Body::from_stream(stream)).into_response()
+        }
+        (AnswerBody::Stream(stream), None) => {
+            (answer.status, Body::from_stream(stream)).into_response()
+        }
     };
     response.headers_mut().extend(answer.headers);
     admission::set_remaining(response.headers_mut(), remaining);
     if let Some(left) = budget_left {
         admission::set_budget_remaining(response.headers_mut(), left);
+    }
+    if let Some(plan) = &cache {
+        response
+            .headers_mut()
+            .insert(crate::cache::HEADER, plan.outcome());
     }
     if operation == Operation::Responses {
         // Internal: tells the response-id rewriting which member holds the state.
@@ -380,6 +448,39 @@ async fn route_to(state: &AppState, flow: Flow, body: Bytes, facts: BodyFacts) -
                 .insert(HeaderName::from_static("x-bulkhead-deployment"), member);
         }
     }
+    response
+}
+
+/// A call answered from the cache: one request against the tenant's (and key's) request
+/// limits and no tokens, metered as a cache hit with zero tokens, never reaching Azure.
+async fn answer_hit(state: &AppState, flow: &Flow, hit: &response_cache::Hit) -> Response {
+    let started = Instant::now();
+    let remaining = match admission::admit_cache_hit(state, &flow.caller).await {
+        Ok(remaining) => remaining,
+        Err(refusal) => return *refusal,
+    };
+    let mut response = crate::cache::answer(hit);
+    admission::set_remaining(response.headers_mut(), remaining);
+    let usage = openai_router::Usage {
+        status: 200,
+        streamed: hit.entry.kind == response_cache::EntryKind::EventStream,
+        latency: started.elapsed(),
+        ..openai_router::Usage::default()
+    };
+    crate::metrics::call(
+        flow.operation.path(),
+        &flow.alias,
+        Some(crate::metrics::CACHE_MEMBER),
+        200,
+        usage.latency.as_secs_f64(),
+    );
+    state.usage.record(UsageRecord {
+        usage,
+        cache_hit: true,
+        // Azure was not called: nothing was spent, and the record says so (never unpriced).
+        priced: crate::cost::Priced::Cost(Default::default()),
+        ..flow.record()
+    });
     response
 }
 

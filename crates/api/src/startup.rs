@@ -150,6 +150,7 @@ impl Application {
             tokens.clone(),
         )?;
         let quota = config.quota.build().await?;
+        let cache = Arc::new(config.cache.build(&config.quota).await?);
         crate::metrics::install();
         let ledger_url = match config.postgres_url() {
             Some(url) => url.to_owned(),
@@ -221,6 +222,7 @@ impl Application {
             search,
             lifecycle,
             quota,
+            cache,
             console: Arc::new(crate::console::ConsoleState::new(
                 config.console_secure_cookie,
             )),

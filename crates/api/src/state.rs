@@ -27,6 +27,8 @@ pub struct AppState {
     pub search: Arc<search_router::SearchClient>,
     /// Token and request quotas (Redis when configured).
     pub quota: quota::Limiter,
+    /// The per-tenant response cache (Redis when configured, and each replica's memory).
+    pub cache: Arc<response_cache::ResponseCache>,
     /// The durable usage ledger (what `/v1/usage` and the admin usage route read).
     pub ledger: Arc<usage_ledger::Ledger>,
     /// Whether token metrics carry a `tenant` label.

@@ -134,6 +134,7 @@ fn row_json(row: &UsageRow) -> Value {
         "errors": row.errors,
         "cost": usage_ledger::pico_decimal(row.cost),
         "unpriced": row.unpriced,
+        "cache_hits": row.cache_hits,
     })
 }
 

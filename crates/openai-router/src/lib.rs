@@ -14,7 +14,7 @@ pub mod target;
 
 pub use body::BodyFacts;
 pub use client::{
-    Answer, AnswerBody, Call, OnDone, OpenAiRouter, Operation, RouterSettings, Usage,
+    Answer, AnswerBody, ByteStream, Call, OnDone, OpenAiRouter, Operation, RouterSettings, Usage,
 };
 pub use health::{BreakerSettings, HealthBook};
 pub use plan::{plan, NoMember, Plan};

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::model::{
     ContextOverflow, Deployment, DeploymentKind, DeploymentRef, DeploymentType, IndexTemplate,
-    Limits, Member, OpenAiPlacement, OpenAiResource, Pool, SearchPlacement, SearchService, Tenant,
-    TenantStatus,
+    Limits, Member, OpenAiPlacement, OpenAiResource, Pool, ResponseCacheSettings, SearchPlacement,
+    SearchService, Tenant, TenantStatus,
 };
 use crate::names::{
     DataZone, DeploymentName, Endpoint, IndexName, ModelAlias, Region, ResourceName, TenantSlug,
@@ -353,6 +353,20 @@ impl Catalog {
             context_overflow: ContextOverflow::from_db(&row.context_overflow).ok_or_else(|| {
                 RegistryError::Corrupt(format!("context overflow {}", row.context_overflow))
             })?,
+            response_cache: match (row.response_cache_ttl_seconds, row.response_cache_max_bytes) {
+                (None, None) => None,
+                (Some(ttl), Some(bytes)) => Some(ResponseCacheSettings {
+                    ttl_seconds: u32::try_from(ttl)
+                        .map_err(|_| RegistryError::Corrupt(format!("cache ttl {ttl}")))?,
+                    max_bytes: u64::try_from(bytes)
+                        .map_err(|_| RegistryError::Corrupt(format!("cache bytes {bytes}")))?,
+                }),
+                _ => {
+                    return Err(RegistryError::Corrupt(
+                        "response cache with a TTL or a bound only".into(),
+                    ))
+                }
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
             search_move: row

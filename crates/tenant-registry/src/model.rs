@@ -193,6 +193,25 @@ pub struct Limits {
     pub monthly_budget: Option<crate::prices::Micros>,
 }
 
+/// A tenant's response cache, set by the admin (`null`: the cache is off, the default).
+/// Answers are kept `ttl_seconds` and the tenant's entries take at most `max_bytes` (in Redis,
+/// and in each replica's memory); past it, the entries that expire first are evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseCacheSettings {
+    pub ttl_seconds: u32,
+    pub max_bytes: u64,
+}
+
+impl ResponseCacheSettings {
+    /// The longest TTL: a month (a cached answer is a model's answer of that day).
+    pub const MAX_TTL_SECONDS: u32 = 30 * 24 * 3600;
+    /// The smallest bound: one small answer.
+    pub const MIN_BYTES: u64 = 1024;
+    /// The largest bound: 1 TiB (a bound, not an allocation).
+    pub const MAX_BYTES: u64 = 1 << 40;
+}
+
 /// A change to some of a tenant's or a key's limits: a field absent keeps its value, `null`
 /// removes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -555,6 +574,8 @@ pub struct NewTenant {
     pub limits: Limits,
     #[serde(default)]
     pub context_overflow: ContextOverflow,
+    #[serde(default, deserialize_with = "objects::optional")]
+    pub response_cache: Option<ResponseCacheSettings>,
 }
 
 /// A change to a tenant: absent fields keep their value.
@@ -575,6 +596,9 @@ pub struct TenantPatch {
     pub limits: Option<LimitsPatch>,
     #[serde(default, deserialize_with = "not_null")]
     pub context_overflow: Option<ContextOverflow>,
+    /// Replaces the whole setting; `null` turns the cache off.
+    #[serde(default, deserialize_with = "objects::present")]
+    pub response_cache: Option<Option<ResponseCacheSettings>>,
 }
 
 /// A search move in progress: where the tenant's documents are being copied (index batches
@@ -600,6 +624,8 @@ pub struct Tenant {
     pub search: Option<SearchPlacement>,
     pub limits: Limits,
     pub context_overflow: ContextOverflow,
+    /// The response cache; `None`: off.
+    pub response_cache: Option<ResponseCacheSettings>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// A search move in progress, if any.

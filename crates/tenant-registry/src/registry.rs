@@ -28,8 +28,8 @@ use crate::model::{
     ApiKey, ApiKeyPatch, AuthView, Deployment, DeploymentKind, DeploymentType, IndexTemplate,
     KeyScope, Member, NewApiKey, NewDeployment, NewIndexTemplate, NewOpenAiResource, NewPool,
     NewSearchService, NewTenant, NewTenantWithKeys, Onboarded, OpenAiPlacementSpec, OpenAiResource,
-    Page, Pool, SearchMove, SearchPlacement, SearchService, Tenant, TenantFilter, TenantPatch,
-    TenantStatus, RESERVED_FIELD_PREFIX,
+    Page, Pool, ResponseCacheSettings, SearchMove, SearchPlacement, SearchService, Tenant,
+    TenantFilter, TenantPatch, TenantStatus, RESERVED_FIELD_PREFIX,
 };
 use crate::names::{DataZone, DeploymentName, ModelAlias, ResourceName, TenantSlug};
 use crate::prices::{Micros, NewPrice, Price};
@@ -953,7 +953,7 @@ impl Registry {
         check_display_name(&new.display_name)?;
         let id = Uuid::now_v7();
         let now = now();
-        let row = TenantRow {
+        let mut row = TenantRow {
             id,
             slug: new.slug.to_string(),
             display_name: new.display_name.trim().to_owned(),
@@ -976,7 +976,10 @@ impl Registry {
             created_at: now,
             updated_at: now,
             search_move: None,
+            response_cache_ttl_seconds: None,
+            response_cache_max_bytes: None,
         };
+        set_response_cache(&mut row, new.response_cache.as_ref())?;
         let mut record = TenantRecord {
             row,
             members: Vec::new(),
@@ -1093,6 +1096,9 @@ impl Registry {
         }
         if let Some(policy) = patch.context_overflow {
             record.row.context_overflow = policy.as_str().to_owned();
+        }
+        if let Some(cache) = &patch.response_cache {
+            set_response_cache(&mut record.row, cache.as_ref())?;
         }
         match &patch.openai {
             Some(spec) => {
@@ -1615,6 +1621,39 @@ fn opt_i64(field: &str, value: Option<u64>) -> Result<Option<i64>> {
 /// A budget's column (micro-units never exceed [`crate::prices::MAX_MICROS`], far inside an i64).
 fn budget(value: Option<Micros>) -> Option<i64> {
     value.map(|m| i64::try_from(m.0).unwrap_or(i64::MAX))
+}
+
+/// Checks a response cache setting and writes it into the row (`None`: off).
+fn set_response_cache(row: &mut TenantRow, cache: Option<&ResponseCacheSettings>) -> Result<()> {
+    let Some(cache) = cache else {
+        row.response_cache_ttl_seconds = None;
+        row.response_cache_max_bytes = None;
+        return Ok(());
+    };
+    if cache.ttl_seconds == 0 || cache.ttl_seconds > ResponseCacheSettings::MAX_TTL_SECONDS {
+        return Err(RegistryError::invalid(
+            "response_cache.ttl_seconds",
+            format!(
+                "must be 1 to {} (30 days)",
+                ResponseCacheSettings::MAX_TTL_SECONDS
+            ),
+        ));
+    }
+    if !(ResponseCacheSettings::MIN_BYTES..=ResponseCacheSettings::MAX_BYTES)
+        .contains(&cache.max_bytes)
+    {
+        return Err(RegistryError::invalid(
+            "response_cache.max_bytes",
+            format!(
+                "must be {} to {} (1 KiB to 1 TiB)",
+                ResponseCacheSettings::MIN_BYTES,
+                ResponseCacheSettings::MAX_BYTES
+            ),
+        ));
+    }
+    row.response_cache_ttl_seconds = Some(i32::try_from(cache.ttl_seconds).unwrap_or(i32::MAX));
+    row.response_cache_max_bytes = Some(to_i64("response_cache.max_bytes", cache.max_bytes)?);
+    Ok(())
 }
 
 fn patch_i64(field: &str, value: Option<Option<u64>>) -> Result<Option<Option<i64>>> {

@@ -134,6 +134,9 @@ pub struct TenantRow {
     pub updated_at: DateTime<Utc>,
     /// A search move in progress (JSON of [`crate::model::SearchMove`]).
     pub search_move: Option<String>,
+    /// The response cache's TTL and byte bound: both null (off) or both set.
+    pub response_cache_ttl_seconds: Option<i32>,
+    pub response_cache_max_bytes: Option<i64>,
 }
 
 /// A tenant's row with its OpenAI members and resources (in order).
@@ -499,7 +502,8 @@ macro_rules! catalog_in {
 const TENANT_COLUMNS: &str = "id, slug, display_name, status, data_zone, openai_isolation, \
     openai_endpoint, openai_region, openai_credential, search_isolation, search_service_id, \
     tokens_per_minute, requests_per_minute, monthly_tokens, context_overflow, created_at, \
-    updated_at, search_move, monthly_budget";
+    updated_at, search_move, monthly_budget, response_cache_ttl_seconds, \
+    response_cache_max_bytes";
 
 /// Ids bound in one `IN (...)` list (well under SQLite's 32,766 parameters).
 const BY_ID_CHUNK: usize = 500;
@@ -1051,7 +1055,7 @@ impl Store for SqlStore {
             sqlx::query(&format!(
                 "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-                 $19)"
+                 $19, $20, $21)"
             ))
             .bind(row.id)
             .bind(&row.slug)
@@ -1072,6 +1076,8 @@ impl Store for SqlStore {
             .bind(row.updated_at)
             .bind(&row.search_move)
             .bind(row.monthly_budget)
+            .bind(row.response_cache_ttl_seconds)
+            .bind(row.response_cache_max_bytes)
             .execute(&mut *tx)
             .await
             .map_err(on_constraint(|| {
@@ -1127,7 +1133,8 @@ impl Store for SqlStore {
                  openai_credential = $8, search_isolation = $9, search_service_id = $10, \
                  tokens_per_minute = $11, requests_per_minute = $12, monthly_tokens = $13, \
                  context_overflow = $14, updated_at = $15, search_move = $16, \
-                 monthly_budget = $17 WHERE id = $1",
+                 monthly_budget = $17, response_cache_ttl_seconds = $18, \
+                 response_cache_max_bytes = $19 WHERE id = $1",
             )
             .bind(row.id)
             .bind(&row.display_name)
@@ -1146,6 +1153,8 @@ impl Store for SqlStore {
             .bind(row.updated_at)
             .bind(&row.search_move)
             .bind(row.monthly_budget)
+            .bind(row.response_cache_ttl_seconds)
+            .bind(row.response_cache_max_bytes)
             .execute(&mut *tx)
             .await
             .map_err(on_constraint(|| {

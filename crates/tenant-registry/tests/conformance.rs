@@ -16,8 +16,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tenant_registry::model::{
     ApiKeyPatch, ContextOverflow, Limits, NewApiKey, NewDeployment, NewIndexTemplate,
-    NewOpenAiResource, NewPool, NewSearchService, NewTenant, NewTenantWithKeys, TenantFilter,
-    TenantPatch, TenantStatus,
+    NewOpenAiResource, NewPool, NewSearchService, NewTenant, NewTenantWithKeys,
+    ResponseCacheSettings, TenantFilter, TenantPatch, TenantStatus,
 };
 use tenant_registry::{MasterKey, Registry, RegistryError, SqlStore, Store};
 
@@ -709,6 +709,113 @@ mod scenarios {
         );
     }
 
+    pub async fn the_response_cache_setting_is_off_by_default_and_round_trips(r: Arc<Registry>) {
+        let plain = r
+            .onboard(tenant(json!({"slug": "plain", "display_name": "Plain"})))
+            .await
+            .unwrap();
+        assert_eq!(
+            plain.response_cache, None,
+            "off unless the admin turns it on"
+        );
+        let cached = r
+            .onboard(tenant(json!({"slug": "cached", "display_name": "Cached",
+                "response_cache": {"ttl_seconds": 600, "max_bytes": 1048576}})))
+            .await
+            .unwrap();
+        let on = ResponseCacheSettings {
+            ttl_seconds: 600,
+            max_bytes: 1_048_576,
+        };
+        assert_eq!(cached.response_cache, Some(on));
+        assert_eq!(r.tenant("cached").await.unwrap(), cached);
+        assert_eq!(
+            r.snapshot()
+                .tenant(cached.id)
+                .unwrap()
+                .tenant
+                .response_cache,
+            Some(on)
+        );
+        // a patch without the field keeps it; an object replaces it; null turns it off
+        let t = r
+            .update_tenant("cached", from(json!({"display_name": "Renamed"})))
+            .await
+            .unwrap();
+        assert_eq!(t.response_cache, Some(on));
+        let t = r
+            .update_tenant(
+                "plain",
+                from(json!({"response_cache": {"ttl_seconds": 1, "max_bytes": 1024}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            t.response_cache,
+            Some(ResponseCacheSettings {
+                ttl_seconds: 1,
+                max_bytes: 1024
+            })
+        );
+        let t = r
+            .update_tenant("cached", from(json!({"response_cache": null})))
+            .await
+            .unwrap();
+        assert_eq!(t.response_cache, None);
+        assert_eq!(
+            r.snapshot()
+                .tenant(cached.id)
+                .unwrap()
+                .tenant
+                .response_cache,
+            None,
+            "the change reaches the snapshot"
+        );
+        for (bad, field) in [
+            (
+                json!({"ttl_seconds": 0, "max_bytes": 4096}),
+                "response_cache.ttl_seconds",
+            ),
+            (
+                json!({"ttl_seconds": 2592001, "max_bytes": 4096}),
+                "response_cache.ttl_seconds",
+            ),
+            (
+                json!({"ttl_seconds": 60, "max_bytes": 1023}),
+                "response_cache.max_bytes",
+            ),
+            (
+                json!({"ttl_seconds": 60, "max_bytes": 1099511627777u64}),
+                "response_cache.max_bytes",
+            ),
+        ] {
+            let error = r
+                .update_tenant("plain", from(json!({"response_cache": bad})))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, RegistryError::Invalid { field: f, .. } if f == field),
+                "{error:?}"
+            );
+        }
+        for bad in [
+            json!({"ttl_seconds": 60}),
+            json!({"ttl_seconds": 60, "max_bytes": 4096, "extra": 1}),
+            json!([60, 4096]),
+        ] {
+            assert!(serde_json::from_value::<TenantPatch>(json!({"response_cache": bad})).is_err());
+        }
+        assert_eq!(
+            r.tenant("plain")
+                .await
+                .unwrap()
+                .response_cache
+                .map(|c| c.ttl_seconds),
+            Some(1),
+            "a refused patch wrote nothing"
+        );
+    }
+
     pub async fn offboarding_removes_the_tenant_its_keys_and_reserved_resources(r: Arc<Registry>) {
         r.create_resource(resource("aoai-acme", None, Some("acme")))
             .await
@@ -1103,6 +1210,7 @@ conformance!(
     a_key_patch_keeps_absent_limits_and_removes_null_ones,
     a_key_of_one_tenant_cannot_be_changed_through_another,
     the_context_overflow_policy_defaults_to_reject_and_round_trips,
+    the_response_cache_setting_is_off_by_default_and_round_trips,
     offboarding_removes_the_tenant_its_keys_and_reserved_resources,
     tenants_are_listed_in_pages,
     tenants_are_filtered_in_the_store_page_by_page,

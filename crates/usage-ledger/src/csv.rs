@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 
 use crate::{GroupBy, UsageRow};
 
-const COUNTS: [&str; 9] = [
+const COUNTS: [&str; 10] = [
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -16,6 +16,7 @@ const COUNTS: [&str; 9] = [
     "total_tokens",
     "documents",
     "errors",
+    "cache_hits",
     "cost",
     "unpriced",
 ];
@@ -50,6 +51,7 @@ pub fn usage_csv(rows: &[UsageRow], group_by: GroupBy) -> String {
                 row.total_tokens,
                 row.documents,
                 row.errors,
+                row.cache_hits,
             ]
             .map(|n| n.to_string()),
         );

@@ -76,6 +76,10 @@ pub struct UsageEvent {
     /// No price applied to a call that is billed per token: its cost is unknown, not 0.
     #[serde(default)]
     pub unpriced: bool,
+    /// Answered from the response cache: Azure was not called, so no tokens were spent (the
+    /// counts are zero) and there is nothing to price. Absent in older spill files: false.
+    #[serde(default)]
+    pub cache_hit: bool,
     pub finished_at: DateTime<Utc>,
 }
 
@@ -128,6 +132,7 @@ impl UsageEvent {
             cut: false,
             cost: None,
             unpriced: false,
+            cache_hit: false,
             finished_at,
         }
     }
@@ -135,5 +140,24 @@ impl UsageEvent {
     /// Whether the call counts as an error in the rollups: any status of 400 or more.
     pub fn is_error(&self) -> bool {
         self.status >= 400
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly")]
+
+    use super::*;
+
+    #[test]
+    fn a_spilled_event_written_before_cache_hits_existed_reads_as_no_hit() {
+        let mut event = UsageEvent::openai(Uuid::new_v4(), "gpt", "embeddings", Utc::now());
+        event.cache_hit = true;
+        let mut line = serde_json::to_value(&event).unwrap();
+        assert_eq!(line["cache_hit"], true);
+        line.as_object_mut().unwrap().remove("cache_hit");
+        let old: UsageEvent = serde_json::from_value(line).unwrap();
+        assert!(!old.cache_hit);
+        assert_eq!(old.id, event.id);
     }
 }

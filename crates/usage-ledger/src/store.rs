@@ -25,11 +25,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INSERT_EVENTS: &str = "INSERT INTO usage_events (id, tenant_id, key_id, kind, alias, \
     operation, member, deployment, region, prompt_tokens, completion_tokens, cached_tokens, \
-    documents, status, latency_ms, streamed, cut, finished_at, cost, unpriced) ";
+    documents, status, latency_ms, streamed, cut, cache_hit, finished_at, cost, unpriced) ";
 
 const UPSERT_HOURLY: &str = "INSERT INTO usage_hourly (tenant_id, hour, kind, alias, \
     deployment, key_id, requests, prompt_tokens, completion_tokens, cached_tokens, documents, \
-    errors, cost, unpriced) ";
+    errors, cost, unpriced, cache_hits) ";
 
 const ADD_TO_HOURLY: &str = " ON CONFLICT (tenant_id, hour, kind, alias, deployment, key_id) \
     DO UPDATE SET requests = usage_hourly.requests + excluded.requests, \
@@ -39,7 +39,8 @@ const ADD_TO_HOURLY: &str = " ON CONFLICT (tenant_id, hour, kind, alias, deploym
     documents = usage_hourly.documents + excluded.documents, \
     errors = usage_hourly.errors + excluded.errors, \
     cost = usage_hourly.cost + excluded.cost, \
-    unpriced = usage_hourly.unpriced + excluded.unpriced";
+    unpriced = usage_hourly.unpriced + excluded.unpriced, \
+    cache_hits = usage_hourly.cache_hits + excluded.cache_hits";
 
 /// One usage query per grouping: `$group_columns` name the group, `$group_by` extends the
 /// GROUP BY. Static strings (the grouping is an enum), so only values are bound.
@@ -55,7 +56,8 @@ macro_rules! usage_sql {
              CAST(SUM(documents) AS bigint) AS documents, \
              CAST(SUM(errors) AS bigint) AS errors, \
              CAST(SUM(cost) AS bigint) AS cost, \
-             CAST(SUM(unpriced) AS bigint) AS unpriced \
+             CAST(SUM(unpriced) AS bigint) AS unpriced, \
+             CAST(SUM(cache_hits) AS bigint) AS cache_hits \
              FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 \
              GROUP BY hour",
             $group_by,
@@ -165,6 +167,8 @@ pub struct UsageRow {
     pub cost: u64,
     /// Calls no price applied to (their cost is unknown, not 0).
     pub unpriced: u64,
+    /// Calls answered from the response cache (a part of `requests`; no tokens).
+    pub cache_hits: u64,
 }
 
 #[derive(Debug, FromRow)]
@@ -181,6 +185,7 @@ struct HourRow {
     errors: i64,
     cost: i64,
     unpriced: i64,
+    cache_hits: i64,
 }
 
 /// A rollup row's key. Ordered so a batch upserts rows in one global order, which keeps two
@@ -234,6 +239,7 @@ struct Sums {
     errors: i64,
     cost: i64,
     unpriced: i64,
+    cache_hits: i64,
 }
 
 impl LedgerStore {
@@ -328,6 +334,7 @@ impl LedgerStore {
                         .push_bind(clamp(e.latency_ms))
                         .push_bind(e.streamed)
                         .push_bind(e.cut)
+                        .push_bind(e.cache_hit)
                         .push_bind(to_micros(e.finished_at))
                         .push_bind(e.cost.map(clamp))
                         .push_bind(e.unpriced);
@@ -360,7 +367,8 @@ impl LedgerStore {
                         .push_bind(sums.documents)
                         .push_bind(sums.errors)
                         .push_bind(sums.cost)
-                        .push_bind(sums.unpriced);
+                        .push_bind(sums.unpriced)
+                        .push_bind(sums.cache_hits);
                 });
                 upsert.push(ADD_TO_HOURLY);
                 upsert.build().execute(&mut *tx).await?;
@@ -543,6 +551,7 @@ fn rollups<'a>(events: impl Iterator<Item = &'a UsageEvent>) -> Vec<(RollupKey<'
         sums.errors = sums.errors.saturating_add(i64::from(e.is_error()));
         sums.cost = sums.cost.saturating_add(e.cost.map_or(0, clamp));
         sums.unpriced = sums.unpriced.saturating_add(i64::from(e.unpriced));
+        sums.cache_hits = sums.cache_hits.saturating_add(i64::from(e.cache_hit));
     }
     rows.into_iter().collect()
 }
@@ -577,6 +586,7 @@ fn fold(hours: Vec<HourRow>, granularity: Granularity, group_by: GroupBy) -> Vec
                 errors: 0,
                 cost: 0,
                 unpriced: 0,
+                cache_hits: 0,
             });
         let add = |total: &mut u64, value: i64| {
             *total = total.saturating_add(u64::try_from(value).unwrap_or(0));
@@ -591,6 +601,7 @@ fn fold(hours: Vec<HourRow>, granularity: Granularity, group_by: GroupBy) -> Vec
         add(&mut row.errors, h.errors);
         add(&mut row.cost, h.cost);
         add(&mut row.unpriced, h.unpriced);
+        add(&mut row.cache_hits, h.cache_hits);
     }
     periods.into_values().collect()
 }
@@ -682,6 +693,7 @@ mod tests {
         other_hour.finished_at = at("2024-03-10T14:00:00Z");
         let mut search = UsageEvent::search(tenant, "docs", "search", a.finished_at);
         search.documents = 7;
+        b.cache_hit = true;
         let events = [a, b, other_hour, search];
         let rows = rollups(events.iter());
         assert_eq!(rows.len(), 3);
@@ -691,6 +703,7 @@ mod tests {
             (at("2024-03-10T13:00:00Z"), UsageKind::OpenAi, key, "d1")
         );
         assert_eq!((sums.requests, sums.prompt_tokens, sums.errors), (2, 20, 1));
+        assert_eq!(sums.cache_hits, 1);
         let (search_key, search_sums) = &rows[1];
         assert_eq!(
             (search_key.kind, search_key.deployment, search_key.key_id),

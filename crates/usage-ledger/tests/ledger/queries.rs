@@ -408,11 +408,11 @@ async fn the_csv_export_has_a_header_and_quotes_what_needs_it(db: Db) {
     assert_eq!(
         usage_csv(&rows, GroupBy::Model),
         "period_start,kind,model,requests,prompt_tokens,completion_tokens,cached_tokens,\
-         total_tokens,documents,errors,cost,unpriced\r\n\
-         2024-03-10T00:00:00Z,openai,embed,1,50,0,0,50,0,0,0,1\r\n\
-         2024-03-10T00:00:00Z,openai,gpt-4o,2,300,30,5,330,0,1,0.00039,0\r\n\
-         2024-03-10T00:00:00Z,search,docs,1,0,0,0,0,7,0,0,0\r\n\
-         2024-03-10T00:00:00Z,search,\"docs, \"\"v2\"\"\",1,0,0,0,0,3,0,0,0\r\n"
+         total_tokens,documents,errors,cache_hits,cost,unpriced\r\n\
+         2024-03-10T00:00:00Z,openai,embed,1,50,0,0,50,0,0,0,0,1\r\n\
+         2024-03-10T00:00:00Z,openai,gpt-4o,2,300,30,5,330,0,1,0,0.00039,0\r\n\
+         2024-03-10T00:00:00Z,search,docs,1,0,0,0,0,7,0,0,0,0\r\n\
+         2024-03-10T00:00:00Z,search,\"docs, \"\"v2\"\"\",1,0,0,0,0,3,0,0,0,0\r\n"
     );
     let totals = w
         .ledger
@@ -428,7 +428,8 @@ async fn the_csv_export_has_a_header_and_quotes_what_needs_it(db: Db) {
     assert_eq!(
         usage_csv(&totals, GroupBy::None),
         "period_start,requests,prompt_tokens,completion_tokens,cached_tokens,total_tokens,\
-         documents,errors,cost,unpriced\r\n2024-03-10T00:00:00Z,5,350,30,5,380,10,1,0.00039,1\r\n"
+         documents,errors,cache_hits,cost,unpriced\r\n\
+         2024-03-10T00:00:00Z,5,350,30,5,380,10,1,0,0.00039,1\r\n"
     );
     w.ledger.shutdown().await.unwrap();
 }

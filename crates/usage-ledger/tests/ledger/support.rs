@@ -175,14 +175,15 @@ pub struct StoredEvent {
     pub status: i32,
     pub latency_ms: i64,
     pub streamed: bool,
+    pub cache_hit: bool,
     pub finished_at: DateTime<Utc>,
 }
 
 /// A rollup row's key, as the tests compute it from events.
 pub type HourKey = (Uuid, DateTime<Utc>, String, String, String, Uuid);
 
-/// requests, prompt, completion, cached, documents, errors
-pub type HourSums = [i64; 6];
+/// requests, prompt, completion, cached, documents, errors, cache hits
+pub type HourSums = [i64; 7];
 
 #[derive(Debug, FromRow)]
 struct HourlyRow {
@@ -198,6 +199,7 @@ struct HourlyRow {
     cached_tokens: i64,
     documents: i64,
     errors: i64,
+    cache_hits: i64,
 }
 
 impl Check {
@@ -246,6 +248,7 @@ impl Check {
                         r.cached_tokens,
                         r.documents,
                         r.errors,
+                        r.cache_hits,
                     ],
                 )
             })
@@ -276,6 +279,7 @@ pub fn expected_hourly<'a>(
             e.cached_tokens as i64,
             e.documents as i64,
             i64::from(e.status >= 400),
+            i64::from(e.cache_hit),
         ];
         for (sum, value) in sums.iter_mut().zip(add) {
             *sum += value;
@@ -313,6 +317,13 @@ pub fn varied_event(tenant: Uuid, keys: &[Uuid], n: u64) -> UsageEvent {
         e.completion_tokens = n % 30;
         e.cached_tokens = n % 5;
         e.streamed = n.is_multiple_of(2);
+        // A cache hit: answered without Azure, so no tokens.
+        if n.is_multiple_of(11) {
+            e.cache_hit = true;
+            e.prompt_tokens = 0;
+            e.completion_tokens = 0;
+            e.cached_tokens = 0;
+        }
         e
     };
     e.key_id = if n.is_multiple_of(5) {

@@ -80,8 +80,12 @@ async fn batches_write_exactly_the_recorded_events(db: Db) {
             .map(|n| n as i64)
         );
         assert_eq!(
-            (e.status, e.streamed),
-            (i32::from(original.status), original.streamed)
+            (e.status, e.streamed, e.cache_hit),
+            (
+                i32::from(original.status),
+                original.streamed,
+                original.cache_hit
+            )
         );
         assert_eq!(
             e.finished_at.timestamp_micros(),
