@@ -111,3 +111,31 @@ def test_plain_openai_client_lists_the_tenants_models(
 
 def test_azure_client_lists_the_tenants_models(azure: openai.AzureOpenAI) -> None:
     assert sorted(m.id for m in azure.models.list()) == ["gpt-4o", "text-embedding-3-small"]
+
+
+def test_a_cached_stream_is_replayed_as_a_stream_the_sdk_reads(
+        gateway: GatewayProcess, shared_pools: None, sim_reset: SimProcess) -> None:
+    """A tenant with the response cache on: the second identical streamed request never
+    reaches Azure, and the SDK reads the replay exactly like the first stream."""
+    gateway.admin("POST", "/admin/v1/tenants", {
+        "slug": "sdk-cached", "display_name": "SDK cached", "openai": {"isolation": "shared"},
+        "response_cache": {"ttl_seconds": 300, "max_bytes": 1048576}})
+    key = gateway.admin("POST", "/admin/v1/tenants/sdk-cached/keys", {"name": "sdk"})["key"]
+    client = openai.AzureOpenAI(azure_endpoint=gateway.base_url, api_key=key,
+                                api_version=OPENAI_API_VERSION, max_retries=0)
+
+    def streamed() -> tuple[str | None, str, object]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Cache this count"}],
+            max_tokens=9, stream=True, stream_options={"include_usage": True})
+        chunks = list(raw.parse())
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return raw.headers.get("x-bulkhead-cache"), text, chunks[-1].usage
+
+    first_state, first_text, first_usage = streamed()
+    second_state, second_text, second_usage = streamed()
+    assert (first_state, second_state) == ("miss", "hit")
+    assert first_text and second_text == first_text
+    assert second_usage is not None and second_usage == first_usage
+    sent = [r for name in ("aoai-eastus", "aoai-westeurope") for r in sim_reset.requests(name)]
+    assert len(sent) == 1, "the replay never reached Azure"
