@@ -23,18 +23,11 @@
 //! connection. A Redis restart loses the scripts; the driver reloads one on `NOSCRIPT` and runs
 //! it again, and the `NOSCRIPT` run has changed nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Script,
-    ScriptInvocation, Value,
-};
+use redis::{RedisError, Script, ScriptInvocation};
+use redis_link::{Breaker, Connection, Link};
 
 use crate::scope::{Dimension, Limits, Scope};
 use crate::window::{Remaining, Returned, Slice, Verdict};
@@ -71,52 +64,6 @@ impl Scripts {
     }
 }
 
-/// Where the counters are: one Redis, or a cluster (and a node of it for the recall channel:
-/// a message published on any node reaches the subscribers of every node).
-enum Backend {
-    Single(Client),
-    Cluster {
-        cluster: Box<ClusterClient>,
-        pubsub: Client,
-    },
-}
-
-/// A connection to either.
-#[derive(Clone)]
-enum Connection {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// Why a call to Redis did not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
     #[error("redis did not answer within {0:?}")]
@@ -131,9 +78,7 @@ pub(crate) enum Failure {
 }
 
 pub(crate) struct RedisStore {
-    backend: Backend,
-    connection: ArcSwapOption<Connection>,
-    connecting: tokio::sync::Mutex<()>,
+    link: Link,
     tagged: Scripts,
     compat: Scripts,
     /// Only the tagged names are in use (a cluster, or the marker seen set): calls carry no
@@ -153,24 +98,6 @@ impl RedisStore {
         timeout: Duration,
         retry_interval: Duration,
     ) -> Result<Self, RedisError> {
-        let backend = if cluster {
-            let seeds: Vec<&str> = urls
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .collect();
-            let first = seeds.first().copied().unwrap_or_default();
-            Backend::Cluster {
-                cluster: Box::new(
-                    ClusterClient::builder(seeds.iter().copied())
-                        .connection_timeout(timeout)
-                        .build()?,
-                ),
-                pubsub: Client::open(first)?,
-            }
-        } else {
-            Backend::Single(Client::open(urls)?)
-        };
         if prefix.contains(['{', '}']) {
             return Err(RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -178,15 +105,17 @@ impl RedisStore {
             )));
         }
         Ok(Self {
-            backend,
-            connection: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            link: Link::new(urls, cluster, timeout)?,
             tagged: Scripts::new(KEYS_TAGGED),
             compat: Scripts::new(KEYS_COMPAT),
             tagged_only: AtomicBool::new(cluster),
             prefix,
             timeout,
-            breaker: Breaker::new(retry_interval),
+            breaker: Breaker::new(
+                "quota",
+                "deciding per replica (fail open) or refusing (fail closed) until it answers",
+                retry_interval,
+            ),
         })
     }
 
@@ -271,7 +200,7 @@ impl RedisStore {
     /// replica running now folds each legacy key into its tagged name on first touch). Returns
     /// whether the marker was already set.
     pub(crate) async fn use_tagged_names(&self) -> Result<bool, Failure> {
-        if matches!(self.backend, Backend::Cluster { .. }) {
+        if self.link.is_cluster() {
             return Ok(true);
         }
         let mut conn = self.connection().await?;
@@ -425,10 +354,7 @@ impl RedisStore {
     /// A subscription to `channel` on a connection of its own (no timeout: it waits).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, Failure> {
         let mut pubsub = tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), async {
-            match &self.backend {
-                Backend::Single(client) => client.get_async_pubsub().await,
-                Backend::Cluster { pubsub, .. } => pubsub.get_async_pubsub().await,
-            }
+            self.link.pubsub().await
         })
         .await
         .map_err(|_| Failure::Timeout(self.timeout))??;
@@ -464,39 +390,14 @@ impl RedisStore {
             Err(Failure::Reply(_)) | Err(Failure::Skipped) => {}
             Err(e) => {
                 // A connection that timed out may be hung rather than slow: start afresh.
-                self.connection.store(None);
+                self.link.reset();
                 self.breaker.failure(e);
             }
         }
     }
 
     async fn connection(&self) -> Result<Connection, Failure> {
-        if let Some(conn) = self.connection.load().as_deref() {
-            return Ok(conn.clone());
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(conn) = self.connection.load().as_deref() {
-            return Ok(conn.clone());
-        }
-        // The caller's timeout bounds the whole call; the driver's own response timeout would
-        // only duplicate it.
-        let conn = match &self.backend {
-            Backend::Single(client) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(None);
-                Connection::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
-            }
-            Backend::Cluster { cluster, .. } => {
-                Connection::Cluster(cluster.get_async_connection().await?)
-            }
-        };
-        self.connection.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
+        Ok(self.link.connection().await?)
     }
 }
 
@@ -633,68 +534,4 @@ fn parse_grant(reply: Vec<i64>, scopes: usize) -> Result<(Verdict, Vec<Slice>, u
         _ => return Err(Failure::Reply(reply)),
     };
     Ok((verdict.0, Vec::new(), others(verdict.1)))
-}
-
-/// Whether to call Redis: always while it answers; after a failure, one probe per
-/// `retry_interval`.
-struct Breaker {
-    healthy: AtomicBool,
-    /// Milliseconds since `epoch` before which no probe is sent.
-    next_probe_ms: AtomicU64,
-    epoch: Instant,
-    retry_interval: Duration,
-}
-
-impl Breaker {
-    fn new(retry_interval: Duration) -> Self {
-        Self {
-            healthy: AtomicBool::new(true),
-            next_probe_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            retry_interval,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn allows(&self) -> bool {
-        if self.healthy.load(Ordering::Relaxed) {
-            return true;
-        }
-        let now = self.now_ms();
-        let at = self.next_probe_ms.load(Ordering::Relaxed);
-        // The one caller that moves the probe time forward is the probe.
-        now >= at
-            && self
-                .next_probe_ms
-                .compare_exchange(
-                    at,
-                    now + self.interval_ms(),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-    }
-
-    fn interval_ms(&self) -> u64 {
-        u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn success(&self) {
-        if !self.healthy.swap(true, Ordering::AcqRel) {
-            tracing::info!("quota: redis answers again; counters are shared again");
-        }
-    }
-
-    fn failure(&self, error: &Failure) {
-        self.next_probe_ms
-            .store(self.now_ms() + self.interval_ms(), Ordering::Release);
-        if self.healthy.swap(false, Ordering::AcqRel) {
-            tracing::warn!(%error, retry_in = ?self.retry_interval, "quota: redis unreachable");
-        } else {
-            tracing::debug!(%error, "quota: redis still unreachable");
-        }
-    }
 }

@@ -19,16 +19,11 @@
 //! it with a fresh connection (the quota crate's breaker, for the same reason: no request
 //! waits on a Redis known to be down).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{RedisError, Script};
+use redis_link::{Breaker, Connection, Link};
 
 use crate::key::CacheKey;
 
@@ -53,45 +48,6 @@ impl Failure {
     }
 }
 
-enum Backend {
-    Single(Client),
-    Cluster(Box<ClusterClient>),
-}
-
-#[derive(Clone)]
-enum Connection {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 /// What storing did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct RedisPut {
@@ -100,9 +56,7 @@ pub(crate) struct RedisPut {
 }
 
 pub(crate) struct RedisLayer {
-    backend: Backend,
-    connection: ArcSwapOption<Connection>,
-    connecting: tokio::sync::Mutex<()>,
+    link: Link,
     put: Script,
     prefix: String,
     timeout: Duration,
@@ -124,28 +78,16 @@ impl RedisLayer {
                 "the cache key prefix may not contain '{' or '}' (the tenant is the hash tag)",
             )));
         }
-        let backend = if cluster {
-            let seeds: Vec<&str> = urls
-                .split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .collect();
-            Backend::Cluster(Box::new(
-                ClusterClient::builder(seeds)
-                    .connection_timeout(timeout)
-                    .build()?,
-            ))
-        } else {
-            Backend::Single(Client::open(urls)?)
-        };
         Ok(Self {
-            backend,
-            connection: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            link: Link::new(urls, cluster, timeout)?,
             put: Script::new(PUT),
             prefix,
             timeout,
-            breaker: Breaker::new(retry_interval),
+            breaker: Breaker::new(
+                "response cache",
+                "lookups are misses until it answers",
+                retry_interval,
+            ),
         })
     }
 
@@ -242,98 +184,13 @@ impl RedisLayer {
             Err(Failure::Skipped) => {}
             Err(e) => {
                 // A connection that timed out may be hung rather than slow: start afresh.
-                self.connection.store(None);
+                self.link.reset();
                 self.breaker.failure(e);
             }
         }
     }
 
     async fn connection(&self) -> Result<Connection, Failure> {
-        if let Some(conn) = self.connection.load().as_deref() {
-            return Ok(conn.clone());
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(conn) = self.connection.load().as_deref() {
-            return Ok(conn.clone());
-        }
-        let conn = match &self.backend {
-            Backend::Single(client) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(None);
-                Connection::Single(
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
-            }
-            Backend::Cluster(cluster) => Connection::Cluster(cluster.get_async_connection().await?),
-        };
-        self.connection.store(Some(Arc::new(conn.clone())));
-        Ok(conn)
-    }
-}
-
-/// Whether to call Redis: always while it answers; after a failure, one probe per
-/// `retry_interval`.
-struct Breaker {
-    healthy: AtomicBool,
-    /// Milliseconds since `epoch` before which no probe is sent.
-    next_probe_ms: AtomicU64,
-    epoch: Instant,
-    retry_interval: Duration,
-}
-
-impl Breaker {
-    fn new(retry_interval: Duration) -> Self {
-        Self {
-            healthy: AtomicBool::new(true),
-            next_probe_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            retry_interval,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn interval_ms(&self) -> u64 {
-        u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn allows(&self) -> bool {
-        if self.healthy.load(Ordering::Relaxed) {
-            return true;
-        }
-        let now = self.now_ms();
-        let at = self.next_probe_ms.load(Ordering::Relaxed);
-        // The one caller that moves the probe time forward is the probe.
-        now >= at
-            && self
-                .next_probe_ms
-                .compare_exchange(
-                    at,
-                    now + self.interval_ms(),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-    }
-
-    fn success(&self) {
-        if !self.healthy.swap(true, Ordering::AcqRel) {
-            tracing::info!("response cache: redis answers again");
-        }
-    }
-
-    fn failure(&self, error: &Failure) {
-        self.next_probe_ms
-            .store(self.now_ms() + self.interval_ms(), Ordering::Release);
-        if self.healthy.swap(false, Ordering::AcqRel) {
-            tracing::warn!(%error, retry_in = ?self.retry_interval, "response cache: redis unreachable; lookups are misses until it answers");
-        } else {
-            tracing::debug!(%error, "response cache: redis still unreachable");
-        }
+        Ok(self.link.connection().await?)
     }
 }
