@@ -411,6 +411,14 @@ async fn three_replicas_sharing_redis_never_spend_past_a_currency_budget() {
         spent_micros + per_call > budget,
         "{spent_micros} spent, budget {budget}"
     );
+    // Another tenant on the same pool and prices is not touched by acme's spent budget.
+    let other = other_key(&http, &replicas[2].base).await;
+    let answer = chat(&http, &replicas[2].base, &other, &body(5)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer
+        .headers()
+        .get("x-bulkhead-budget-remaining")
+        .is_none());
 }
 
 #[tokio::test]
