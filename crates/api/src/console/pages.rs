@@ -338,7 +338,7 @@ pub fn tenant(t: &Tenant, keys: Option<&[ApiKey]>) -> Markup {
                                             td { (k.name) }
                                             td { code { (k.hint) } }
                                             td { (k.scope.as_str()) }
-                                            td { (limit(k.limits.tokens_per_minute)) " tpm, " (limit(k.limits.requests_per_minute)) " rpm, " (limit(k.limits.monthly_tokens)) " a month" }
+                                            td { (limit(k.limits.tokens_per_minute)) " tpm, " (limit(k.limits.requests_per_minute)) " rpm, " (limit(k.limits.monthly_tokens)) " a month" @if let Some(budget) = k.limits.monthly_budget { ", budget " (budget) " a month" } }
                                             td { (k.created_at.format("%Y-%m-%d %H:%M")) }
                                             td { @if k.revoked_at.is_some() { "revoked" } @else { "live" } }
                                             td { @if k.revoked_at.is_none() {
