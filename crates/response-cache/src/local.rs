@@ -7,7 +7,11 @@
 //!
 //! Insertion order is kept in queues of `(key, generation)`: replacing or removing an entry
 //! leaves a stale item in them, skipped when it comes up (its generation no longer matches)
-//! and compacted away when the stale items outnumber the live ones.
+//! and compacted away when the stale items outnumber the live ones. Live entries are counted
+//! (per tenant and overall) as they come and go, so deciding whether to compact is O(1) and
+//! a put touches only its own tenant's queue: the lock is never held for a walk of the whole
+//! layer (a per-put walk of every tenant's queue, found by bench/cache, made a miss cost
+//! ~0.5 ms of CPU with a 64 MiB layer).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -35,6 +39,8 @@ struct Slot {
 struct Shelf {
     order: VecDeque<(CacheKey, u64)>,
     bytes: usize,
+    /// Live entries of the tenant (`order` also holds stale items).
+    live: usize,
 }
 
 #[derive(Default)]
@@ -105,6 +111,7 @@ impl LocalLayer {
         let shelf = inner.tenants.entry(tenant).or_default();
         shelf.order.push_back((key, generation));
         shelf.bytes += size;
+        shelf.live += 1;
         inner.bytes += size;
         inner.slots.insert(
             key,
@@ -114,7 +121,7 @@ impl LocalLayer {
                 until,
             },
         );
-        inner.compact();
+        inner.compact(tenant);
         LocalPut {
             stored: true,
             evicted,
@@ -134,7 +141,8 @@ impl Inner {
             self.bytes -= size;
             if let Some(shelf) = self.tenants.get_mut(&key.tenant()) {
                 shelf.bytes -= size;
-                if shelf.bytes == 0 {
+                shelf.live -= 1;
+                if shelf.live == 0 {
                     self.tenants.remove(&key.tenant());
                 }
             }
@@ -172,27 +180,17 @@ impl Inner {
         }
     }
 
-    /// Drops stale queue items once they outnumber the live entries.
-    fn compact(&mut self) {
-        let live = self.slots.len();
-        if self.order.len() > 2 * live + 64 {
-            let slots = &self.slots;
-            self.order
-                .retain(|(k, g)| slots.get(k).is_some_and(|s| s.generation == *g));
+    /// Drops stale queue items once they outnumber the live entries: the layer's queue, and
+    /// `tenant`'s (the only one a put adds to). Amortized O(1) per put.
+    fn compact(&mut self, tenant: Uuid) {
+        let slots = &self.slots;
+        let current = |(k, g): &(CacheKey, u64)| slots.get(k).is_some_and(|s| s.generation == *g);
+        if self.order.len() > 2 * slots.len() + 64 {
+            self.order.retain(current);
         }
-        for shelf in self.tenants.values_mut() {
-            if shelf.order.len() > 64 {
-                let slots = &self.slots;
-                let live = shelf
-                    .order
-                    .iter()
-                    .filter(|(k, g)| slots.get(k).is_some_and(|s| s.generation == *g))
-                    .count();
-                if shelf.order.len() > 2 * live + 64 {
-                    shelf
-                        .order
-                        .retain(|(k, g)| slots.get(k).is_some_and(|s| s.generation == *g));
-                }
+        if let Some(shelf) = self.tenants.get_mut(&tenant) {
+            if shelf.order.len() > 2 * shelf.live + 64 {
+                shelf.order.retain(current);
             }
         }
     }
@@ -273,7 +271,40 @@ mod tests {
         for n in 0..1000 {
             layer.put(entry(&key(a, n % 3), 10), usize::MAX, 1_000);
         }
-        assert!(layer.inner.lock().order.len() <= 2 * 3 + 64 + 1);
+        let inner = layer.inner.lock();
+        assert!(inner.order.len() <= 2 * 3 + 64 + 1);
+        let shelf = &inner.tenants[&a];
+        assert_eq!(shelf.live, 3);
+        assert!(
+            shelf.order.len() <= 2 * 3 + 64 + 1,
+            "the tenant's queue is compacted too"
+        );
+    }
+
+    #[test]
+    fn live_counts_follow_puts_removals_and_evictions_across_tenants() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let layer = LocalLayer::new(1 << 20, None);
+        let one = entry(&key(a, 0), 100).size();
+        for n in 0..10 {
+            layer.put(entry(&key(a, n), 100), 4 * one, 1_000);
+            layer.put(entry(&key(b, n), 100), usize::MAX, 1_000);
+        }
+        {
+            let inner = layer.inner.lock();
+            assert_eq!(inner.tenants[&a].live, 4, "a's bound keeps four");
+            assert_eq!(inner.tenants[&b].live, 10);
+            assert_eq!(inner.slots.len(), 14);
+        }
+        for n in 6..10 {
+            assert!(layer.get(&key(a, n), 61_000).is_none(), "expired");
+        }
+        let inner = layer.inner.lock();
+        assert!(
+            !inner.tenants.contains_key(&a),
+            "a tenant with no entry has no shelf"
+        );
+        assert_eq!(inner.tenants[&b].live, 10);
     }
 
     #[test]
