@@ -38,6 +38,10 @@ pub fn price_call(
     if tokens.prompt == 0 && tokens.completion == 0 {
         return Priced::Cost(Cost::default());
     }
+    if catalog.prices.is_empty() {
+        // No price at all (a gateway that does not do chargeback): nothing to look up.
+        return Priced::Unpriced;
+    }
     let Some(deployment) = member
         .and_then(|m| DeploymentRef::try_from(m.to_owned()).ok())
         .and_then(|reference| catalog.deployments.get(&reference))
