@@ -124,6 +124,8 @@ RESULTS="$OUT/results.tsv"
 MAX_SECONDS=$(( RUNS * 4 * 3 * (DURATION + 40) + 300 ))
 
 PIDS=()
+# shellcheck source=bench/lib/procs.sh
+source "$HERE/../lib/procs.sh"
 DATABASES=()
 CACHE_PREFIXES=()
 drop_cache_keys() { # PREFIX: the entries and books a gateway of this script wrote in Redis
@@ -165,72 +167,14 @@ else
   AUX_CPUS="$SUT_CPUS"
 fi
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
-wait_http() { # URL: until it answers anything, for at most 10 s
-  for _ in $(seq 1 200); do
-    curl -s -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.05
-  done
-  echo "no answer from $1" >&2
-  return 1
-}
 
-# Under SCHED_FIFO a tokio server's main thread (the accept loop) would wait behind its busy
-# worker on the same CPU: one priority step up for the main thread only (bench/gateway/lib.sh).
-main_thread_first() { # PID
-  if [ "$SCHED" = fifo ]; then chrt -f -p 11 "$1" >/dev/null; fi
-}
 
-forget_pid() { # PID
-  local kept=() pid
-  for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
-  PIDS=("${kept[@]}")
-}
 
-stop_pid() { # PID: one this script started (SIGTERM, then SIGKILL after 5 s)
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-  forget_pid "$1"
-}
 
-cpu_ticks() { awk '/^cpu[01] /{print $2+$3+$4+$7+$8+$9}' /proc/stat | paste -sd' '; }
-total_ticks() { awk '/^cpu[01] /{print $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat | paste -sd' '; }
 
-# On-CPU time (ns, from schedstat) of a process and all its threads.
-proc_cpu_ns() {
-  cat "/proc/$1/task/"*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'
-}
 
-# Busy share (%) of the whole machine over one second, while our processes are idle.
-background_busy() {
-  local b0 t0 b1 t1
-  b0="$(cpu_ticks)"; t0="$(total_ticks)"
-  sleep 1
-  b1="$(cpu_ticks)"; t1="$(total_ticks)"
-  python3 -c 'import sys; b0,b1,t0,t1=(sum(map(int,a.split())) for a in sys.argv[1:]); print(round(100*(b1-b0)/max(1,t1-t0)))' \
-    "$b0" "$b1" "$t0" "$t1"
-}
 
-# Waits until the process uses less than 2% of a core over half a second (at most 120 s) and
-# prints its CPU time (ns) then: its leftover work (usage records, cache stores) belongs to the
-# requests it served and must not run into the next measurement.
-settle() { # PID
-  local previous now
-  previous="$(proc_cpu_ns "$1")"
-  now="$previous"
-  for _ in $(seq 1 240); do
-    sleep 0.5
-    now="$(proc_cpu_ns "$1")"
-    [ $((now - previous)) -lt 10000000 ] && break
-    previous="$now"
-  done
-  echo "$now"
-}
 
 # The gateway's cache counters: "hits local redis misses bypasses stores redis_errors".
 cache_counters() {
