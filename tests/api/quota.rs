@@ -242,22 +242,48 @@ async fn three_replicas_sharing_redis_admit_exactly_the_calls_a_monthly_budget_h
     assert_eq!(answer.status(), StatusCode::OK);
 }
 
+/// A monthly budget in tokens, or in currency (micro-units, at the prices of
+/// [`price_at_one_and_two`]), each held in a scope of its own (`t:` or `b:`).
+#[derive(Clone, Copy)]
+enum Budget {
+    Tokens,
+    Currency,
+}
+
 #[tokio::test]
 async fn a_replica_killed_holding_a_slice_cannot_push_admissions_past_the_budget() {
+    killed_replica_holding_a_slice(Budget::Tokens).await;
+}
+
+#[tokio::test]
+async fn a_replica_killed_holding_a_slice_cannot_push_spending_past_the_budget() {
+    killed_replica_holding_a_slice(Budget::Currency).await;
+}
+
+async fn killed_replica_holding_a_slice(budget: Budget) {
     let sim = sim().await;
     let database = fresh_postgres_database().await;
     let redis = format!("redis://{}", redis_address());
     let mut replicas = replicas(&database, &redis, SLOW_MACHINE).await;
     let http = reqwest::Client::new();
     let (tenant, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
-    let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
     const K: u64 = 40;
-    set_limits(
-        &http,
-        &replicas[0].base,
-        json!({"monthly_tokens": K * per_call}),
-    )
-    .await;
+    let (per_call, limits, scope) = match budget {
+        Budget::Tokens => {
+            let per_call = tokens_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
+            (per_call, json!({"monthly_tokens": K * per_call}), "t")
+        }
+        Budget::Currency => {
+            price_at_one_and_two(&http, &replicas[0].base).await;
+            let per_call = micros_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
+            (
+                per_call,
+                json!({"monthly_budget": decimal(K * per_call)}),
+                "b",
+            )
+        }
+    };
+    set_limits(&http, &replicas[0].base, limits).await;
     until_every_replica_enforces(&http, &replicas, &key, &body(K * per_call)).await;
 
     // Replica 0 serves two calls and, with the first, leases a slice of several more; then it
@@ -270,7 +296,7 @@ async fn a_replica_killed_holding_a_slice_cannot_push_admissions_past_the_budget
     }
     let dead = replicas.remove(0);
     dead.kill().await;
-    let used_at_kill = month_used_in_redis(&tenant).await.unwrap_or(0);
+    let used_at_kill = scope_used_in_redis(scope, &tenant).await.unwrap_or(0);
     let stranded = used_at_kill.saturating_sub(admitted * per_call) / per_call;
     assert!(
         stranded > 0,
@@ -297,7 +323,7 @@ async fn a_replica_killed_holding_a_slice_cannot_push_admissions_past_the_budget
         K - stranded,
         "everything but the dead replica's slice was used"
     );
-    assert!(month_used_in_redis(&tenant).await.unwrap() <= K * per_call);
+    assert!(scope_used_in_redis(scope, &tenant).await.unwrap() <= K * per_call);
 }
 
 /// The cost of one call in micro-units at 1 per million input tokens and 2 per million
@@ -308,6 +334,22 @@ async fn micros_of_one_call(http: &reqwest::Client, base: &str, key: &str, body:
     let value: Value = answer.json().await.unwrap();
     let usage = &value["usage"];
     usage["prompt_tokens"].as_u64().unwrap() + 2 * usage["completion_tokens"].as_u64().unwrap()
+}
+
+/// gpt-4o at 1 per million input tokens and 2 per million output tokens, in EUR.
+async fn price_at_one_and_two(http: &reqwest::Client, base: &str) {
+    let (status, price) = admin_call(
+        http,
+        base,
+        Method::POST,
+        "/admin/v1/prices",
+        Some(
+            json!({"model": "gpt-4o", "deployment_type": "global_standard",
+            "currency": "EUR", "input_per_million": "1", "output_per_million": "2"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{price}");
 }
 
 fn decimal(micros: u64) -> String {
@@ -322,18 +364,7 @@ async fn three_replicas_sharing_redis_never_spend_past_a_currency_budget() {
     let replicas = replicas(&database, &redis, SLOW_MACHINE).await;
     let http = reqwest::Client::new();
     let (tenant, key) = set_up(&http, &replicas[0].base, &sim, json!({})).await;
-    let (status, price) = admin_call(
-        &http,
-        &replicas[0].base,
-        Method::POST,
-        "/admin/v1/prices",
-        Some(
-            json!({"model": "gpt-4o", "deployment_type": "global_standard",
-            "currency": "EUR", "input_per_million": "1", "output_per_million": "2"}),
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{price}");
+    price_at_one_and_two(&http, &replicas[0].base).await;
     let per_call = micros_of_one_call(&http, &replicas[0].base, &key, &body(5)).await;
     const K: u64 = 37;
     let budget = K * per_call;
@@ -498,9 +529,14 @@ async fn gateway_behind_cut_redis(
 /// The tenant's month count, under the hash-tagged name (or the name of earlier releases, on a
 /// Redis that still holds some: a developer's long-lived one).
 async fn month_used_in_redis(tenant: &str) -> Option<u64> {
+    scope_used_in_redis("t", tenant).await
+}
+
+/// The month count of the tenant's scope of `kind` (`t` tokens, `b` spending).
+async fn scope_used_in_redis(kind: &str, tenant: &str) -> Option<u64> {
     let client = redis::Client::open(format!("redis://{}", redis_address())).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    for name in [format!("t:{{{tenant}}}"), format!("t:{tenant}")] {
+    for name in [format!("{kind}:{{{tenant}}}"), format!("{kind}:{tenant}")] {
         let used = redis::cmd("HGET")
             .arg(format!("bulkhead:quota:{name}"))
             .arg("mu")
