@@ -33,8 +33,13 @@ async fn batches_write_exactly_the_recorded_events(db: Db) {
     for event in &recorded {
         ledger.record(event.clone());
     }
-    // Written by the batching writer alone, before any shutdown.
-    until(&ledger, "every event is written", |m| m.written == 1000).await;
+    // Written by the batching writer alone, before any shutdown. The counters are separate
+    // atomics: `written` counts a batch as soon as the store took it, and the writer releases
+    // it from memory just after, so wait for both rather than read a snapshot in between.
+    until(&ledger, "every event is written and released", |m| {
+        m.written == 1000 && m.buffered() == 0
+    })
+    .await;
     let metrics = ledger.metrics();
     assert_eq!(
         (metrics.accepted, metrics.duplicates, metrics.buffered()),
