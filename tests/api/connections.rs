@@ -241,6 +241,20 @@ async fn the_connection_cap_refuses_the_extra_connections_and_recovers() {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
+    // The readiness probe's connection may still be open on the server's side: wait until
+    // the only one left is the metrics call itself, so the 20 below take every slot.
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        async || {
+            let (_, text) = metrics(&http, &gateway.base).await;
+            match counter(&text, "bulkhead_connections_open") {
+                1.0 => Ok(()),
+                open => Err(format!("{open} connections open")),
+            }
+        },
+    )
+    .await;
     let mut held = Vec::new();
     for _ in 0..20 {
         held.push(TcpStream::connect(&address).await.unwrap());
